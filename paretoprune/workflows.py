@@ -1,0 +1,202 @@
+"""End-to-end workflows behind the command line, usable from Python as they are.
+
+Each workflow takes a small config dataclass, does the whole job (load, calibrate, prune,
+evaluate, save) and returns a result dataclass; the command line only parses and prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from paretoprune.candidate import Candidate
+from paretoprune.data import calibration_windows, evaluation_windows
+from paretoprune.errors import InputError
+from paretoprune.evaluators.perplexity import perplexity
+from paretoprune.evaluators.stats import collect_stats
+from paretoprune.metrics.masks import parse_structure
+from paretoprune.metrics.scores import KNOWN_METRICS
+from paretoprune.models import LoadedModel, find_layout, load_model
+from paretoprune.pruning import layer_sparsities, prune_model
+
+__all__ = [
+    "EvalConfig",
+    "EvalResult",
+    "PruneConfig",
+    "PruneResult",
+    "evaluate",
+    "prune",
+    "save_model",
+]
+
+logger = logging.getLogger(__name__)
+
+PRUNE_METHODS = ("magnitude", "wanda", "ria", "sparsegpt")
+
+
+@dataclass
+class PruneConfig:
+    model: str  # alias, folder, .gguf file or hub id
+    method: str = "wanda"  # magnitude | wanda | ria | sparsegpt
+    sparsity: float | None = None  # fraction of weights pruned (unstructured)
+    structure: str | None = None  # "N:M" instead of a sparsity
+    allocation: str = "uniform"  # uniform | owl: how the sparsity is spread over the blocks
+    calib: str = "builtin"  # calibration text source
+    nsamples: int = 128  # calibration windows
+    seqlen: int = 2048  # tokens per window (calibration and evaluation)
+    seed: int = 0  # picks the calibration windows
+    sequential: bool = False  # calibrate each block on the pruned blocks' outputs
+    save: Path | None = None  # folder for the pruned model (safetensors + tokenizer)
+    eval: str | None = None  # text source for perplexity after pruning
+    max_windows: int | None = None  # cap on evaluation windows (CPU budgets)
+    batch_size: int = 8
+    progress: bool = True
+
+
+@dataclass
+class PruneResult:
+    sparsity: float  # achieved, weighted over the prunable parameters
+    layers: dict[str, float]
+    seconds: float
+    perplexity: float | None = None
+    tokens: int | None = None  # tokens scored by the perplexity evaluation
+    saved: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"sparsity": round(self.sparsity, 6), "seconds": round(self.seconds, 3)}
+        if self.perplexity is not None:
+            out |= {"perplexity": self.perplexity, "tokens": self.tokens}
+        if self.saved is not None:
+            out["saved"] = self.saved
+        return out
+
+
+@dataclass
+class EvalConfig:
+    model: str
+    data: str
+    seqlen: int = 2048
+    max_windows: int | None = None
+    batch_size: int = 8
+    progress: bool = True
+
+
+@dataclass
+class EvalResult:
+    perplexity: float
+    tokens: int
+    windows: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {"perplexity": self.perplexity, "tokens": self.tokens, "windows": self.windows}
+
+
+def check_prune_config(config: PruneConfig) -> None:
+    """Fail fast, before any model is loaded, on options that cannot work together."""
+    if config.method not in PRUNE_METHODS:
+        raise InputError(f"unknown method {config.method!r}: use one of {', '.join(PRUNE_METHODS)}")
+    if (config.sparsity is None) == (config.structure is None):
+        raise InputError("give exactly one of --sparsity S (e.g. 0.5) or --structure N:M (e.g. 2:4)")
+    if config.sparsity is not None and not 0.0 <= config.sparsity < 1.0:
+        raise InputError(f"sparsity {config.sparsity} is out of range: use a value in [0, 1), e.g. 0.5")
+    if config.structure is not None:
+        parse_structure(config.structure)
+    if config.nsamples <= 0 or config.seqlen <= 1:
+        raise InputError("--nsamples must be positive and --seqlen at least 2")
+
+
+def prune(config: PruneConfig) -> PruneResult:
+    check_prune_config(config)
+    loaded = load_model(config.model)
+    model, layout = loaded.model, find_layout(loaded.model)
+    needs_tokens = config.method != "magnitude" or config.allocation == "owl"
+    tokens = (
+        calibration_windows(
+            loaded.tokenizer, config.calib, config.nsamples, config.seqlen, config.seed
+        )
+        if needs_tokens
+        else None
+    )
+    candidate = _candidate(config, layout, model, tokens)
+    report = prune_model(
+        model,
+        layout,
+        candidate,
+        tokens,
+        method="sparsegpt" if config.method == "sparsegpt" else "metric",
+        sequential=config.sequential,
+        batch_size=config.batch_size,
+        progress=config.progress,
+    )
+    result = PruneResult(sparsity=report.sparsity, layers=report.layers, seconds=report.seconds)
+    if config.eval is not None:
+        scored = _perplexity(loaded, config.eval, config.seqlen, config.max_windows, config)
+        result.perplexity, result.tokens = scored.perplexity, scored.tokens
+    if config.save is not None:
+        result.saved = str(save_model(loaded, config.save))
+    return result
+
+
+def _candidate(
+    config: PruneConfig, layout: Any, model: Any, tokens: torch.Tensor | None
+) -> Candidate:
+    metric = KNOWN_METRICS["magnitude" if config.method == "sparsegpt" else config.method]
+    if config.structure is not None:
+        nm = parse_structure(config.structure)
+        assert nm is not None
+        sparsities = {name: 1.0 - nm[0] / nm[1] for name in layout.names}
+        return Candidate(metric=metric, sparsities=sparsities, structure=config.structure)
+    assert config.sparsity is not None
+    stats = None
+    if config.allocation == "owl":
+        assert tokens is not None
+        stats = collect_stats(model, layout, tokens, batch_size=config.batch_size)
+    sparsities = layer_sparsities(layout, config.sparsity, config.allocation, stats)
+    return Candidate(metric=metric, sparsities=sparsities)
+
+
+def evaluate(config: EvalConfig) -> EvalResult:
+    if config.seqlen <= 1:
+        raise InputError("--seqlen must be at least 2")
+    loaded = load_model(config.model)
+    return _perplexity(loaded, config.data, config.seqlen, config.max_windows, config)
+
+
+def _perplexity(
+    loaded: LoadedModel, source: str, seqlen: int, max_windows: int | None, config: Any
+) -> EvalResult:
+    windows = evaluation_windows(loaded.tokenizer, source, seqlen, max_windows)
+    scored = perplexity(
+        loaded.model, windows, batch_size=config.batch_size, progress=config.progress
+    )
+    return EvalResult(perplexity=scored.perplexity, tokens=scored.tokens, windows=scored.windows)
+
+
+def save_model(loaded: LoadedModel, folder: Path, extra_files: dict[str, str] | None = None) -> Path:
+    """save_pretrained (safetensors) and the tokenizer, written atomically into ``folder``."""
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise InputError(f"--save folder {folder} is not empty: choose a new folder")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        loaded.model.save_pretrained(staging, safe_serialization=True)
+        loaded.tokenizer.save_pretrained(staging)
+        for name, text in (extra_files or {}).items():
+            (staging / name).write_text(text)
+        if folder.exists():
+            folder.rmdir()
+        os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("saved pruned model to %s", folder)
+    return folder
+

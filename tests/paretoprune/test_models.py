@@ -1,0 +1,87 @@
+"""Model adapter: generic discovery on every family, fingerprints, loading errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from paretoprune.errors import InputError
+from paretoprune.models import find_layout, fingerprint, load_model
+from paretoprune.testing import FAMILIES, tiny_model
+
+# Linears per block that each family must expose, by their path inside the block.
+EXPECTED_KINDS = {
+    "llama": {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+              "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"},
+    "opt": {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj",
+            "fc1", "fc2"},
+    "gpt2": {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"},
+}  # fmt: skip
+EXPECTED_KINDS["mistral"] = EXPECTED_KINDS["qwen2"] = EXPECTED_KINDS["gemma3"] = EXPECTED_KINDS["llama"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_discovery_finds_every_block_linear_and_nothing_else(family: str) -> None:
+    model = tiny_model(family, layers=3)
+    layout = find_layout(model)
+    assert layout.family == family.replace("gemma3", "gemma3_text")
+    assert [block.index for block in layout.blocks] == [0, 1, 2]
+    for block in layout.blocks:
+        kinds = {linear.kind for linear in layout.linears_of_block(block.index)}
+        assert kinds == EXPECTED_KINDS[family]
+    names = set(layout.names)
+    assert not any("embed" in name or "lm_head" in name or "wte" in name for name in names)
+    # Embeddings and the output head are outside the blocks: their weights are not listed.
+    listed = {id(linear.module.weight) for linear in layout.linears}
+    assert id(model.get_output_embeddings().weight) not in listed
+    assert id(model.get_input_embeddings().weight) not in listed
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_weight_matrix_is_a_live_out_by_in_view(family: str) -> None:
+    model = tiny_model(family)
+    linear = find_layout(model).linears[0]
+    matrix = linear.weight_matrix()
+    assert matrix.shape == (linear.out_features, linear.in_features)
+    matrix[0, 0] = 123.0  # writes through to the module
+    x = torch.zeros(1, linear.in_features)
+    x[0, 0] = 1.0
+    bias = linear.module.bias if linear.module.bias is not None else torch.zeros(linear.out_features)
+    with torch.no_grad():
+        assert float(linear.module(x)[0, 0] - bias[0]) == pytest.approx(123.0)
+
+
+def test_fingerprint_depends_on_shapes_not_weights() -> None:
+    a, b = tiny_model("llama", seed=0), tiny_model("llama", seed=1)
+    assert fingerprint(a) == fingerprint(b)
+    assert fingerprint(a) != fingerprint(tiny_model("llama", hidden=32))
+    assert fingerprint(a) != fingerprint(tiny_model("qwen2"))
+
+
+def test_saved_folder_loads_back(tmp_path) -> None:
+    from paretoprune.testing import byte_tokenizer
+
+    model, tokenizer = tiny_model("qwen2"), byte_tokenizer()
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    loaded = load_model(str(tmp_path))
+    assert fingerprint(loaded.model) == fingerprint(model)
+    assert not loaded.model.training
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("./no/such/model", "does not exist"),
+        ("/definitely/missing.gguf", "does not exist"),
+    ],
+)
+def test_bad_model_specs_are_one_line_input_errors(spec: str, message: str) -> None:
+    with pytest.raises(InputError, match=message) as info:
+        load_model(spec)
+    assert "\n" not in str(info.value)
+
+
+def test_folder_without_config_is_refused(tmp_path) -> None:
+    with pytest.raises(InputError, match="no config.json"):
+        load_model(str(tmp_path))
