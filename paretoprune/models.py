@@ -34,8 +34,10 @@ __all__ = [
     "ModelLayout",
     "PrunableLinear",
     "cache_dir",
+    "final_hidden_states",
     "find_layout",
     "fingerprint",
+    "logits_from_hidden",
     "load_model",
     "model_bytes",
 ]
@@ -168,6 +170,31 @@ def find_layout(model: nn.Module) -> ModelLayout:
     ]
     family = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
     return ModelLayout(family=str(family), blocks=blocks, linears=linears)
+
+
+# --------------------------------------------------------------------------------------------
+# Running the model in two halves
+#
+# The fitness of a candidate compares the pruned model's outputs with the dense model's. Running
+# the backbone and the output head separately lets the evaluator apply the head a few tokens at
+# a time, so the [tokens x vocabulary] logits never exist all at once.
+
+
+def final_hidden_states(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The backbone's last hidden states (after its final norm), [batch, seq, hidden]."""
+    out = model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    return out.last_hidden_state
+
+
+def logits_from_hidden(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """The output head applied to final hidden states, as model(...).logits would give."""
+    logits = model.get_output_embeddings()(hidden)
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:  # Gemma-style soft capping happens after the head
+        logits = torch.tanh(logits / cap) * cap
+    return logits
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,12 +25,8 @@ from paretoprune.candidate import Candidate
 from paretoprune.errors import InputError
 from paretoprune.evaluators.stats import ChannelStats, walk_blocks
 from paretoprune.metrics.allocation import owl_block_sparsities, outlier_ratio
-from paretoprune.metrics.masks import (
-    check_structure_fits,
-    keep_mask_from_scores,
-    nm_keep_mask,
-    parse_structure,
-)
+from paretoprune.metrics import masks
+from paretoprune.metrics.masks import check_structure_fits, parse_structure
 from paretoprune.metrics.scores import KNOWN_METRICS, MetricSpec, compute_scores
 from paretoprune.metrics.sparsegpt import sparsegpt_prune
 from paretoprune.models import ModelLayout, PrunableLinear
@@ -108,19 +104,19 @@ def layer_sparsities(
 
 
 def keep_mask(
-    linear: PrunableLinear,
-    stats: ChannelStats | None,
+    matrix: torch.Tensor,
+    act_norm: torch.Tensor | None,
     metric: MetricSpec,
     sparsity: float,
     structure: str = "unstructured",
     group: str = "row",
+    layer_name: str = "this layer",
 ) -> torch.Tensor:
-    """Which weights of one linear survive ([out, in], True = keep)."""
-    scores = _scores(linear, stats, metric)
-    nm = parse_structure(structure)
-    if nm is not None:
-        return nm_keep_mask(scores, *nm)
-    return keep_mask_from_scores(scores, sparsity, group)
+    """Which weights of one [out, in] matrix survive (True = keep) under a scoring rule."""
+    if metric.uses_activations and act_norm is None:
+        raise ValueError(f"metric {metric.name} needs activation statistics for {layer_name}")
+    scores = compute_scores(matrix.float(), act_norm if metric.uses_activations else None, metric)
+    return masks.keep_mask(scores, sparsity, parse_structure(structure), group, layer_name)
 
 
 def _scores(linear: PrunableLinear, stats: ChannelStats | None, metric: MetricSpec) -> torch.Tensor:
@@ -140,9 +136,11 @@ def check_candidate(layout: ModelLayout, candidate: Candidate) -> None:
         )
     for name, value in candidate.sparsities.items():
         _check_sparsity(value, f"sparsity of {name}")
-    if parse_structure(candidate.structure) is not None:
-        for linear in layout.linears:
-            check_structure_fits(linear.in_features, candidate.structure, linear.name)
+    if candidate.group not in masks.GROUPS:
+        raise InputError(f"comparison group {candidate.group!r} is unknown: use row or layer")
+    structure = parse_structure(candidate.structure)
+    for linear in layout.linears:
+        check_structure_fits(linear.in_features, structure, linear.name)
 
 
 def _check_sparsity(value: float, what: str) -> None:
@@ -222,7 +220,10 @@ def _prune_linear(
         pruned = sparsegpt_prune(weight.float(), stats.hessian(), sparsity, structure=nm)
         weight.copy_(pruned.to(weight.dtype))
         return
-    mask = keep_mask(linear, stats, candidate.metric, sparsity, candidate.structure, candidate.group)
+    act_norm = stats.act_norm if stats is not None else None
+    mask = keep_mask(
+        weight, act_norm, candidate.metric, sparsity, candidate.structure, candidate.group, linear.name
+    )
     weight.mul_(mask.to(weight.dtype))
 
 

@@ -1,0 +1,292 @@
+"""The candidate evaluator: how far a pruned model strays from the dense one, fast.
+
+The search calls :meth:`CandidateEvaluator.evaluate` thousands of times, so everything that
+does not depend on the candidate is done once, at construction: the activation statistics, the
+fitness tokens, the dense model's targets (next-token distributions, logits or final hidden
+states, in fp32) and, for the metric a layerwise search keeps fixed, a per-row rank cache.
+
+Masks never overwrite the model's weights. Each prunable linear gets a parametrization
+(``torch.nn.utils.parametrize``) that, while a candidate is being scored, hands the forward
+pass ``where(keep, W, 0)`` computed just in time from the untouched dense ``W``. The dense
+weights therefore exist once, no restore step can go wrong, and only one layer's masked copy
+is alive at any moment. With the rank cache, a candidate that only changes sparsities costs
+one comparison per weight on top of the forward pass.
+
+The output head is applied a chunk of tokens at a time, so the [tokens x vocabulary] logits
+of the pruned model never exist all at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from paretoprune.candidate import Candidate
+from paretoprune.errors import InputError
+from paretoprune.evaluators.stats import ChannelStats
+from paretoprune.metrics.masks import layer_ranks, parse_structure, pruned_count, row_ranks
+from paretoprune.metrics.scores import MetricSpec, compute_scores
+from paretoprune.models import ModelLayout, PrunableLinear, final_hidden_states, logits_from_hidden
+from paretoprune.pruning import check_candidate, keep_mask
+
+__all__ = [
+    "OBJECTIVES",
+    "CandidateEvaluator",
+    "Objective",
+    "achieved_sparsities",
+    "check_objectives",
+]
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str
+    direction: str  # "minimize" or "maximize"
+    target: str | None  # the dense target it compares against, if any
+    description: str
+
+
+OBJECTIVES: dict[str, Objective] = {
+    o.name: o
+    for o in (
+        Objective("kl", "minimize", "probs", "mean next-token KL(dense || pruned) per token"),
+        Objective("logits_mse", "minimize", "logits", "squared Frobenius error of logits per token"),
+        Objective("hidden_mse", "minimize", "hidden", "squared error of final hidden states per token"),
+        Objective("sparsity", "maximize", None, "fraction of prunable weights removed"),
+        Objective("params", "minimize", None, "prunable weights that remain"),
+    )
+}
+
+
+def check_objectives(names: Sequence[str]) -> list[str]:
+    names = list(names)
+    unknown = [name for name in names if name not in OBJECTIVES]
+    if unknown or not names:
+        raise InputError(
+            f"unknown objective {unknown[0] if unknown else '(none)'}: "
+            f"choose from {', '.join(OBJECTIVES)}, e.g. --objectives kl,sparsity"
+        )
+    if len(set(names)) != len(names):
+        raise InputError(f"objective listed twice in {','.join(names)}: list each once")
+    return names
+
+
+def achieved_sparsities(layout: ModelLayout, candidate: Candidate) -> dict[str, float]:
+    """The fraction each linear really loses, after rounding to whole weights per group."""
+    nm = parse_structure(candidate.structure)
+    out: dict[str, float] = {}
+    for linear in layout.linears:
+        if nm is not None:
+            out[linear.name] = 1.0 - nm[0] / nm[1]
+            continue
+        target = float(candidate.sparsities.get(linear.name, 0.0))
+        size = linear.in_features if candidate.group == "row" else linear.numel
+        out[linear.name] = round(target * size) / size
+    return out
+
+
+class _Masker(nn.Module):
+    """Parametrization of one linear's weight: the dense weight, or the current candidate's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rule: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight if self.rule is None else self.rule(weight)
+
+
+class CandidateEvaluator:
+    """Scores candidates against the dense model on fixed fitness tokens."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layout: ModelLayout,
+        stats: Mapping[str, ChannelStats],
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        objectives: Sequence[str] = ("kl", "sparsity"),
+        rank_metric: MetricSpec | None = None,
+        rank_group: str = "row",
+        token_chunk: int = 512,
+    ) -> None:
+        self.model, self.layout = model, layout
+        self.objectives = check_objectives(objectives)
+        self.input_ids = input_ids
+        self.attention_mask = attention_mask
+        self.token_chunk = token_chunk
+        self._act_norms = {name: s.act_norm for name, s in stats.items()}
+        self._maskers = self._install_maskers()
+        valid = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        self._valid = valid.flatten()
+        self._targets = self._dense_targets()
+        self._rank_key = (rank_metric, rank_group)
+        self._ranks = self._build_ranks(rank_metric, rank_group) if rank_metric is not None else {}
+
+    # ------------------------------------------------------------------------------------
+    # Public
+
+    def evaluate(self, candidate: Candidate) -> dict[str, float]:
+        """The objectives of one candidate; the model is left exactly as it was."""
+        check_candidate(self.layout, candidate)
+        achieved = achieved_sparsities(self.layout, candidate)
+        values: dict[str, float] = {}
+        if any(OBJECTIVES[name].target for name in self.objectives):
+            with self._masked(candidate), torch.inference_mode():
+                values |= self._compare(self._hidden())
+        removed = sum(achieved[linear.name] * linear.numel for linear in self.layout.linears)
+        total = self.layout.total_numel
+        values |= {"sparsity": removed / total, "params": float(total - removed)}
+        return {name: float(values[name]) for name in self.objectives}
+
+    def close(self) -> None:
+        """Remove the parametrizations: the model is a plain model again."""
+        for linear in self.layout.linears:
+            if parametrize.is_parametrized(linear.module, "weight"):
+                parametrize.remove_parametrizations(linear.module, "weight", leave_parametrized=False)
+
+    def resident_bytes(self) -> int:
+        """Bytes this evaluator keeps beside the model (targets, rank cache, statistics)."""
+        tensors = [*self._targets.values(), *self._ranks.values(), *self._act_norms.values()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    @property
+    def tokens(self) -> int:
+        return int(self._valid.sum())
+
+    # ------------------------------------------------------------------------------------
+    # Masks
+
+    def _install_maskers(self) -> dict[str, _Masker]:
+        maskers = {}
+        for linear in self.layout.linears:
+            masker = _Masker()
+            parametrize.register_parametrization(linear.module, "weight", masker, unsafe=True)
+            maskers[linear.name] = masker
+        return maskers
+
+    def _build_ranks(self, metric: MetricSpec, group: str) -> dict[str, torch.Tensor]:
+        ranks = {}
+        for linear in self.layout.linears:
+            scores = compute_scores(self._dense_matrix(linear), self._act_norm(linear, metric), metric)
+            ranked = row_ranks(scores) if group == "row" else layer_ranks(scores)
+            # Kept in the module's own weight layout so that masking needs no transpose.
+            ranks[linear.name] = ranked.t().contiguous() if linear.transposed else ranked
+        return ranks
+
+    @contextmanager
+    def _masked(self, candidate: Candidate) -> Iterator[None]:
+        use_ranks = (
+            (candidate.metric, candidate.group) == self._rank_key
+            and parse_structure(candidate.structure) is None
+        )
+        try:
+            for linear in self.layout.linears:
+                rule = (
+                    self._rank_rule(linear, candidate)
+                    if use_ranks
+                    else self._scoring_rule(linear, candidate)
+                )
+                self._maskers[linear.name].rule = rule
+            yield
+        finally:
+            for masker in self._maskers.values():
+                masker.rule = None
+
+    def _rank_rule(self, linear: PrunableLinear, candidate: Candidate):
+        sparsity = float(candidate.sparsities.get(linear.name, 0.0))
+        if sparsity == 0.0:
+            return None
+        size = linear.in_features if candidate.group == "row" else linear.numel
+        pruned = pruned_count(size, sparsity)
+        ranks = self._ranks[linear.name]
+
+        def rule(weight: torch.Tensor) -> torch.Tensor:
+            return torch.where(ranks >= pruned, weight, 0.0)
+
+        return rule
+
+    def _scoring_rule(self, linear: PrunableLinear, candidate: Candidate):
+        sparsity = float(candidate.sparsities.get(linear.name, 0.0))
+        if sparsity == 0.0 and parse_structure(candidate.structure) is None:
+            return None
+        act_norm = self._act_norm(linear, candidate.metric)
+
+        def rule(weight: torch.Tensor) -> torch.Tensor:
+            matrix = weight.t() if linear.transposed else weight
+            keep = keep_mask(
+                matrix, act_norm, candidate.metric, sparsity,
+                candidate.structure, candidate.group, linear.name,
+            )  # fmt: skip
+            return torch.where(keep.t() if linear.transposed else keep, weight, 0.0)
+
+        return rule
+
+    def _dense_matrix(self, linear: PrunableLinear) -> torch.Tensor:
+        weight = linear.module.parametrizations.weight.original
+        return (weight.t() if linear.transposed else weight).float()
+
+    def _act_norm(self, linear: PrunableLinear, metric: MetricSpec) -> torch.Tensor | None:
+        if not metric.uses_activations:
+            return None
+        if linear.name not in self._act_norms:
+            raise InputError(f"no activation statistics for {linear.name}: recollect the statistics")
+        return self._act_norms[linear.name]
+
+    # ------------------------------------------------------------------------------------
+    # Targets and comparison
+
+    def _hidden(self) -> torch.Tensor:
+        hidden = final_hidden_states(self.model, self.input_ids, self.attention_mask)
+        return hidden.reshape(-1, hidden.shape[-1])[self._valid]
+
+    def _dense_targets(self) -> dict[str, torch.Tensor]:
+        needed = {OBJECTIVES[name].target for name in self.objectives} - {None}
+        if not needed:
+            return {}
+        with torch.inference_mode():
+            hidden = self._hidden().float()
+            targets: dict[str, torch.Tensor] = {}
+            if "hidden" in needed:
+                targets["hidden"] = hidden.clone()
+            if needed & {"probs", "logits"}:
+                logits = torch.cat([self._logits(chunk) for chunk in hidden.split(self.token_chunk)])
+                if "logits" in needed:
+                    targets["logits"] = logits
+                if "probs" in needed:
+                    logprobs = torch.log_softmax(logits, dim=-1)
+                    targets["probs"] = logprobs.exp()
+                    # sum_v p log p per token: the constant half of KL(p || q)
+                    targets["neg_entropy"] = (targets["probs"] * logprobs).sum(-1)
+        return targets
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return logits_from_hidden(self.model, hidden).float()
+
+    def _compare(self, hidden: torch.Tensor) -> dict[str, float]:
+        hidden = hidden.float()
+        count = hidden.shape[0]
+        totals = {"kl": 0.0, "logits_mse": 0.0}
+        wanted = {OBJECTIVES[name].target for name in self.objectives}
+        if wanted & {"probs", "logits"}:
+            for start in range(0, count, self.token_chunk):
+                stop = min(start + self.token_chunk, count)
+                logits = self._logits(hidden[start:stop])
+                if "probs" in wanted:
+                    cross = (self._targets["probs"][start:stop] * torch.log_softmax(logits, -1)).sum(-1)
+                    totals["kl"] += float((self._targets["neg_entropy"][start:stop] - cross).sum())
+                if "logits" in wanted:
+                    diff = logits - self._targets["logits"][start:stop]
+                    totals["logits_mse"] += float(diff.square().sum())
+        values = {name: total / count for name, total in totals.items()}
+        if "hidden" in wanted:
+            values["hidden_mse"] = float((hidden - self._targets["hidden"]).square().sum()) / count
+        return values
+
