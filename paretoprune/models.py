@@ -126,8 +126,10 @@ class ModelLayout:
 def _is_linear(module: nn.Module) -> bool:
     if isinstance(module, nn.Linear):
         return True
-    # transformers' Conv1D (GPT-2 family) is a linear layer with a transposed weight.
-    return type(module).__name__ == "Conv1D" and getattr(module, "weight", None) is not None
+    # transformers' Conv1D (GPT-2 family) is a linear layer with a transposed weight. Match by
+    # class name along the MRO, so a parametrized Conv1D (a generated subclass) counts too.
+    is_conv1d = any(cls.__name__ == "Conv1D" for cls in type(module).__mro__)
+    return is_conv1d and getattr(module, "weight", None) is not None
 
 
 def _find_block_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
