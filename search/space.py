@@ -1,0 +1,260 @@
+"""The search space: numeric genomes <-> Candidates.
+
+A genome is a vector of floats inside box bounds, laid out as
+
+    [metric genes]        modes metric and joint: a point of the meta-metric family
+    [layer genes]         modes layerwise and joint: one gene per block (or per linear) in [-1, 1]
+    [global sparsity]     only with a sparsity range: the target sparsity itself
+
+Metric genes are the family's continuous knobs (exponents on |W| and on the activation norm,
+weights of the row-relative, column-relative and absolute terms) followed by OptiShear's discrete
+operators (transform of |W|, transform and normaliser of the activation norm) coded as reals
+whose integer part picks the choice. Layer genes ``g`` become sparsities ``s + delta * g`` that a
+repair shifts to the exact parameter-weighted mean ``s`` within their bounds.
+
+Known baselines (uniform Wanda, OWL, RIA, magnitude) are points of the space, so the search can
+start from them and never ends worse than them on its objective.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Mapping
+
+import numpy as np
+
+from paretoprune.candidate import Candidate
+from paretoprune.errors import InputError
+from paretoprune.metrics.allocation import (
+    block_totals,
+    expand_block_genes,
+    genes_from_sparsities,
+    sparsities_from_genes,
+)
+from paretoprune.metrics.masks import parse_structure
+from paretoprune.metrics.scores import KNOWN_METRICS, NORMALISERS, TRANSFORMS, MetricSpec
+from paretoprune.models import ModelLayout
+
+__all__ = ["MODES", "SearchSpace", "SpaceConfig"]
+
+MODES = ("layerwise", "metric", "joint")
+
+# Continuous metric genes: (field of MetricSpec, lower bound, upper bound).
+_CONTINUOUS = (
+    ("weight_power", 0.25, 2.0),
+    ("act_power", 0.0, 2.0),
+    ("row_coef", 0.0, 1.0),
+    ("col_coef", 0.0, 1.0),
+    ("abs_coef", 0.0, 1.0),
+)
+# Discrete metric genes: (field of MetricSpec, choices); the gene's integer part picks one.
+_DISCRETE = (
+    ("weight_transform", TRANSFORMS),
+    ("act_transform", TRANSFORMS),
+    ("act_norm", NORMALISERS),
+)
+# Below this, a coefficient or exponent gene counts as zero: the term is switched off.
+_OFF = 1e-3
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    mode: str = "layerwise"  # layerwise | metric | joint
+    sparsity: float | None = 0.5  # target, weighted over the prunable parameters
+    sparsity_range: tuple[float, float] | None = None  # search the target too, within [lo, hi]
+    structure: str = "unstructured"  # or "N:M" (metric mode only: N:M fixes every layer)
+    granularity: str = "block"  # one layer gene per block, or per linear
+    delta: float = 0.15  # how far a layer may stray from the target sparsity
+    base_metric: str = "wanda"  # the scoring rule of layerwise mode
+    group: str = "row"  # comparison group of the scores
+
+
+class SearchSpace:
+    """Encodes and decodes candidates for one model layout and one SpaceConfig."""
+
+    def __init__(
+        self,
+        layout: ModelLayout,
+        config: SpaceConfig,
+        owl_sparsities: Mapping[str, float] | None = None,
+    ) -> None:
+        _check_config(config)
+        self.layout, self.config = layout, config
+        self.base_metric = KNOWN_METRICS[config.base_metric]
+        self._nm = parse_structure(config.structure)
+        self._owl = owl_sparsities
+        self._blocks = config.granularity == "block"
+        self._groups = (
+            np.array([linear.block_index for linear in layout.linears])
+            if self._blocks
+            else np.arange(len(layout.linears))
+        )
+        self._group_weights = block_totals(np.array(layout.numels, dtype=float), self._groups)
+        n_metric = len(_CONTINUOUS) + len(_DISCRETE) if self.searches_metric else 0
+        n_layers = len(self._group_weights) if self.searches_layers else 0
+        self._metric = slice(0, n_metric)
+        self._layers = slice(n_metric, n_metric + n_layers)
+        self.n_var = n_metric + n_layers + (1 if config.sparsity_range else 0)
+
+    # ----------------------------------------------------------------------------------------
+
+    @property
+    def searches_metric(self) -> bool:
+        return self.config.mode in ("metric", "joint")
+
+    @property
+    def searches_layers(self) -> bool:
+        return self.config.mode in ("layerwise", "joint") and self._nm is None
+
+    @property
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        lower, upper = [], []
+        if self.searches_metric:
+            lower += [lo for _, lo, _ in _CONTINUOUS] + [0.0] * len(_DISCRETE)
+            upper += [hi for _, _, hi in _CONTINUOUS] + [float(len(c)) for _, c in _DISCRETE]
+        n_layers = self._layers.stop - self._layers.start
+        lower += [-1.0] * n_layers
+        upper += [1.0] * n_layers
+        if self.config.sparsity_range:
+            lower.append(self.config.sparsity_range[0])
+            upper.append(self.config.sparsity_range[1])
+        return np.array(lower, dtype=float), np.array(upper, dtype=float)
+
+    # ----------------------------------------------------------------------------------------
+    # Decoding
+
+    def decode(self, genome: np.ndarray) -> Candidate:
+        genome = np.asarray(genome, dtype=float)
+        if genome.shape != (self.n_var,):
+            raise ValueError(f"genome has shape {genome.shape}, the space expects ({self.n_var},)")
+        metric = self._decode_metric(genome[self._metric]) if self.searches_metric else self.base_metric
+        return Candidate(
+            metric=metric,
+            sparsities=self._decode_sparsities(genome),
+            structure=self.config.structure,
+            group=self.config.group,
+        )
+
+    def target(self, genome: np.ndarray) -> float:
+        if self.config.sparsity_range:
+            low, high = self.config.sparsity_range
+            return float(np.clip(genome[-1], low, high))
+        if self._nm is not None:
+            return 1.0 - self._nm[0] / self._nm[1]
+        assert self.config.sparsity is not None
+        return float(self.config.sparsity)
+
+    def _decode_sparsities(self, genome: np.ndarray) -> dict[str, float]:
+        target = self.target(genome)
+        if self.searches_layers:
+            per_group = sparsities_from_genes(
+                genome[self._layers], self._group_weights, target, self.config.delta
+            )
+            values = expand_block_genes(per_group, self._groups)
+        else:
+            values = np.full(len(self.layout.linears), target)
+        return {name: float(v) for name, v in zip(self.layout.names, values)}
+
+    def _decode_metric(self, genes: np.ndarray) -> MetricSpec:
+        values: dict[str, object] = {}
+        for (name, _, _), gene in zip(_CONTINUOUS, genes):
+            values[name] = float(gene)
+        for (name, choices), gene in zip(_DISCRETE, genes[len(_CONTINUOUS) :]):
+            values[name] = choices[min(int(math.floor(max(gene, 0.0))), len(choices) - 1)]
+        return _canonical(values)
+
+    # ----------------------------------------------------------------------------------------
+    # Encoding
+
+    def encode(self, candidate: Candidate, target: float | None = None) -> np.ndarray:
+        """The genome of a candidate this space can express (baselines, recipes)."""
+        genome = np.zeros(self.n_var)
+        if self.searches_metric:
+            genome[self._metric] = _encode_metric(candidate.metric)
+        target = self.target(genome) if target is None else target
+        if self.config.sparsity_range:
+            genome[-1] = target
+        if self.searches_layers:
+            per_group = self._group_means(candidate.sparsities)
+            genome[self._layers] = genes_from_sparsities(per_group, target, self.config.delta)
+        return genome
+
+    def _group_means(self, sparsities: Mapping[str, float]) -> np.ndarray:
+        values = np.array([sparsities[name] for name in self.layout.names])
+        weights = np.array(self.layout.numels, dtype=float)
+        sums = np.bincount(self._groups, weights=values * weights)
+        return sums / self._group_weights
+
+    def repair(self, genomes: np.ndarray) -> np.ndarray:
+        """Genomes re-encoded from their decoded candidates: what is searched is what is scored."""
+        return np.stack([self.encode(self.decode(g), self.target(g)) for g in genomes])
+
+    def baselines(self) -> dict[str, np.ndarray]:
+        """Genomes of the known methods this mode can express, by name."""
+        lo, hi = self.config.sparsity_range or (None, None)
+        targets = [self.target(np.zeros(self.n_var))] if lo is None else list(np.linspace(lo, hi, 3))
+        found: dict[str, np.ndarray] = {}
+        metrics = list(KNOWN_METRICS) if self.searches_metric else [self.config.base_metric]
+        for target in targets:
+            suffix = "" if lo is None else f"@{target:.2f}"
+            uniform = {name: target for name in self.layout.names}
+            for metric in metrics:
+                found[f"{metric}{suffix}"] = self.encode(
+                    Candidate(metric=KNOWN_METRICS[metric], sparsities=uniform), target
+                )
+            if self._owl is not None and self.searches_layers and lo is None:
+                owl_metric = KNOWN_METRICS["wanda" if self.searches_metric else self.config.base_metric]
+                found[f"owl-{owl_metric.name}"] = self.encode(
+                    Candidate(metric=owl_metric, sparsities=self._owl), target
+                )
+        return found
+
+
+def _canonical(values: Mapping[str, object]) -> MetricSpec:
+    """A valid, canonical MetricSpec from raw gene values (terms near zero switched off)."""
+    fields = dict(values)
+    for name in ("row_coef", "col_coef", "abs_coef", "act_power"):
+        if float(fields[name]) < _OFF:  # type: ignore[arg-type]
+            fields[name] = 0.0
+    if fields["row_coef"] == fields["col_coef"] == fields["abs_coef"] == 0.0:
+        fields["abs_coef"] = 1.0
+    relative = fields["row_coef"] != 0.0 or fields["col_coef"] != 0.0
+    # With a relative term, "rowsum" puts the absolute term on the footing of the row term.
+    fields["abs_scale"] = "rowsum" if relative and fields["abs_coef"] != 0.0 else "none"
+    if fields["act_power"] == 0.0:
+        fields["act_transform"], fields["act_norm"] = "none", "none"
+    spec = MetricSpec(name="meta", **fields)  # type: ignore[arg-type]
+    for name, known in KNOWN_METRICS.items():
+        if spec == known:
+            return replace(spec, name=name)
+    return spec
+
+
+def _encode_metric(metric: MetricSpec) -> np.ndarray:
+    genes = [float(getattr(metric, name)) for name, _, _ in _CONTINUOUS]
+    genes += [choices.index(getattr(metric, name)) + 0.5 for name, choices in _DISCRETE]
+    return np.array(genes)
+
+
+def _check_config(config: SpaceConfig) -> None:
+    if config.mode not in MODES:
+        raise InputError(f"unknown mode {config.mode!r}: use one of {', '.join(MODES)}")
+    if config.granularity not in ("block", "linear"):
+        raise InputError(f"unknown granularity {config.granularity!r}: use block or linear")
+    if config.base_metric not in KNOWN_METRICS:
+        raise InputError(f"unknown metric {config.base_metric!r}: use one of {', '.join(KNOWN_METRICS)}")
+    nm = parse_structure(config.structure)
+    if nm is not None and config.mode != "metric":
+        raise InputError(
+            f"--structure {config.structure} fixes every layer's sparsity: use --mode metric with it"
+        )
+    if nm is None and (config.sparsity is None) == (config.sparsity_range is None):
+        raise InputError("give exactly one of --sparsity S or --sparsity-range LO:HI")
+    for value in [config.sparsity] + list(config.sparsity_range or ()):
+        if value is not None and not 0.0 <= value < 1.0:
+            raise InputError(f"sparsity {value} is out of range: use values in [0, 1), e.g. 0.6")
+    if config.sparsity_range and not config.sparsity_range[0] < config.sparsity_range[1]:
+        raise InputError(f"sparsity range {config.sparsity_range} is empty: write LO:HI with LO < HI")
+    if not 0.0 <= config.delta < 1.0:
+        raise InputError(f"delta {config.delta} is out of range: use a value in [0, 1), e.g. 0.15")
