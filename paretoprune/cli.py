@@ -106,6 +106,139 @@ def eval_command(
     _emit(result.summary(), as_json, lines)
 
 
+@app.command("bench-eval")
+def bench_eval_command(
+    model: str = ModelOpt,
+    calib: str = CalibOpt,
+    nsamples: int = typer.Option(8, "--nsamples", help="fitness windows"),
+    seqlen: int = typer.Option(256, "--seqlen", help="tokens per window"),
+    candidates: int = typer.Option(5, "--candidates", help="timed evaluations of each kind"),
+    seed: int = SeedOpt,
+    as_json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Time candidate evaluations against a bare dense forward (medians, side by side)."""
+    from paretoprune.workflows import BenchEvalConfig, bench_eval
+
+    config = BenchEvalConfig(
+        model=model, calib=calib, nsamples=nsamples, seqlen=seqlen, candidates=candidates,
+        seed=seed, progress=not quiet,
+    )  # fmt: skip
+    result = bench_eval(config)
+    lines = [
+        f"dense forward       {result['forward_s']:.3f} s  ({result['tokens']} tokens)",
+        f"layerwise candidate {result['layerwise_s']:.3f} s  ({result['layerwise_ratio']:.2f}x forward)",
+        f"metric candidate    {result['metric_s']:.3f} s  ({result['metric_ratio']:.2f}x forward)",
+        f"model weights       {result['model_bytes'] / 2**20:.0f} MiB, evaluator extra "
+        f"{result['overhead_bytes'] / 2**20:.0f} MiB "
+        f"({result['overhead_bytes'] / result['model_bytes']:.2f}x)",
+    ]
+    _emit(result, as_json, lines)
+
+
+def _range(text: Optional[str]) -> Optional[tuple[float, float]]:
+    if text is None:
+        return None
+    low, sep, high = text.partition(":")
+    try:
+        return (float(low), float(high)) if sep else _bad_range(text)
+    except ValueError:
+        return _bad_range(text)
+
+
+def _bad_range(text: str) -> tuple[float, float]:
+    raise InputError(f"--sparsity-range {text} is not understood: write LO:HI, e.g. 0.4:0.8")
+
+
+@app.command()
+def search(
+    model: Optional[str] = typer.Option(None, "--model", help="alias, folder, .gguf file or hub id"),
+    calib: Optional[str] = typer.Option(None, "--calib", help="calibration / fitness text"),
+    nsamples: Optional[int] = typer.Option(None, "--nsamples", help="fitness windows (default 16)"),
+    seqlen: Optional[int] = typer.Option(None, "--seqlen", help="tokens per window (default 256)"),
+    mode: Optional[str] = typer.Option(None, "--mode", help="layerwise | metric | joint"),
+    sparsity: Optional[float] = typer.Option(None, "--sparsity", help="target sparsity"),
+    sparsity_range: Optional[str] = typer.Option(None, "--sparsity-range", help="LO:HI, search the target"),
+    structure: Optional[str] = typer.Option(None, "--structure", help="N:M (metric mode)"),
+    objectives: Optional[str] = typer.Option(None, "--objectives", help="comma list, default kl,sparsity"),
+    pop: Optional[int] = typer.Option(None, "--pop", help="candidates per generation"),
+    generations: Optional[int] = typer.Option(None, "--generations", help="generations in total"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="evaluator actors"),
+    threads_per_worker: Optional[int] = typer.Option(None, "--threads-per-worker", help="torch threads each"),
+    gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", help="GPUs per actor"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="join this Ray cluster (e.g. auto)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="random seed"),
+    algorithm: Optional[str] = typer.Option(None, "--algorithm", help="pymoo | optuna"),
+    storage: Optional[str] = typer.Option(None, "--storage", help="optuna storage URL"),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="YAML file with these settings"),
+    out: Optional[str] = typer.Option(None, "--out", help="run folder"),
+    resume_dir: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this folder"),
+    as_json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Search pruning recipes with NSGA-III; every non-dominated candidate becomes a recipe."""
+    import yaml
+
+    from paretoprune.search.driver import load_config, resume, run_search
+
+    if resume_dir is not None:
+        result = resume(resume_dir, generations=generations, progress=not quiet)
+    else:
+        settings = {}
+        if config_file is not None:
+            try:
+                settings = yaml.safe_load(config_file.read_text()) or {}
+            except (OSError, yaml.YAMLError) as error:
+                raise InputError(f"cannot read --config {config_file}: {error}") from error
+        given = dict(
+            model=model, calib=calib, nsamples=nsamples, seqlen=seqlen, mode=mode, sparsity=sparsity,
+            sparsity_range=_range(sparsity_range), structure=structure,
+            objectives=tuple(objectives.split(",")) if objectives else None, pop=pop,
+            generations=generations, workers=workers, threads_per_worker=threads_per_worker,
+            gpus_per_worker=gpus_per_worker, ray_address=ray_address, seed=seed, algorithm=algorithm,
+            storage=storage, out=out,
+        )  # fmt: skip
+        settings.update({key: value for key, value in given.items() if value is not None})
+        result = run_search(load_config(settings), progress=not quiet)
+    _print_front(result.front, result.run_dir, as_json, extra={
+        "evaluations": result.evaluations, "recipes": [str(p) for p in result.recipes],
+        "interrupted": result.interrupted,
+    })  # fmt: skip
+    if result.interrupted:
+        raise typer.Exit(130)
+
+
+def _front_columns(run_dir: Path) -> list[str]:
+    import yaml
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    return list(config.get("objectives", ["kl", "sparsity"]))
+
+
+def _print_front(front: Any, run_dir: Path, as_json: bool, extra: Optional[dict] = None) -> None:
+    objectives = _front_columns(run_dir)
+    table = front[["eval_id", "generation", *objectives]] if len(front) else front
+    lines = [table.to_string(index=True) if len(front) else "(empty front)"]
+    lines.append(f"front: {len(front)} members; run folder {run_dir} (pareto.csv, pareto.png, recipes/)")
+    summary = {"run": str(run_dir), "front": table.to_dict(orient="records"), **(extra or {})}
+    _emit(summary, as_json, lines)
+
+
+@app.command()
+def front(
+    run_dir: Path = typer.Argument(..., help="a search run folder"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Print the Pareto front of a search run (all its evaluations, not only the last generation)."""
+    from paretoprune.search.archive import Archive
+    from paretoprune.search.driver import front_of
+
+    if not (run_dir / "config.yaml").exists():
+        raise InputError(f"{run_dir} holds no search (config.yaml missing): check the folder")
+    objectives = _front_columns(run_dir)
+    _print_front(front_of(Archive.load(run_dir).frame(), objectives), run_dir, as_json)
+
+
 def _configure_logging() -> None:
     level = os.environ.get("PARETOPRUNE_LOG", "WARNING").upper()
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)

@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,12 @@ from paretoprune.models import LoadedModel, find_layout, load_model
 from paretoprune.pruning import layer_sparsities, prune_model
 
 __all__ = [
+    "BenchEvalConfig",
     "EvalConfig",
     "EvalResult",
     "PruneConfig",
     "PruneResult",
+    "bench_eval",
     "evaluate",
     "prune",
     "save_model",
@@ -200,3 +203,79 @@ def save_model(loaded: LoadedModel, folder: Path, extra_files: dict[str, str] | 
     logger.info("saved pruned model to %s", folder)
     return folder
 
+
+
+@dataclass
+class BenchEvalConfig:
+    model: str
+    calib: str = "builtin"
+    nsamples: int = 8  # fitness windows
+    seqlen: int = 256  # tokens per window
+    candidates: int = 5  # timed evaluations of each kind
+    sparsity: float = 0.6
+    seed: int = 0
+    objectives: tuple[str, ...] = ("kl", "sparsity")
+    progress: bool = True
+
+
+def bench_eval(config: BenchEvalConfig) -> dict[str, Any]:
+    """Time a bare dense forward against candidate evaluations, side by side in one run.
+
+    The three kinds are timed round-robin (forward, layerwise candidate, metric candidate, ...)
+    so that a noisy machine slows them alike; each figure is a median.
+    """
+    import statistics
+
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from paretoprune.evaluators.fitness import CandidateEvaluator
+    from paretoprune.models import model_bytes
+    from paretoprune.search.space import SearchSpace, SpaceConfig
+
+    loaded = load_model(config.model)
+    model, layout = loaded.model, find_layout(loaded.model)
+    tokens = calibration_windows(loaded.tokenizer, config.calib, config.nsamples, config.seqlen, config.seed)
+    stats = collect_stats(model, layout, tokens)
+    evaluator = CandidateEvaluator(
+        model, layout, stats, tokens, objectives=config.objectives, rank_metric=KNOWN_METRICS["wanda"]
+    )
+    rng = np.random.default_rng(config.seed)
+    spaces = {
+        kind: SearchSpace(layout, SpaceConfig(mode=kind, sparsity=config.sparsity))
+        for kind in ("layerwise", "joint")
+    }
+
+    def random_candidate(kind: str) -> Candidate:
+        lower, upper = spaces[kind].bounds
+        return spaces[kind].decode(rng.uniform(lower, upper))
+
+    def forward() -> None:
+        with torch.inference_mode():
+            model(input_ids=tokens, use_cache=False)
+
+    timings: dict[str, list[float]] = {"forward": [], "layerwise": [], "metric": []}
+    forward()  # warm-up: first calls pay for allocations
+    evaluator.evaluate(random_candidate("layerwise"))
+    for _ in tqdm(range(config.candidates), desc="bench-eval", disable=not config.progress):
+        for kind, run in (
+            ("forward", forward),
+            ("layerwise", lambda: evaluator.evaluate(random_candidate("layerwise"))),
+            ("metric", lambda: evaluator.evaluate(random_candidate("joint"))),
+        ):
+            started = time.perf_counter()
+            run()
+            timings[kind].append(time.perf_counter() - started)
+    medians = {kind: statistics.median(values) for kind, values in timings.items()}
+    evaluator.close()
+    return {
+        "forward_s": medians["forward"],
+        "layerwise_s": medians["layerwise"],
+        "metric_s": medians["metric"],
+        "layerwise_ratio": medians["layerwise"] / medians["forward"],
+        "metric_ratio": medians["metric"] / medians["forward"],
+        "model_bytes": model_bytes(model),
+        "overhead_bytes": evaluator.resident_bytes(),
+        "tokens": int(tokens.numel()),
+        "threads": torch.get_num_threads(),
+    }

@@ -1,0 +1,526 @@
+"""Search algorithms behind one ask/tell protocol.
+
+The driver never runs an optimiser's own loop: evaluations happen on Ray actors, one
+generation at a time. So every algorithm here is driven from outside:
+
+    genomes = algorithm.ask()                  # [k, n_var], k <= pop_size, inside [xl, xu]
+    objectives = evaluate(genomes)             # [k, n_obj]; a failed row is +inf or NaN
+    algorithm.tell(genomes, objectives)        # minimisation; failed rows rank worst
+    checkpoint = algorithm.state_dict()        # between tell and the next ask
+
+Two implementations of NSGA-III share the protocol: pymoo's (the default) and optuna's
+NSGAIIISampler (whose study can live in a database and be watched with optuna-dashboard).
+
+Resuming must be exact: a run restored from ``state_dict()`` asks the same genomes as the
+run that was never interrupted. Both implementations therefore snapshot their whole state,
+random generators included, as pickled bytes. The optional repair function is never part of
+the snapshot (it may be a closure); the restoring side passes it to the constructor again.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import warnings
+from abc import ABC, abstractmethod
+from itertools import combinations
+from typing import Any, Callable, ClassVar, Sequence
+
+import numpy as np
+import optuna
+from pymoo.algorithms.moo.nsga3 import NSGA3
+from pymoo.core.evaluator import Evaluator
+from pymoo.core.problem import Problem
+from pymoo.core.repair import Repair
+from pymoo.core.sampling import Sampling
+from pymoo.core.termination import NoTermination
+from pymoo.operators.selection.tournament import TournamentSelection
+from pymoo.problems.static import StaticProblem
+
+from paretoprune.errors import InputError
+
+__all__ = [
+    "ALGORITHMS",
+    "OptunaNSGA3",
+    "PymooNSGA3",
+    "RepairFn",
+    "SearchAlgorithm",
+    "das_dennis",
+    "failed_rows",
+    "make_algorithm",
+    "reference_directions",
+]
+
+RepairFn = Callable[[np.ndarray], np.ndarray]
+
+# pymoo ranks a failed evaluation through a violated constraint, never through its objective
+# values; they still must be finite so that no arithmetic on them produces NaN.
+_FAILED_OBJECTIVE = 1e30
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference directions
+# ---------------------------------------------------------------------------------------------
+
+
+def das_dennis(n_obj: int, n_partitions: int) -> np.ndarray:
+    """Das and Dennis' evenly spaced points on the unit simplex, one row per direction.
+
+    Each row is a composition of ``n_partitions`` into ``n_obj`` non-negative parts, divided by
+    ``n_partitions``; there are C(n_partitions + n_obj - 1, n_obj - 1) of them.
+    """
+    if n_obj < 1 or n_partitions < 0:
+        raise InputError(f"das-dennis needs n_obj >= 1 and n_partitions >= 0, got {n_obj}, {n_partitions}")
+    if n_obj == 1:
+        return np.ones((1, 1))
+    if n_partitions == 0:
+        return np.full((1, n_obj), 1.0 / n_obj)
+    rows = []
+    # Stars and bars: choosing n_obj - 1 bar positions among n_partitions + n_obj - 1 slots.
+    for bars in combinations(range(n_partitions + n_obj - 1), n_obj - 1):
+        edges = (-1, *bars, n_partitions + n_obj - 1)
+        rows.append([edges[i + 1] - edges[i] - 1 for i in range(n_obj)])
+    return np.asarray(rows, dtype=float) / n_partitions
+
+
+def _direction_count(n_obj: int, n_partitions: int) -> int:
+    return math.comb(n_partitions + n_obj - 1, n_obj - 1)
+
+
+def reference_directions(n_obj: int, pop_size: int) -> np.ndarray:
+    """The densest das-dennis set with no more directions than the population has members.
+
+    NSGA-III keeps about one survivor per direction, so more directions than members would
+    leave some unserved; one objective needs a single direction.
+    """
+    if n_obj == 1:
+        return das_dennis(1, 1)
+    if pop_size < n_obj:
+        raise InputError(f"population size {pop_size} is below the number of objectives {n_obj}; raise --pop")
+    n_partitions = 1
+    while _direction_count(n_obj, n_partitions + 1) <= pop_size:
+        n_partitions += 1
+    return das_dennis(n_obj, n_partitions)
+
+
+# ---------------------------------------------------------------------------------------------
+# The protocol
+# ---------------------------------------------------------------------------------------------
+
+
+def failed_rows(objectives: np.ndarray) -> np.ndarray:
+    """Rows holding any NaN or infinite value: evaluations that failed."""
+    return ~np.all(np.isfinite(objectives), axis=1)
+
+
+def _as_bounds(n_var: int, xl: Any, xu: Any) -> tuple[np.ndarray, np.ndarray]:
+    lower = np.broadcast_to(np.asarray(xl, dtype=float), (n_var,)).copy()
+    upper = np.broadcast_to(np.asarray(xu, dtype=float), (n_var,)).copy()
+    if not (np.all(np.isfinite(lower)) and np.all(np.isfinite(upper))):
+        raise InputError("search bounds must be finite numbers")
+    if np.any(lower > upper):
+        raise InputError("every lower search bound must be at most its upper bound")
+    return lower, upper
+
+
+def _as_initial(initial: Any, n_var: int, pop_size: int, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Start genomes as a [k, n_var] array clipped into the box (k may be 0)."""
+    if initial is None:
+        return np.empty((0, n_var))
+    genomes = np.atleast_2d(np.asarray(initial, dtype=float))
+    if genomes.shape[1] != n_var or not np.all(np.isfinite(genomes)):
+        raise InputError(f"initial genomes must be finite rows of {n_var} numbers, got shape {genomes.shape}")
+    if len(genomes) > pop_size:
+        raise InputError(f"{len(genomes)} initial genomes do not fit a population of {pop_size}; raise --pop")
+    return np.clip(genomes, lower, upper)
+
+
+class SearchAlgorithm(ABC):
+    """Ask/tell minimisation of ``n_obj`` objectives over real genomes in a box.
+
+    ``generation`` counts completed ask/tell rounds. ``ask`` twice without ``tell`` is an
+    error, as is ``tell`` with other genomes than those asked: both mean the driver lost track.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(
+        self,
+        n_var: int,
+        xl: Any,
+        xu: Any,
+        n_obj: int,
+        pop_size: int,
+        seed: int = 0,
+        repair: RepairFn | None = None,
+        initial: Any = None,
+    ) -> None:
+        if n_var < 1 or n_obj < 1:
+            raise InputError(f"a search needs at least one variable and one objective, got {n_var}, {n_obj}")
+        if pop_size < 2:
+            raise InputError(f"population size must be at least 2, got {pop_size}")
+        self.n_var, self.n_obj, self.pop_size, self.seed = int(n_var), int(n_obj), int(pop_size), int(seed)
+        self.xl, self.xu = _as_bounds(self.n_var, xl, xu)
+        self.initial = _as_initial(initial, self.n_var, self.pop_size, self.xl, self.xu)
+        self.repair = repair
+        self.generation = 0
+        self._pending: np.ndarray | None = None
+
+    # -- public protocol ---------------------------------------------------------------------
+
+    def ask(self) -> np.ndarray:
+        """The next genomes to evaluate, repaired and inside the bounds.
+
+        An empty array means the algorithm cannot propose anything new (the search is over).
+        """
+        if self._pending is not None:
+            raise RuntimeError("ask() called again before tell() for the genomes already asked")
+        genomes = np.asarray(self._ask(), dtype=float).reshape(-1, self.n_var)
+        self._pending = genomes.copy()
+        return genomes
+
+    def tell(self, genomes: np.ndarray, objectives: np.ndarray) -> None:
+        """Report the objectives of the genomes last asked, row for row."""
+        if self._pending is None:
+            raise RuntimeError("tell() called without a pending ask()")
+        genomes = np.asarray(genomes, dtype=float).reshape(-1, self.n_var)
+        if genomes.shape != self._pending.shape or not np.array_equal(genomes, self._pending):
+            raise ValueError("tell() must receive exactly the genomes returned by the last ask()")
+        values = np.asarray(objectives, dtype=float).reshape(len(genomes), -1)
+        if values.shape[1] != self.n_obj:
+            raise ValueError(f"expected {self.n_obj} objectives per row, got {values.shape[1]}")
+        self._tell(values, failed_rows(values))
+        self._pending = None
+        self.generation += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly, as plain picklable data."""
+        if self._pending is not None:
+            raise RuntimeError("state_dict() between ask() and tell(): checkpoint after tell()")
+        return {"algorithm": self.name, "generation": self.generation, "state": self._snapshot()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state_dict()`` of an algorithm built with the same arguments."""
+        if state.get("algorithm") != self.name:
+            raise InputError(f"the checkpoint holds a '{state.get('algorithm')}' search, not '{self.name}'")
+        self._restore(state["state"])
+        self.generation = int(state["generation"])
+        self._pending = None
+
+    # -- helpers for implementations ---------------------------------------------------------
+
+    def _repaired(self, genomes: np.ndarray) -> np.ndarray:
+        """Apply the repair (if any) and clip into the box, so every genome asked is valid."""
+        genomes = np.asarray(genomes, dtype=float)
+        if self.repair is not None and len(genomes):
+            genomes = np.asarray(self.repair(genomes.copy()), dtype=float).reshape(genomes.shape)
+        return np.clip(genomes, self.xl, self.xu)
+
+    @abstractmethod
+    def _ask(self) -> np.ndarray: ...
+
+    @abstractmethod
+    def _tell(self, objectives: np.ndarray, failed: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def _snapshot(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def _restore(self, snapshot: dict[str, Any]) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# pymoo
+# ---------------------------------------------------------------------------------------------
+
+
+class _BoxProblem(Problem):
+    """A pymoo problem that only describes the box; evaluation happens outside pymoo.
+
+    One inequality constraint marks failed evaluations as infeasible, so that NSGA-III ranks
+    them below every successful one without their objective values entering its arithmetic.
+    """
+
+    def __init__(self, n_var: int, n_obj: int, xl: np.ndarray, xu: np.ndarray) -> None:
+        super().__init__(n_var=n_var, n_obj=n_obj, n_ieq_constr=1, xl=xl, xu=xu)
+
+    def _evaluate(self, x: np.ndarray, out: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("genomes are evaluated by the search driver, not by pymoo")
+
+
+class _StartSampling(Sampling):
+    """The first population: the given start genomes, then uniform random ones."""
+
+    def __init__(self, initial: np.ndarray) -> None:
+        super().__init__()
+        self.initial = initial
+
+    def _do(self, problem: Problem, n_samples: int, *args: Any, random_state: Any = None, **kwargs: Any) -> np.ndarray:
+        n_random = max(n_samples - len(self.initial), 0)
+        unit = random_state.random((n_random, problem.n_var))
+        return np.vstack([self.initial, problem.xl + (problem.xu - problem.xl) * unit])
+
+
+class _CallableRepair(Repair):
+    """Wraps a plain ``genomes -> genomes`` function as a pymoo Repair.
+
+    The function is not pickled (it may be a closure over a model's layout); whoever restores
+    a snapshot sets ``function`` again.
+    """
+
+    def __init__(self, function: RepairFn | None) -> None:
+        super().__init__()
+        self.function = function
+
+    def _do(self, problem: Problem, X: np.ndarray, **kwargs: Any) -> np.ndarray:
+        if self.function is None:
+            raise RuntimeError("the repair function was not restored after loading a checkpoint")
+        return self.function(X)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "function": None}
+
+
+def _tournament_by_feasibility(pop: Any, P: np.ndarray, random_state: Any = None, **kwargs: Any) -> np.ndarray:
+    """NSGA-III's binary tournament: the smaller constraint violation wins, else a coin flip.
+
+    pymoo ships this rule, but wrapped by a decorator that cannot be pickled, and a checkpoint
+    must pickle the whole algorithm; hence this plain module-level copy of the rule.
+    """
+    violation = pop.get("CV")[:, 0]
+    winners = np.empty(len(P), dtype=int)
+    for row, (a, b) in enumerate(P):
+        if max(violation[a], violation[b]) > 0.0 and violation[a] != violation[b]:
+            winners[row] = a if violation[a] < violation[b] else b
+        else:
+            winners[row] = random_state.choice([a, b])
+    return winners[:, None]
+
+
+class PymooNSGA3(SearchAlgorithm):
+    """pymoo's NSGA3 with das-dennis directions, duplicate elimination and an optional repair.
+
+    The repair is applied inside pymoo (to the first population and to every offspring), so
+    the population holds repaired genomes: what is evaluated is what breeds. ``initial``
+    genomes fill the first population; random ones fill the rest.
+    """
+
+    name = "pymoo"
+
+    def __init__(self, n_var: int, xl: Any, xu: Any, n_obj: int, pop_size: int, seed: int = 0,
+                 repair: RepairFn | None = None, initial: Any = None) -> None:
+        super().__init__(n_var, xl, xu, n_obj, pop_size, seed, repair, initial)
+        self._algorithm = self._build()
+        self._population: Any = None
+
+    def _build(self) -> Any:
+        algorithm = NSGA3(
+            ref_dirs=reference_directions(self.n_obj, self.pop_size),
+            pop_size=self.pop_size,
+            sampling=_StartSampling(self.initial),
+            selection=TournamentSelection(func_comp=_tournament_by_feasibility),
+            repair=_CallableRepair(self._repaired),
+            eliminate_duplicates=True,
+        )
+        problem = _BoxProblem(self.n_var, self.n_obj, self.xl, self.xu)
+        algorithm.setup(problem, seed=self.seed, termination=NoTermination(), verbose=False)
+        return algorithm
+
+    def _ask(self) -> np.ndarray:
+        self._population = self._algorithm.ask()
+        if self._population is None:  # mating found no new unique genome
+            return np.empty((0, self.n_var))
+        return self._population.get("X")
+
+    def _tell(self, objectives: np.ndarray, failed: np.ndarray) -> None:
+        if self._population is None:
+            return
+        values = np.where(failed[:, None], _FAILED_OBJECTIVE, objectives)
+        violation = failed.astype(float)[:, None]
+        Evaluator().eval(StaticProblem(self._algorithm.problem, F=values, G=violation), self._population)
+        self._algorithm.tell(infills=self._population)
+        self._population = None
+
+    def _snapshot(self) -> dict[str, Any]:
+        # The repair wrapper drops its function when pickled (see _CallableRepair).
+        return {"pymoo_algorithm": pickle.dumps(self._algorithm, protocol=pickle.HIGHEST_PROTOCOL)}
+
+    def _restore(self, snapshot: dict[str, Any]) -> None:
+        algorithm = pickle.loads(snapshot["pymoo_algorithm"])
+        # One wrapper object serves initialization and mating; give it this run's repair.
+        algorithm.repair.function = self._repaired
+        self._algorithm = algorithm
+        self._population = None
+
+
+# ---------------------------------------------------------------------------------------------
+# optuna
+# ---------------------------------------------------------------------------------------------
+
+
+class OptunaNSGA3(SearchAlgorithm):
+    """optuna's NSGAIIISampler driven through ``study.ask()`` / ``study.tell()``.
+
+    Genes are float parameters ``g0000, g0001, ...``. The repair acts on the genome handed to
+    the evaluator only; optuna's trial keeps the genes it sampled (its parameters cannot be
+    rewritten), so here the repair is part of the objective function, not of the population.
+
+    A failed evaluation is told as COMPLETE with +inf objectives and the user attribute
+    ``failed``: optuna's GA counts only COMPLETE trials towards a generation, so a FAIL state
+    would leave the generation short and make the next whole batch random samples.
+
+    ``storage`` (e.g. ``sqlite:///run/optuna.db``) keeps the study in a database that
+    optuna-dashboard can open; without it the study lives in memory and is snapshotted whole.
+    """
+
+    name = "optuna"
+
+    def __init__(self, n_var: int, xl: Any, xu: Any, n_obj: int, pop_size: int, seed: int = 0,
+                 repair: RepairFn | None = None, initial: Any = None, storage: str | None = None,
+                 study_name: str = "paretoprune") -> None:
+        super().__init__(n_var, xl, xu, n_obj, pop_size, seed, repair, initial)
+        self.storage = storage
+        self.study_name = study_name
+        self.gene_names = [f"g{i:04d}" for i in range(self.n_var)]
+        self._study: Any = None  # created on the first ask, or restored from a checkpoint
+        self._trials: list[Any] = []
+        self._backend: Any = None  # the database connection, opened once
+
+    # -- study -------------------------------------------------------------------------------
+
+    def _storage(self) -> Any:
+        """None (the study lives in memory) or this algorithm's one connection to the database."""
+        if self.storage is not None and self._backend is None:
+            self._backend = optuna.storages.get_storage(self.storage)
+        return self._backend
+
+    def _sampler(self) -> optuna.samplers.BaseSampler:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.NSGAIIISampler(
+                population_size=self.pop_size,
+                seed=self.seed,
+                reference_points=reference_directions(self.n_obj, self.pop_size),
+            )
+
+    def _new_study(self) -> optuna.Study:
+        try:
+            study = optuna.create_study(storage=self._storage(), sampler=self._sampler(), study_name=self.study_name,
+                                        directions=["minimize"] * self.n_obj)
+        except optuna.exceptions.DuplicatedStudyError:
+            raise InputError(f"optuna study '{self.study_name}' already exists in {self.storage}; "
+                             "choose another study name or resume that run") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            for genome in self.initial:
+                study.enqueue_trial(dict(zip(self.gene_names, map(float, genome))))
+        return study
+
+    # -- ask / tell --------------------------------------------------------------------------
+
+    def _ask(self) -> np.ndarray:
+        if self._study is None:
+            self._study = self._new_study()
+        self._trials = [self._study.ask() for _ in range(self.pop_size)]
+        sampled = np.array([self._suggest(trial) for trial in self._trials], dtype=float)
+        return self._repaired(sampled)
+
+    def _suggest(self, trial: optuna.Trial) -> list[float]:
+        bounds = zip(self.gene_names, self.xl, self.xu)
+        return [trial.suggest_float(name, float(lo), float(hi)) for name, lo, hi in bounds]
+
+    def _tell(self, objectives: np.ndarray, failed: np.ndarray) -> None:
+        for trial, values, bad in zip(self._trials, objectives, failed):
+            if bad:
+                trial.set_user_attr("failed", True)
+                values = np.full(self.n_obj, np.inf)
+            self._study.tell(trial, [float(v) for v in values])
+        self._trials = []
+
+    # -- snapshots ---------------------------------------------------------------------------
+
+    def _snapshot(self) -> dict[str, Any]:
+        if self._study is None:
+            return {"study": None}
+        if self.storage is None:
+            return {"study": pickle.dumps(self._study, protocol=pickle.HIGHEST_PROTOCOL)}
+        # The database holds the trials; the sampler's random state lives only here.
+        backend = self._storage()
+        study_id = backend.get_study_id_from_name(self.study_name)
+        return {"sampler": pickle.dumps(self._study.sampler, protocol=pickle.HIGHEST_PROTOCOL),
+                "n_trials": len(self._study.trials),
+                "study_attrs": sorted(backend.get_study_system_attrs(study_id))}
+
+    def _restore(self, snapshot: dict[str, Any]) -> None:
+        self._trials = []
+        if "sampler" not in snapshot:
+            self._study = None if snapshot["study"] is None else pickle.loads(snapshot["study"])
+            return
+        if self.storage is None:
+            raise InputError("this checkpoint was written by an optuna search with --storage; pass the same storage")
+        self._forget_later_parent_choices(set(snapshot["study_attrs"]))
+        sampler = pickle.loads(snapshot["sampler"])
+        self._study = optuna.load_study(study_name=self.study_name, storage=self._storage(), sampler=sampler)
+        self._fail_later_trials(int(snapshot["n_trials"]))
+
+    def _forget_later_parent_choices(self, known: set[str]) -> None:
+        """Clear the study attributes written after the checkpoint.
+
+        The sampler caches each generation's parents in the study when it first picks them,
+        drawing from its random generator. If the interrupted run picked the next parents,
+        the restored generator must pick them again, so their cache must read empty (None).
+        """
+        backend = self._storage()
+        try:
+            study_id = backend.get_study_id_from_name(self.study_name)
+        except KeyError:
+            raise InputError(f"optuna study '{self.study_name}' is not in {self.storage}; "
+                             "pass the run's storage") from None
+        for key in sorted(set(backend.get_study_system_attrs(study_id)) - known):
+            backend.set_study_system_attr(study_id, key, None)
+
+    def _fail_later_trials(self, n_trials: int) -> None:
+        """Fail the trials of the interrupted generation.
+
+        Trials asked after the checkpoint were never told; as FAIL they are invisible to the
+        GA, so the resumed run proposes what the uninterrupted one did. Completed trials past
+        the checkpoint cannot be taken back: resuming from that checkpoint would not be exact.
+        """
+        for trial in self._study.get_trials(deepcopy=False)[n_trials:]:
+            if trial.state == optuna.trial.TrialState.RUNNING:
+                self._study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            elif trial.state != optuna.trial.TrialState.FAIL:
+                raise InputError(f"optuna study '{self.study_name}' holds trials newer than the checkpoint; "
+                                 "resume from a copy of the storage taken with the checkpoint")
+
+
+# ---------------------------------------------------------------------------------------------
+# Factory
+# ---------------------------------------------------------------------------------------------
+
+ALGORITHMS: dict[str, type[SearchAlgorithm]] = {"pymoo": PymooNSGA3, "optuna": OptunaNSGA3}
+
+
+def make_algorithm(
+    name: str,
+    *,
+    n_var: int,
+    xl: Any,
+    xu: Any,
+    n_obj: int,
+    pop_size: int,
+    seed: int = 0,
+    repair: RepairFn | None = None,
+    initial: Sequence[Sequence[float]] | np.ndarray | None = None,
+    storage: str | None = None,
+    study_name: str = "paretoprune",
+) -> SearchAlgorithm:
+    """Build the algorithm called ``name`` ("pymoo" or "optuna")."""
+    if name not in ALGORITHMS:
+        raise InputError(f"unknown search algorithm '{name}'; choose one of {', '.join(ALGORITHMS)}")
+    common = dict(n_var=n_var, xl=xl, xu=xu, n_obj=n_obj, pop_size=pop_size, seed=seed, repair=repair, initial=initial)
+    if name == "optuna":
+        return OptunaNSGA3(**common, storage=storage, study_name=study_name)
+    if storage is not None:
+        raise InputError("--storage is an optuna option; add --algorithm optuna or drop --storage")
+    return PymooNSGA3(**common)

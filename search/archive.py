@@ -1,0 +1,367 @@
+"""The archive: every evaluation of a search, on disk, and the front of all of them.
+
+Layout in the run folder:
+
+    evaluations.parquet          the compacted table; its metadata names the objectives and
+                                 the current epoch
+    evaluations.parts/           one small file per evaluation appended since the last
+        part-EEEEEE-IIIIIIIII.parquet   compaction (E: epoch, I: eval_id)
+
+Appending one evaluation writes one part file (atomically). Rewriting the whole table per
+evaluation would cost O(n) each time; instead the parts are folded into the main table once
+they hold a quarter as many rows as it does, so the total cost stays linear.
+
+Why the epoch: a compaction or a rollback rewrites the main table with a new epoch before it
+deletes the parts it absorbed or dropped. Readers only take parts of the current epoch, so a
+crash between the two steps leaves stale parts that nobody reads (the writer removes them
+when it next opens the archive). At every instant the folder reads as a consistent table.
+
+The front is the non-dominated set of all successful evaluations, not of the last
+population: NSGA-III keeps one survivor per reference direction and forgets good points.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from paretoprune.errors import InputError
+from paretoprune.search.checkpoint import atomic_write, remove_stale_temp_files
+
+__all__ = [
+    "EVALUATIONS_FILE",
+    "FIXED_COLUMNS",
+    "PARTS_FOLDER",
+    "STATUSES",
+    "Archive",
+    "non_dominated_mask",
+]
+
+EVALUATIONS_FILE = "evaluations.parquet"
+PARTS_FOLDER = "evaluations.parts"
+STATUSES = ("ok", "failed")
+FIXED_COLUMNS = ("eval_id", "generation", "genome", "candidate", "worker", "node_id", "seconds", "status", "error")
+
+_META_KEY = b"paretoprune.archive"
+_PART_NAME = re.compile(r"^part-(\d{6})-(\d{9})\.parquet$")
+_READ_ATTEMPTS = 20
+
+
+# ---------------------------------------------------------------------------------------------
+# Pareto dominance
+# ---------------------------------------------------------------------------------------------
+
+
+def non_dominated_mask(F: np.ndarray, keep_duplicates: bool = True) -> np.ndarray:
+    """True for each row of ``F`` (minimised) that no other row dominates.
+
+    Row j dominates row i when it is no worse in every column and better in one. Rows with a
+    NaN are never on the front. Equal rows do not dominate each other; with
+    ``keep_duplicates=False`` only the first of each group of equal rows is kept.
+
+    Rows are visited in lexicographic order, where a dominating row always comes before the
+    rows it dominates; since dominance is transitive, checking each row against the front
+    found so far is enough: O(n * front * m) instead of O(n^2 * m).
+    """
+    values = np.asarray(F, dtype=float)
+    if values.ndim != 2:
+        raise ValueError(f"objectives must be a 2-D array, got shape {values.shape}")
+    mask = np.zeros(len(values), dtype=bool)
+    valid = np.flatnonzero(~np.isnan(values).any(axis=1))
+    order = valid[np.lexsort(values[valid].T[::-1])]  # stable: equal rows keep index order
+    front = np.empty_like(values)
+    size = 0
+    for index in order:
+        row = values[index]
+        members = front[:size]
+        no_worse = np.all(members <= row, axis=1)
+        if np.any(no_worse & np.any(members < row, axis=1)):
+            continue
+        if not keep_duplicates and np.any(no_worse & np.all(members == row, axis=1)):
+            continue
+        front[size] = row
+        size += 1
+        mask[index] = True
+    return mask
+
+
+# ---------------------------------------------------------------------------------------------
+# Table layout
+# ---------------------------------------------------------------------------------------------
+
+
+def _schema(objectives: Sequence[str]) -> pa.Schema:
+    """Column order: identity, genome and candidate, objectives, where and how it ran."""
+    head = [("eval_id", pa.int64()), ("generation", pa.int64()), ("genome", pa.list_(pa.float64())),
+            ("candidate", pa.string())]
+    tail = [("worker", pa.string()), ("node_id", pa.string()), ("seconds", pa.float64()),
+            ("status", pa.string()), ("error", pa.string())]
+    return pa.schema(head + [(name, pa.float64()) for name in objectives] + tail)
+
+
+def _check_objective_names(objectives: Sequence[str]) -> tuple[str, ...]:
+    names = tuple(objectives)
+    if not names or len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+        raise InputError(f"objectives must be distinct non-empty names, got {list(names)}")
+    clashes = sorted(set(names) & set(FIXED_COLUMNS))
+    if clashes:
+        raise InputError(f"objective names {clashes} clash with archive columns; rename the objectives")
+    return names
+
+
+def _part_name(epoch: int, eval_id: int) -> str:
+    return f"part-{epoch:06d}-{eval_id:09d}.parquet"
+
+
+def _candidate_text(candidate: Mapping[str, Any] | str | None) -> str | None:
+    if candidate is None or isinstance(candidate, str):
+        return candidate
+    return json.dumps(candidate, sort_keys=True)
+
+
+def _file_identity(path: Path) -> tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def _write_parquet(path: Path, table: pa.Table) -> None:
+    atomic_write(path, lambda handle: pq.write_table(table, handle))
+
+
+# ---------------------------------------------------------------------------------------------
+# The archive
+# ---------------------------------------------------------------------------------------------
+
+
+class Archive:
+    """All evaluations of one run folder; append-only, crash-safe, single writer.
+
+    ``Archive(run_dir, objectives)`` opens the folder for writing (creating it, or continuing
+    what is there, e.g. on resume). ``Archive.load(run_dir)`` reads a snapshot without writing,
+    so it is safe beside a running search.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str], objectives: Sequence[str], *,
+                 compact_min_parts: int = 32) -> None:
+        self.run_dir = Path(run_dir)
+        self.objectives = _check_objective_names(objectives)
+        self._schema = _schema(self.objectives)
+        self._compact_min_parts = max(1, int(compact_min_parts))
+        self._writable = True
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._parts_dir.mkdir(exist_ok=True)
+        if self._main_path.exists():
+            self._read_disk(expected_objectives=self.objectives)
+        else:
+            self._epoch, self._main, self._parts = 0, self._schema.empty_table(), []
+            self._write_main(self._main, epoch=0)
+        self._remove_leftovers()
+        self._index_ids()
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike[str]) -> "Archive":
+        """A read-only snapshot of the archive in ``run_dir``."""
+        folder = Path(run_dir)
+        if not (folder / EVALUATIONS_FILE).is_file():
+            raise InputError(f"no {EVALUATIONS_FILE} in {run_dir}; pass the folder a search wrote with --out")
+        archive = cls.__new__(cls)
+        archive.run_dir = folder
+        archive._writable = False
+        archive._compact_min_parts = 1
+        archive._read_disk(expected_objectives=None)
+        archive._index_ids()
+        return archive
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @property
+    def _main_path(self) -> Path:
+        return self.run_dir / EVALUATIONS_FILE
+
+    @property
+    def _parts_dir(self) -> Path:
+        return self.run_dir / PARTS_FOLDER
+
+    def _read_disk(self, expected_objectives: tuple[str, ...] | None) -> None:
+        """Main table plus the parts of its epoch, as one consistent snapshot.
+
+        A writer compacting meanwhile replaces the main table (a new inode) and deletes parts:
+        the read is retried until the main table is the same file before and after.
+        """
+        for attempt in range(_READ_ATTEMPTS):
+            try:
+                before = _file_identity(self._main_path)
+                self._read_disk_once(expected_objectives)
+                if _file_identity(self._main_path) == before:
+                    return
+            except FileNotFoundError:
+                if attempt == _READ_ATTEMPTS - 1:
+                    raise
+        raise RuntimeError(f"the archive in {self.run_dir} kept changing while being read; try again")
+
+    def _read_disk_once(self, expected_objectives: tuple[str, ...] | None) -> None:
+        table = pq.read_table(self._main_path)
+        metadata = json.loads((table.schema.metadata or {}).get(_META_KEY, b"null"))
+        if not isinstance(metadata, dict):
+            raise InputError(f"{self._main_path} was not written by paretoprune")
+        stored = tuple(metadata["objectives"])
+        if expected_objectives is not None and stored != expected_objectives:
+            raise InputError(f"the archive in {self.run_dir} has objectives {list(stored)}, not "
+                             f"{list(expected_objectives)}; use another --out folder")
+        self.objectives = stored
+        self._schema = _schema(stored)
+        self._epoch = int(metadata["epoch"])
+        # Casting pins the in-memory layout (Parquet may rename a list's child field).
+        self._main = table.replace_schema_metadata(None).cast(self._schema)
+        self._parts = [pq.read_table(path).cast(self._schema) for path in self._current_part_paths()]
+
+    def _current_part_paths(self) -> list[Path]:
+        if not self._parts_dir.is_dir():
+            return []
+        found = (_PART_NAME.match(p.name) for p in self._parts_dir.iterdir())
+        mine = sorted(m.group(0) for m in found if m and int(m.group(1)) == self._epoch)
+        return [self._parts_dir / name for name in mine]
+
+    def _index_ids(self) -> None:
+        ids = self._table().column("eval_id").to_pylist()
+        self._ids = set(ids)
+        self._next_id = max(ids) + 1 if ids else 0
+
+    def _table(self) -> pa.Table:
+        table = pa.concat_tables([self._main, *self._parts]) if self._parts else self._main
+        return table.sort_by("eval_id")
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @property
+    def next_eval_id(self) -> int:
+        """The id the next append gets when none is given: one past the largest so far."""
+        return self._next_id
+
+    def frame(self) -> pd.DataFrame:
+        """Every evaluation, one row each, in eval_id order (``genome`` cells are arrays)."""
+        return self._table().to_pandas()
+
+    def front(self, objectives: Sequence[str] | None = None) -> pd.DataFrame:
+        """The non-dominated successful evaluations over ``objectives`` (default: all).
+
+        Equal objective vectors are kept once (the lowest eval_id); rows are sorted by the
+        objectives in order, then by eval_id.
+        """
+        names = list(self.objectives if objectives is None else objectives)
+        unknown = [name for name in names if name not in self.objectives]
+        if unknown or not names:
+            raise InputError(f"unknown objectives {unknown}; the archive has {list(self.objectives)}")
+        table = self.frame()
+        table = table[table["status"] == "ok"]
+        table = table[np.isfinite(table[names].to_numpy(dtype=float)).all(axis=1)]
+        mask = non_dominated_mask(table[names].to_numpy(dtype=float), keep_duplicates=False)
+        return table[mask].sort_values([*names, "eval_id"], kind="stable").reset_index(drop=True)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def append(
+        self,
+        *,
+        generation: int,
+        genome: Sequence[float] | np.ndarray,
+        candidate: Mapping[str, Any] | str | None = None,
+        objectives: Mapping[str, float] | None = None,
+        worker: str = "",
+        node_id: str = "",
+        seconds: float = 0.0,
+        status: str = "ok",
+        error: str | None = None,
+        eval_id: int | None = None,
+    ) -> int:
+        """Store one evaluation durably before returning its eval_id.
+
+        ``eval_id`` defaults to ``next_eval_id``; a driver that wants ids independent of the
+        order results arrive in passes its own (e.g. generation start + index).
+        """
+        self._require_writable()
+        eval_id = self._next_id if eval_id is None else int(eval_id)
+        row = self._row(eval_id, generation, genome, candidate, objectives or {}, worker, node_id, seconds, status,
+                        error)
+        table = pa.Table.from_pylist([row], schema=self._schema)
+        _write_parquet(self._parts_dir / _part_name(self._epoch, eval_id), table)
+        self._parts.append(table)
+        self._ids.add(eval_id)
+        self._next_id = max(self._next_id, eval_id + 1)
+        if len(self._parts) >= max(self._compact_min_parts, self._main.num_rows // 4):
+            self.compact()
+        return eval_id
+
+    def _row(self, eval_id: int, generation: int, genome: Any, candidate: Any, objectives: Mapping[str, float],
+             worker: str, node_id: str, seconds: float, status: str, error: str | None) -> dict[str, Any]:
+        if eval_id < 0 or eval_id in self._ids:
+            raise ValueError(f"eval_id {eval_id} is negative or already in the archive")
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        unknown = sorted(set(objectives) - set(self.objectives))
+        if unknown:
+            raise ValueError(f"objectives {unknown} are not archive objectives {list(self.objectives)}")
+        values = {name: float(objectives.get(name, math.nan)) for name in self.objectives}
+        if status == "ok" and not all(math.isfinite(v) for v in values.values()):
+            raise ValueError(f"an ok evaluation needs a finite value for every objective, got {values}")
+        return {"eval_id": eval_id, "generation": int(generation), "genome": [float(g) for g in genome],
+                "candidate": _candidate_text(candidate), **values, "worker": str(worker),
+                "node_id": str(node_id), "seconds": float(seconds), "status": status,
+                "error": None if error is None else str(error)}
+
+    def compact(self) -> None:
+        """Fold the part files into the main table (atomically), then delete them."""
+        self._require_writable()
+        if not self._parts:
+            return
+        table = self._table()
+        self._write_main(table, epoch=self._epoch + 1)
+        self._main, self._parts = table, []
+        self._remove_leftovers()
+
+    def discard_after(self, generation: int) -> int:
+        """Drop every evaluation of a generation later than ``generation``; returns how many.
+
+        A run resumed from the checkpoint of ``generation`` evaluates the next generation
+        again: what an interrupted attempt archived of it must go first.
+        """
+        self._require_writable()
+        table = self._table()
+        kept = table.filter(pc.less_equal(table.column("generation"), int(generation)))
+        dropped = table.num_rows - kept.num_rows
+        if dropped or self._parts:
+            self._write_main(kept, epoch=self._epoch + 1)
+            self._main, self._parts = kept, []
+            self._remove_leftovers()
+            self._index_ids()
+        return dropped
+
+    def _write_main(self, table: pa.Table, epoch: int) -> None:
+        metadata = {"version": 1, "objectives": list(self.objectives), "epoch": epoch}
+        _write_parquet(self._main_path, table.replace_schema_metadata({_META_KEY: json.dumps(metadata)}))
+        self._epoch = epoch
+
+    def _remove_leftovers(self) -> None:
+        """Parts of older epochs and temporary files of interrupted writes."""
+        remove_stale_temp_files(self.run_dir, EVALUATIONS_FILE)
+        remove_stale_temp_files(self._parts_dir, "part-*")
+        for path in self._parts_dir.iterdir():
+            match = _PART_NAME.match(path.name)
+            if match and int(match.group(1)) != self._epoch:
+                path.unlink(missing_ok=True)
+
+    def _require_writable(self) -> None:
+        if not self._writable:
+            raise RuntimeError("this archive was opened read-only by Archive.load; "
+                               "open it with Archive(run_dir, objectives) to write")

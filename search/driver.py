@@ -1,0 +1,309 @@
+"""The search driver: NSGA-III generations over a pool of Ray evaluators, never losing work.
+
+One generation is: ask the algorithm for genomes, decode them into candidates, score them on the
+pool (each result is appended to the archive the moment it arrives), tell the algorithm, and
+checkpoint. A run folder therefore always holds every finished evaluation and the state of the
+last finished generation; ``resume`` drops the rows of an unfinished generation and replays it,
+which gives the same archive as a run that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from paretoprune.candidate import Candidate
+from paretoprune.errors import InputError
+from paretoprune.evaluators.fitness import OBJECTIVES, CandidateEvaluator, check_objectives
+from paretoprune.evaluators.ray_pool import EvaluatorPool, Outcome
+from paretoprune.evaluators.stats import ChannelStats, collect_stats
+from paretoprune.search.algorithms import make_algorithm
+from paretoprune.search.archive import Archive, non_dominated_mask
+from paretoprune.search.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from paretoprune.search.space import SearchSpace, SpaceConfig
+
+__all__ = ["SearchConfig", "SearchResult", "front_of", "load_config", "resume", "run_search"]
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass
+class SearchConfig:
+    model: str  # alias, folder, .gguf file or hub id
+    out: str  # the run folder
+    calib: str = "builtin"  # calibration and fitness text
+    nsamples: int = 16  # fitness windows (also the calibration of the statistics)
+    seqlen: int = 256  # tokens per window
+    mode: str = "layerwise"  # layerwise | metric | joint
+    sparsity: float | None = None  # target, weighted over the prunable parameters
+    sparsity_range: tuple[float, float] | None = None  # or search the target in [lo, hi]
+    structure: str = "unstructured"  # or N:M (metric mode)
+    objectives: tuple[str, ...] = ("kl", "sparsity")  # the first is the one progress reports
+    pop: int = 16  # candidates per generation
+    generations: int = 10  # generations in total (a resume may raise it)
+    workers: int = 1  # evaluator actors (one per GPU where there are GPUs)
+    threads_per_worker: int | None = None  # torch threads per actor (default: cores / workers)
+    gpus_per_worker: float | None = None  # default: 1 where the cluster has GPUs, else 0
+    ray_address: str | None = None  # join this cluster; None starts a local one
+    algorithm: str = "pymoo"  # pymoo | optuna
+    storage: str | None = None  # optuna storage URL, e.g. sqlite:///run/optuna.db
+    seed: int = 0
+    granularity: str = "block"  # one sparsity gene per block, or per linear
+    delta: float = 0.15  # how far a layer's sparsity may stray from the target
+    base_metric: str = "wanda"  # scoring rule of layerwise mode
+    group: str = "row"  # comparison group of the scores
+
+    def space_config(self) -> SpaceConfig:
+        return SpaceConfig(
+            mode=self.mode, sparsity=self.sparsity, sparsity_range=self.sparsity_range,
+            structure=self.structure, granularity=self.granularity, delta=self.delta,
+            base_metric=self.base_metric, group=self.group,
+        )  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["objectives"] = list(self.objectives)
+        data["sparsity_range"] = list(self.sparsity_range) if self.sparsity_range else None
+        return data
+
+
+def load_config(data: Mapping[str, Any]) -> SearchConfig:
+    known = {f.name for f in fields(SearchConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InputError(f"unknown search setting {unknown[0]!r} in the config: known are {', '.join(sorted(known))}")
+    values = dict(data)
+    if values.get("sparsity_range") is not None:
+        values["sparsity_range"] = tuple(float(v) for v in values["sparsity_range"])
+    if "objectives" in values:
+        values["objectives"] = tuple(values["objectives"])
+    try:
+        return SearchConfig(**values)
+    except TypeError as error:
+        raise InputError(f"search config is incomplete: {error}; give at least model and out") from error
+
+
+@dataclass
+class SearchResult:
+    run_dir: Path
+    evaluations: int
+    front: pd.DataFrame
+    recipes: list[Path] = field(default_factory=list)
+    interrupted: bool = False
+
+
+# ------------------------------------------------------------------------------------------------
+# What runs inside each Ray actor
+
+
+class RemoteEvaluator:
+    """A CandidateEvaluator built inside a Ray actor from the model spec and shared inputs."""
+
+    def __init__(
+        self,
+        model_spec: str,
+        tokens: torch.Tensor,
+        stats: dict[str, ChannelStats],
+        objectives: Sequence[str],
+        rank_metric: dict[str, Any] | None,
+    ) -> None:
+        from paretoprune.metrics.scores import MetricSpec
+        from paretoprune.models import find_layout, load_model
+
+        loaded = load_model(model_spec)
+        if torch.cuda.is_available():
+            loaded.model.cuda()
+            tokens = tokens.cuda()
+            stats = {name: _to_cuda(s) for name, s in stats.items()}
+        metric = MetricSpec.from_dict(rank_metric) if rank_metric else None
+        self._evaluator = CandidateEvaluator(
+            loaded.model, find_layout(loaded.model), stats, tokens,
+            objectives=objectives, rank_metric=metric,
+        )  # fmt: skip
+
+    def evaluate(self, payload: Mapping[str, Any]) -> dict[str, float]:
+        return self._evaluator.evaluate(Candidate.from_dict(payload))
+
+
+def _to_cuda(stats: ChannelStats) -> ChannelStats:
+    return ChannelStats(sq_sum=stats.sq_sum.cuda(), count=stats.count)
+
+
+# ------------------------------------------------------------------------------------------------
+# Running a search
+
+
+def run_search(config: SearchConfig, progress: bool = True) -> SearchResult:
+    """Start a new search in ``config.out`` (which must not hold a run yet)."""
+    run_dir = Path(config.out)
+    if (run_dir / CONFIG_FILE).exists():
+        raise InputError(f"{run_dir} already holds a search: resume it with --resume {run_dir} or pick a new --out")
+    check_objectives(config.objectives)
+    config.space_config()  # validated when the space is built; fail before loading the model
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    return _Search(config, run_dir, progress).run(start_generation=0, state=None)
+
+
+def resume(run_dir: str | Path, generations: int | None = None, progress: bool = True) -> SearchResult:
+    """Continue the search in ``run_dir`` from its last finished generation."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / CONFIG_FILE
+    if not config_path.exists():
+        raise InputError(f"{run_dir} holds no search ({CONFIG_FILE} missing): check the folder")
+    config = load_config(yaml.safe_load(config_path.read_text()))
+    if generations is not None:
+        config.generations = generations
+        config_path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    state = load_checkpoint(run_dir) if has_checkpoint(run_dir) else None
+    start = state["generation"] if state else 0
+    return _Search(config, run_dir, progress).run(start_generation=start, state=state)
+
+
+class _Search:
+    """One run: the model-side inputs, the space, the algorithm, the archive and the pool."""
+
+    def __init__(self, config: SearchConfig, run_dir: Path, progress: bool) -> None:
+        self.config, self.run_dir, self.progress = config, run_dir, progress
+        self.objectives = list(config.objectives)
+        self.signs = np.array([-1.0 if OBJECTIVES[o].direction == "maximize" else 1.0 for o in self.objectives])
+
+    def run(self, start_generation: int, state: dict[str, Any] | None) -> SearchResult:
+        from paretoprune.data import calibration_windows, text_provenance
+        from paretoprune.models import find_layout, fingerprint, load_model
+        from paretoprune.pruning import owl_sparsities
+
+        config = self.config
+        loaded = load_model(config.model)
+        layout = find_layout(loaded.model)
+        tokens = calibration_windows(loaded.tokenizer, config.calib, config.nsamples, config.seqlen, config.seed)
+        stats = collect_stats(loaded.model, layout, tokens)
+        self.model_info = {
+            "name": config.model, "fingerprint": fingerprint(loaded.model), "family": layout.family,
+            "shapes": {l.name: (l.out_features, l.in_features) for l in layout.linears},
+        }  # fmt: skip
+        self.provenance = {
+            "run": str(self.run_dir),
+            "calibration": {
+                "source": config.calib, "sha256": text_provenance(config.calib, "calibration")["sha256"],
+                "nsamples": config.nsamples, "seqlen": config.seqlen, "seed": config.seed,
+            },
+        }  # fmt: skip
+        owl = owl_sparsities(layout, stats, config.sparsity) if config.sparsity is not None else None
+        space = SearchSpace(layout, config.space_config(), owl_sparsities=owl)
+        del loaded  # each actor loads its own copy
+        algorithm = self._algorithm(space)
+        if state is not None:
+            algorithm.load_state_dict(state["algorithm"])
+        archive = Archive(self.run_dir, self.objectives)
+        dropped = archive.discard_after(start_generation - 1)
+        if dropped:
+            logger.info("dropped %d evaluations of the unfinished generation %d", dropped, start_generation)
+        rank_metric = space.base_metric.to_dict() if not space.searches_metric else None
+        factory_args = (config.model, tokens, stats, self.objectives, rank_metric)
+        interrupted = False
+        with EvaluatorPool(
+            RemoteEvaluator, factory_args, workers=config.workers,
+            threads_per_worker=config.threads_per_worker, gpus_per_worker=config.gpus_per_worker,
+            ray_address=config.ray_address,
+        ) as pool:  # fmt: skip
+            try:
+                self._generations(space, algorithm, archive, pool, start_generation)
+            except KeyboardInterrupt:
+                interrupted = True
+                logger.warning("interrupted: every finished evaluation is saved; resume with --resume %s", self.run_dir)
+        return self._finish(archive, space, interrupted)
+
+    def _algorithm(self, space: SearchSpace):
+        lower, upper = space.bounds
+        baselines = space.baselines()
+        logger.info("first population includes the baselines %s", ", ".join(baselines))
+        return make_algorithm(
+            self.config.algorithm, n_var=space.n_var, xl=lower, xu=upper, n_obj=len(self.objectives),
+            pop_size=self.config.pop, seed=self.config.seed, repair=space.repair,
+            initial=np.stack(list(baselines.values())), storage=self.config.storage,
+        )  # fmt: skip
+
+    def _generations(self, space, algorithm, archive: Archive, pool: EvaluatorPool, start: int) -> None:
+        bar = tqdm(total=self.config.generations, initial=start, desc="search", unit="gen", disable=not self.progress)
+        for generation in range(start, self.config.generations):
+            genomes = algorithm.ask()
+            if len(genomes) == 0:
+                logger.info("the algorithm has nothing new to propose: stopping")
+                break
+            candidates = [space.decode(genome) for genome in genomes]
+            base = archive.next_eval_id
+
+            def record(outcome: Outcome, generation: int = generation) -> None:
+                archive.append(
+                    eval_id=base + outcome.index, generation=generation,
+                    genome=[float(v) for v in genomes[outcome.index]],
+                    candidate=candidates[outcome.index].to_dict(), objectives=outcome.objectives,
+                    worker=outcome.worker, node_id=outcome.node_id, seconds=outcome.seconds,
+                    status=outcome.status, error=outcome.error,
+                )  # fmt: skip
+
+            outcomes = pool.evaluate([c.to_dict() for c in candidates], on_result=record)
+            algorithm.tell(genomes, self._minimised(outcomes))
+            save_checkpoint(self.run_dir, {"generation": generation + 1, "algorithm": algorithm.state_dict()})
+            bar.update(1)
+            bar.set_postfix_str(self._best_so_far(archive))
+        bar.close()
+
+    def _minimised(self, outcomes: Sequence[Outcome]) -> np.ndarray:
+        rows = []
+        for outcome in outcomes:
+            if outcome.status != "ok" or not outcome.objectives:
+                rows.append([math.inf] * len(self.objectives))
+            else:
+                rows.append([outcome.objectives[name] for name in self.objectives])
+        return np.array(rows, dtype=float) * self.signs
+
+    def _best_so_far(self, archive: Archive) -> str:
+        frame = archive.frame()
+        ok = frame[frame["status"] == "ok"]
+        first = self.objectives[0]
+        if ok.empty:
+            return f"{first}=n/a"
+        best = ok[first].min() if self.signs[0] > 0 else ok[first].max()
+        return f"best {first}={best:.4g} ({len(ok)} ok, {len(frame) - len(ok)} failed)"
+
+    def _finish(self, archive: Archive, space: SearchSpace, interrupted: bool) -> SearchResult:
+        from paretoprune.search.export import export_front, plot_front
+
+        front = front_of(archive.frame(), self.objectives)
+        front.drop(columns=["genome"], errors="ignore").to_csv(self.run_dir / "pareto.csv.tmp", index=False)
+        (self.run_dir / "pareto.csv.tmp").replace(self.run_dir / "pareto.csv")
+        plot_front(archive.frame(), front, self.objectives, self.run_dir / "pareto.png")
+        recipes = [] if interrupted else export_front(
+            self.run_dir, front, self.model_info, self.provenance, self.objectives
+        )
+        return SearchResult(self.run_dir, len(archive), front, recipes, interrupted)
+
+
+def front_of(frame: pd.DataFrame, objectives: Sequence[str]) -> pd.DataFrame:
+    """The non-dominated successful evaluations, objectives taken in their own direction."""
+    ok = frame[frame["status"] == "ok"]
+    values = ok[list(objectives)].to_numpy(dtype=float)
+    finite = np.isfinite(values).all(axis=1)
+    ok, values = ok[finite], values[finite]
+    signs = np.array([-1.0 if OBJECTIVES[o].direction == "maximize" else 1.0 for o in objectives])
+    mask = non_dominated_mask(values * signs, keep_duplicates=False) if len(ok) else np.zeros(0, bool)
+    return ok[mask].sort_values([*objectives, "eval_id"], kind="stable").reset_index(drop=True)
+
+
+def candidate_of(row: Mapping[str, Any]) -> Candidate:
+    return Candidate.from_dict(json.loads(row["candidate"]))

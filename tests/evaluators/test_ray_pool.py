@@ -1,0 +1,169 @@
+"""The Ray evaluator pool on a real local cluster (loopback only, 2 CPUs)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from paretoprune.errors import InputError  # noqa: E402
+from paretoprune.evaluators.ray_pool import EvaluatorPool, Outcome, _default_threads  # noqa: E402
+
+pytestmark = pytest.mark.ray
+
+# Actors unpickle the evaluator class; by value, so it needs no import path on the workers.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+class PolynomialEvaluator:
+    """A real computation of the payload, using a large table shared through the object store."""
+
+    def __init__(self, table: np.ndarray, delay: float = 0.0) -> None:
+        self.offset = float(table.sum())
+        self.delay = delay
+
+    def evaluate(self, payload: dict) -> dict[str, float]:
+        x = np.asarray(payload["x"], dtype=float)
+        if payload.get("fail"):
+            raise ValueError(f"bad candidate {payload['x']}")
+        time.sleep(payload.get("delay", self.delay))
+        return {"sum": float(x.sum() + self.offset), "square": float((x**2).sum()),
+                "threads": float(os.environ["OMP_NUM_THREADS"])}
+
+
+def unfit_factory() -> PolynomialEvaluator:
+    raise InputError("the model does not fit this worker; use a bigger GPU")
+
+
+def broken_factory() -> PolynomialEvaluator:
+    raise OSError("weights file truncated")
+
+
+def expected(x: list[float], offset: float) -> dict[str, float]:
+    values = np.asarray(x)
+    return {"sum": float(values.sum() + offset), "square": float((values**2).sum())}
+
+
+TABLE = np.ones(250_000)  # 2 MB: goes through the object store once, not with every actor
+OFFSET = float(TABLE.sum())
+
+
+def test_pool_starts_and_stops_its_own_local_cluster() -> None:
+    if ray.is_initialized():
+        pytest.skip("another test left Ray connected; this test needs to start its own cluster")
+    with EvaluatorPool(PolynomialEvaluator, (TABLE,), workers=1, threads_per_worker=1) as pool:
+        assert ray.is_initialized()
+        outcomes = pool.evaluate([{"x": [1.0, 2.0]}, {"x": [3.0]}])
+        assert [o.objectives["sum"] for o in outcomes] == [OFFSET + 3.0, OFFSET + 3.0]
+        assert outcomes[0].node_id == ray.get_runtime_context().get_node_id()
+    assert not ray.is_initialized()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if ray.is_initialized():
+        yield
+        return
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+def test_results_come_in_completion_order_and_return_in_input_order(cluster) -> None:
+    payloads = [{"x": [float(i), 1.0], "delay": 0.3 if i % 2 == 0 else 0.02} for i in range(8)]
+    seen: list[Outcome] = []
+    with EvaluatorPool(PolynomialEvaluator, (TABLE,), workers=2, threads_per_worker=1) as pool:
+        assert ray.is_initialized()
+        outcomes = pool.evaluate(payloads, on_result=seen.append)
+        pids = set(pool.actor_pids())
+
+        def interrupt(outcome: Outcome) -> None:
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):  # e.g. Ctrl-C while archiving a result
+            pool.evaluate([{"x": [9.0], "delay": 0.3}] * 4, on_result=interrupt)
+        again = pool.evaluate(payloads[1:4])  # results of the interrupted call do not leak in
+        assert [o.objectives["sum"] for o in again] == [OFFSET + i + 1.0 for i in range(1, 4)]
+    assert ray.is_initialized()  # the pool did not own the connection
+    assert [o.index for o in outcomes] == list(range(8))
+    for payload, outcome in zip(payloads, outcomes):
+        assert outcome.status == "ok" and outcome.error is None
+        assert {k: outcome.objectives[k] for k in ("sum", "square")} == expected(payload["x"], OFFSET)
+        assert outcome.objectives["threads"] == 1.0
+        assert outcome.seconds >= payload["delay"] and outcome.attempts == 1
+    assert sorted(o.index for o in seen) == list(range(8))
+    assert [o.index for o in seen] != list(range(8))  # slow and fast payloads interleave
+    assert {o.pid for o in outcomes} == pids and len(pids) == 2
+
+
+def test_an_evaluation_that_raises_is_failed_not_retried(cluster) -> None:
+    payloads = [{"x": [1.0]}, {"x": [2.0], "fail": True}, {"x": [3.0]}]
+    with EvaluatorPool(PolynomialEvaluator, (TABLE,), workers=1, threads_per_worker=1) as pool:
+        pids = pool.actor_pids()
+        outcomes = pool.evaluate(payloads)
+        assert pool.actor_pids() == pids  # the worker survived
+    assert [o.status for o in outcomes] == ["ok", "failed", "ok"]
+    assert outcomes[1].error == "ValueError: bad candidate [2.0]"
+    assert outcomes[1].objectives is None and outcomes[1].attempts == 1
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.evaluate(payloads)
+
+
+def test_a_killed_worker_is_replaced_and_every_payload_completes_once(cluster) -> None:
+    payloads = [{"x": [float(i)]} for i in range(8)]
+    seen: list[int] = []
+    killed: list[int] = []
+    with EvaluatorPool(PolynomialEvaluator, (TABLE, 0.3), workers=2, threads_per_worker=1) as pool:
+
+        def kill_the_other_worker(outcome: Outcome) -> None:
+            seen.append(outcome.index)
+            if not killed:  # the other worker is busy with its payload right now
+                victim = next(pid for pid in pool.actor_pids() if pid != outcome.pid)
+                os.kill(victim, signal.SIGKILL)
+                killed.append(victim)
+
+        outcomes = pool.evaluate(payloads, on_result=kill_the_other_worker)
+        survivors = pool.actor_pids()
+    assert sorted(seen) == list(range(8))
+    assert all(o.status == "ok" for o in outcomes)
+    assert [o.objectives["sum"] for o in outcomes] == [OFFSET + i for i in range(8)]
+    assert any(o.attempts == 2 for o in outcomes)
+    assert killed[0] not in survivors and len(survivors) == 2
+    assert killed[0] not in {o.pid for o in outcomes if o.attempts == 2}
+
+
+def test_a_worker_that_cannot_start_is_reported(cluster) -> None:
+    with pytest.raises(InputError, match="^the model does not fit this worker; use a bigger GPU$"):
+        EvaluatorPool(unfit_factory, workers=1, threads_per_worker=1)
+    with pytest.raises(RuntimeError, match="failed to start: OSError: weights file truncated$"):
+        EvaluatorPool(broken_factory, workers=1, threads_per_worker=1)
+    assert ray.is_initialized()
+
+
+def test_default_threads_split_the_cores() -> None:
+    one_box = [{"CPU": 16.0, "GPU": 4.0}]
+    assert _default_threads(workers=4, gpus=1.0, nodes=one_box) == 4
+    assert _default_threads(workers=2, gpus=2.0, nodes=one_box) == 8
+    assert _default_threads(workers=4, gpus=0.0, nodes=[{"CPU": 8.0}, {"CPU": 8.0}]) == 4
+    assert _default_threads(workers=1, gpus=0.0, nodes=[{"CPU": 8.0}, {"CPU": 8.0}]) == 8  # one node at most
+    assert _default_threads(workers=3, gpus=0.0, nodes=[{"CPU": 2.0}]) == 1
+
+
+def test_workers_get_the_cluster_cores_by_default(cluster) -> None:
+    with EvaluatorPool(PolynomialEvaluator, (TABLE,), workers=2) as pool:
+        assert (pool.workers, pool.threads_per_worker, pool.gpus_per_worker) == (2, 1, 0.0)
+        assert {o.objectives["threads"] for o in pool.evaluate([{"x": [1.0]}, {"x": [2.0]}])} == {1.0}
+
+
+def test_bad_sizes_are_input_errors(cluster) -> None:
+    with pytest.raises(InputError, match="workers"):
+        EvaluatorPool(PolynomialEvaluator, (TABLE,), workers=0)
+    with pytest.raises(InputError, match="threads"):
+        EvaluatorPool(PolynomialEvaluator, (TABLE,), workers=1, threads_per_worker=0)
