@@ -207,6 +207,8 @@ class CandidateEvaluator:
         size = linear.in_features if candidate.group == "row" else linear.numel
         pruned = pruned_count(size, sparsity)
         ranks = self._ranks[linear.name]
+        if pruned >= size:  # the whole group goes (and a compact rank dtype could not say so)
+            return lambda weight: torch.zeros_like(weight)
 
         def rule(weight: torch.Tensor) -> torch.Tensor:
             return torch.where(ranks >= pruned, weight, 0.0)

@@ -1,0 +1,156 @@
+"""Whole searches on a tiny real model with a real local Ray cluster, through the CLI.
+
+Each search runs as its own process, as a user would start it, so that SIGINT and a killed
+evaluator process are the real thing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+
+from paretoprune.recipe import load_recipe
+from paretoprune.search.archive import Archive
+from paretoprune.testing import byte_tokenizer, tiny_model
+
+pytestmark = pytest.mark.ray
+
+ENV = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", TOKENIZERS_PARALLELISM="false")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tiny_model("llama", layers=3).save_pretrained(folder)
+    byte_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def _search_args(model_dir: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "paretoprune", "search", "--model", str(model_dir), "--calib", "builtin",
+        "--nsamples", "4", "--seqlen", "64", "--pop", "8", "--workers", "2", "--seed", "3",
+        "--out", str(out), "--quiet", *extra,
+    ]  # fmt: skip
+
+
+def _run(args: list[str], timeout: float = 240) -> dict:
+    done = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1]) if "--json" in args else {}
+
+
+def _archive(out: Path) -> pd.DataFrame:
+    frame = Archive.load(out).frame().sort_values("eval_id").reset_index(drop=True)
+    frame["genome"] = frame["genome"].map(lambda g: [round(float(x), 12) for x in g])
+    return frame
+
+
+def _comparable(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[["eval_id", "generation", "genome", "candidate", "kl", "sparsity", "status"]]
+
+
+def test_layerwise_search_end_to_end(model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    summary = _run(_search_args(model_dir, out, "--mode", "layerwise", "--sparsity", "0.5",
+                                "--generations", "3", "--json"))  # fmt: skip
+    frame = _archive(out)
+    assert len(frame) == summary["evaluations"] == 24
+    assert list(frame["eval_id"]) == list(range(24))
+    assert (frame["status"] == "ok").all()
+    # The repair makes the targets' weighted mean exactly 0.5; what is achieved differs only by
+    # rounding to whole weights per row (rows of 64 or 128 inputs here).
+    assert ((frame["sparsity"] - 0.5).abs() <= 0.5 / 64).all()
+    first = json.loads(frame.loc[0, "candidate"])
+    assert set(first["sparsities"].values()) == {0.5}  # uniform Wanda is in the first population
+    assert frame["kl"].min() <= frame.loc[0, "kl"]  # the front is never worse than the baseline
+    for name in ("pareto.csv", "pareto.png", "config.yaml", "checkpoint.pkl"):
+        assert (out / name).exists(), name
+    recipes = sorted((out / "recipes").glob("*.yaml"))
+    assert len(recipes) == len(summary["front"]) >= 1
+    best = load_recipe(recipes[0])
+    assert best.objectives["kl"] == pytest.approx(frame["kl"].min())
+    front = _run([sys.executable, "-m", "paretoprune", "front", str(out), "--json"])
+    assert front["front"] == summary["front"]
+
+
+def test_sigint_then_resume_gives_the_uninterrupted_archive(model_dir: Path, tmp_path: Path) -> None:
+    args = ("--mode", "joint", "--sparsity", "0.5", "--generations", "4")
+    straight = tmp_path / "straight"
+    _run(_search_args(model_dir, straight, *args))
+
+    interrupted = tmp_path / "interrupted"
+    process = subprocess.Popen(_search_args(model_dir, interrupted, *args), env=ENV,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    _wait_for(lambda: (interrupted / "checkpoint.pkl").exists() and _rows(interrupted) >= 10, process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "resume" in stderr
+    assert _rows(interrupted) < 32
+
+    _run([sys.executable, "-m", "paretoprune", "search", "--resume", str(interrupted), "--quiet"])
+    a, b = _comparable(_archive(straight)), _comparable(_archive(interrupted))
+    pd.testing.assert_frame_equal(a, b)
+    columns = ["eval_id", "candidate", "kl", "sparsity"]  # not worker ids or timings
+    pd.testing.assert_frame_equal(
+        pd.read_csv(straight / "pareto.csv")[columns], pd.read_csv(interrupted / "pareto.csv")[columns]
+    )
+
+
+def test_a_killed_evaluator_is_replaced_and_nothing_is_lost(model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        _search_args(model_dir, out, "--mode", "joint", "--sparsity", "0.6", "--generations", "4"),
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    _wait_for(lambda: _rows(out) >= 4, process)
+    victims = [p for p in psutil.process_iter(["cmdline"]) if "EvaluatorHost" in " ".join(p.info["cmdline"] or [])]
+    assert victims, "no evaluator process found"
+    victims[0].send_signal(signal.SIGKILL)
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 0, stderr[-2000:]
+    frame = _archive(out)
+    assert list(frame["eval_id"]) == list(range(32))  # every candidate exactly once
+    assert (frame["status"] == "ok").all()
+
+
+def test_optuna_driver_end_to_end(model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    summary = _run(_search_args(model_dir, out, "--mode", "metric", "--sparsity", "0.5", "--generations", "2",
+                                "--algorithm", "optuna", "--storage", storage, "--json"))  # fmt: skip
+    assert summary["evaluations"] == 16
+    import optuna
+
+    study = optuna.load_study(study_name="paretoprune", storage=storage)
+    assert len(study.trials) == 16
+    assert len(summary["front"]) >= 1
+
+
+def _rows(out: Path) -> int:
+    try:
+        return len(Archive.load(out).frame())
+    except Exception:  # not written yet
+        return 0
+
+
+def _wait_for(condition, process: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"search ended early: {process.communicate()[1][-2000:]}")
+        if condition():
+            return
+        time.sleep(0.2)
+    process.kill()
+    raise AssertionError("condition not reached in time")
