@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install test test-fast demo bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first: a CPU build, so that the project's torch range installs nothing more.
@@ -28,10 +28,14 @@ test: install
 test-fast: install
 	$(PY) -m pytest -ra -m "not real_model and not ray"
 
+# A real search, offline: SmolLM2-135M, the builtin corpus, a budget of a few minutes on 2 cores.
+DEMO_RUN ?= runs/demo
 demo: install
-	$(PY) -m paretoprune eval --model smollm2-135m --data builtin --seqlen 256 --max-windows 16
-	$(PY) -m paretoprune prune --model smollm2-135m --method wanda --sparsity 0.5 \
-		--calib builtin --nsamples 16 --seqlen 256 --eval builtin --max-windows 16
+	rm -rf $(DEMO_RUN)
+	$(PY) -m paretoprune search --model smollm2-135m --calib builtin --nsamples 4 --seqlen 128 \
+		--mode layerwise --sparsity 0.5 --pop 8 --generations 3 --workers 1 --out $(DEMO_RUN)
+	$(PY) -m paretoprune front $(DEMO_RUN)
+	@echo "recipes: $(DEMO_RUN)/recipes  plot: $(DEMO_RUN)/pareto.png"
 
 bench: install
 	$(PY) scripts/bench_baselines.py

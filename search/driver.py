@@ -31,7 +31,7 @@ from paretoprune.evaluators.stats import ChannelStats, collect_stats
 from paretoprune.search.algorithms import make_algorithm
 from paretoprune.search.archive import Archive, non_dominated_mask
 from paretoprune.search.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from paretoprune.search.space import SearchSpace, SpaceConfig
+from paretoprune.search.space import SearchSpace, SpaceConfig, check_space_config
 
 __all__ = ["SearchConfig", "SearchResult", "front_of", "load_config", "resume", "run_search"]
 
@@ -152,7 +152,7 @@ def run_search(config: SearchConfig, progress: bool = True) -> SearchResult:
     if (run_dir / CONFIG_FILE).exists():
         raise InputError(f"{run_dir} already holds a search: resume it with --resume {run_dir} or pick a new --out")
     check_objectives(config.objectives)
-    config.space_config()  # validated when the space is built; fail before loading the model
+    check_space_config(config.space_config())  # fail before writing anything or loading the model
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     return _Search(config, run_dir, progress).run(start_generation=0, state=None)

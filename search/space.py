@@ -36,7 +36,7 @@ from paretoprune.metrics.masks import parse_structure
 from paretoprune.metrics.scores import KNOWN_METRICS, NORMALISERS, TRANSFORMS, MetricSpec
 from paretoprune.models import ModelLayout
 
-__all__ = ["MODES", "SearchSpace", "SpaceConfig"]
+__all__ = ["MODES", "SearchSpace", "SpaceConfig", "check_space_config"]
 
 MODES = ("layerwise", "metric", "joint")
 
@@ -79,7 +79,7 @@ class SearchSpace:
         config: SpaceConfig,
         owl_sparsities: Mapping[str, float] | None = None,
     ) -> None:
-        _check_config(config)
+        check_space_config(config)
         self.layout, self.config = layout, config
         self.base_metric = KNOWN_METRICS[config.base_metric]
         self._nm = parse_structure(config.structure)
@@ -237,7 +237,7 @@ def _encode_metric(metric: MetricSpec) -> np.ndarray:
     return np.array(genes)
 
 
-def _check_config(config: SpaceConfig) -> None:
+def check_space_config(config: SpaceConfig) -> None:
     if config.mode not in MODES:
         raise InputError(f"unknown mode {config.mode!r}: use one of {', '.join(MODES)}")
     if config.granularity not in ("block", "linear"):

@@ -1,0 +1,77 @@
+"""The command line as users and scripts see it: JSON last lines, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from paretoprune.testing import byte_tokenizer, tiny_model
+
+
+def _cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "paretoprune", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-qwen2")
+    tiny_model("qwen2").save_pretrained(folder)
+    byte_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def test_prune_save_reload_gives_the_reported_perplexity(model_dir: Path, tmp_path: Path) -> None:
+    saved = tmp_path / "pruned"
+    done = _cli("prune", "--model", str(model_dir), "--method", "wanda", "--sparsity", "0.5",
+                "--nsamples", "4", "--seqlen", "64", "--eval", "builtin", "--max-windows", "4",
+                "--save", str(saved), "--json", "--quiet")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["sparsity"] == pytest.approx(0.5)
+    assert summary["tokens"] == 4 * 63
+    assert (saved / "model.safetensors").exists()
+    again = _cli("eval", "--model", str(saved), "--data", "builtin", "--seqlen", "64",
+                 "--max-windows", "4", "--json", "--quiet")  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout.strip().splitlines()[-1])["perplexity"] == pytest.approx(
+        summary["perplexity"], rel=1e-5
+    )
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["prune", "--model", "./missing-model", "--sparsity", "0.5"], "does not exist"),
+        (["prune", "--model", "MODEL", "--sparsity", "1.5"], "out of range"),
+        (["prune", "--model", "MODEL", "--sparsity", "0.5", "--calib", "no/such/file.txt"], "file.txt"),
+        (["prune", "--model", "MODEL", "--structure", "3:5", "--seqlen", "64", "--nsamples", "2"], "divide"),
+        (["prune", "--model", "MODEL", "--method", "nope", "--sparsity", "0.5"], "unknown method"),
+        (["eval", "--model", "MODEL", "--data", "wikitext2"], "local file"),
+        (["front", "no-such-run"], "holds no search"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(model_dir: Path, args: list[str], fragment: str) -> None:
+    done = _cli(*[str(model_dir) if a == "MODEL" else a for a in args], "--quiet" if args[0] != "front" else "--json")
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and fragment in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.real_model
+def test_real_smollm2_prune_end_to_end(shared_data: Path) -> None:
+    calib = shared_data / "c4" / "c4-en-train-shard00000-first1000.jsonl"
+    wiki = shared_data / "wikitext2" / "wiki.test.raw"
+    done = _cli("prune", "--model", "smollm2-135m", "--method", "wanda", "--sparsity", "0.5",
+                "--calib", str(calib), "--nsamples", "4", "--seqlen", "128",
+                "--eval", str(wiki), "--max-windows", "4", "--json", "--quiet")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    assert 10 < summary["perplexity"] < 1000  # a working 135M model at half density, not noise
