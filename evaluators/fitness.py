@@ -146,6 +146,13 @@ class CandidateEvaluator:
         values |= {"sparsity": removed / total, "params": float(total - removed)}
         return {name: float(values[name]) for name in self.objectives}
 
+    @contextmanager
+    def applied(self, candidate: Candidate) -> Iterator[None]:
+        """Run the model as the candidate would prune it, inside the block; dense again after."""
+        check_candidate(self.layout, candidate)
+        with self._masked(candidate):
+            yield
+
     def close(self) -> None:
         """Remove the parametrizations: the model is a plain model again."""
         for linear in self.layout.linears:

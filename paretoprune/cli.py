@@ -170,6 +170,7 @@ def search(
     seed: Optional[int] = typer.Option(None, "--seed", help="random seed"),
     algorithm: Optional[str] = typer.Option(None, "--algorithm", help="pymoo | optuna"),
     storage: Optional[str] = typer.Option(None, "--storage", help="optuna storage URL"),
+    stages: Optional[str] = typer.Option(None, "--stages", help="metric,layerwise: two-stage search"),
     config_file: Optional[Path] = typer.Option(None, "--config", help="YAML file with these settings"),
     out: Optional[str] = typer.Option(None, "--out", help="run folder"),
     resume_dir: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this folder"),
@@ -196,7 +197,7 @@ def search(
             objectives=tuple(objectives.split(",")) if objectives else None, pop=pop,
             generations=generations, workers=workers, threads_per_worker=threads_per_worker,
             gpus_per_worker=gpus_per_worker, ray_address=ray_address, seed=seed, algorithm=algorithm,
-            storage=storage, out=out,
+            storage=storage, out=out, stages=tuple(stages.split(",")) if stages else None,
         )  # fmt: skip
         settings.update({key: value for key, value in given.items() if value is not None})
         result = run_search(load_config(settings), progress=not quiet)
@@ -209,6 +210,7 @@ def search(
 
 
 def _front_columns(run_dir: Path) -> list[str]:
+    """The objectives of a run (the top folder's config names them for every stage)."""
     import yaml
 
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -231,12 +233,63 @@ def front(
 ) -> None:
     """Print the Pareto front of a search run (all its evaluations, not only the last generation)."""
     from paretoprune.search.archive import Archive
-    from paretoprune.search.driver import front_of
+    from paretoprune.search.driver import final_run_dir, front_of
 
     if not (run_dir / "config.yaml").exists():
         raise InputError(f"{run_dir} holds no search (config.yaml missing): check the folder")
     objectives = _front_columns(run_dir)
-    _print_front(front_of(Archive.load(run_dir).frame(), objectives), run_dir, as_json)
+    final = final_run_dir(run_dir)
+    _print_front(front_of(Archive.load(final).frame(), objectives), final, as_json)
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="a search run folder"),
+    fmt: str = typer.Option("yaml", "--format", help="yaml | json | llmcompressor | ratios"),
+    how: str = typer.Option("knee", "--pick", help="knee | best:OBJ | sparsity:S | index:K"),
+    out: Path = typer.Option(..., "--out", help="file to write"),
+    pruner: Optional[str] = typer.Option(None, "--pruner", help="llmcompressor: sparsegpt | wanda"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Export one front member of a search as a recipe file."""
+    from paretoprune.workflows import export as run
+
+    written = run(run_dir, fmt, how, out, pruner)
+    _emit({"path": str(written), "format": fmt, "pick": how}, as_json, [f"wrote {written} ({fmt}, {how})"])
+
+
+@app.command()
+def apply(
+    recipe: Path = typer.Argument(..., help="a recipe file (YAML or JSON)"),
+    model: str = ModelOpt,
+    pruner: str = typer.Option("recipe", "--pruner", help="recipe | magnitude | wanda | ria | sparsegpt"),
+    calib: str = CalibOpt,
+    nsamples: int = NsamplesOpt,
+    seqlen: int = SeqlenOpt,
+    seed: int = SeedOpt,
+    sequential: bool = typer.Option(False, "--sequential", help="calibrate on pruned blocks' outputs"),
+    force: bool = typer.Option(False, "--force", help="apply to another model by module name"),
+    save: Optional[Path] = typer.Option(None, "--save", help="folder for the pruned model"),
+    eval: Optional[str] = EvalOpt,
+    max_windows: Optional[int] = MaxWindowsOpt,
+    as_json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Prune a model with a recipe's per-layer sparsities (its own metric, or another pruner)."""
+    from paretoprune.workflows import ApplyConfig, apply as run
+
+    config = ApplyConfig(
+        recipe=recipe, model=model, pruner=pruner, calib=calib, nsamples=nsamples, seqlen=seqlen,
+        seed=seed, sequential=sequential, force=force, save=save, eval=eval,
+        max_windows=max_windows, progress=not quiet,
+    )  # fmt: skip
+    result = run(config)
+    lines = [f"sparsity   {result.sparsity:.4f}  ({recipe.name} with {pruner})"]
+    if result.perplexity is not None:
+        lines.append(f"perplexity {_format_ppl(result.perplexity)}  ({result.tokens} tokens of {eval})")
+    if result.saved:
+        lines.append(f"saved      {result.saved}")
+    _emit(result.summary(), as_json, lines)
 
 
 def _configure_logging() -> None:

@@ -28,13 +28,17 @@ from paretoprune.models import LoadedModel, find_layout, load_model
 from paretoprune.pruning import layer_sparsities, prune_model
 
 __all__ = [
+    "ApplyConfig",
     "BenchEvalConfig",
     "EvalConfig",
     "EvalResult",
     "PruneConfig",
     "PruneResult",
+    "apply",
+    "apply_recipe",
     "bench_eval",
     "evaluate",
+    "export",
     "prune",
     "save_model",
 ]
@@ -279,3 +283,115 @@ def bench_eval(config: BenchEvalConfig) -> dict[str, Any]:
         "tokens": int(tokens.numel()),
         "threads": torch.get_num_threads(),
     }
+
+
+# ------------------------------------------------------------------------------------------------
+# Recipes
+
+APPLY_PRUNERS = ("recipe", "magnitude", "wanda", "ria", "sparsegpt")
+
+
+def apply_recipe(
+    model: Any,
+    recipe: Any,
+    calib_tokens: torch.Tensor | None = None,
+    *,
+    pruner: str = "recipe",
+    sequential: bool = False,
+    force: bool = False,
+    progress: bool = True,
+) -> Any:
+    """Prune a live model in place with a recipe's per-layer sparsities; returns a PruneReport.
+
+    ``pruner="recipe"`` uses the recipe's own metric; ``magnitude``, ``wanda`` or ``ria`` swap in
+    that metric; ``sparsegpt`` reconstructs the surviving weights with SparseGPT.
+    """
+    from dataclasses import replace
+
+    from paretoprune.models import fingerprint
+
+    if pruner not in APPLY_PRUNERS:
+        raise InputError(f"unknown pruner {pruner!r}: use one of {', '.join(APPLY_PRUNERS)}")
+    layout = find_layout(model)
+    shapes = {linear.name: (linear.out_features, linear.in_features) for linear in layout.linears}
+    match = recipe.check_model(fingerprint(model), shapes, force=force)
+    candidate = replace(recipe.to_candidate(), sparsities=match.sparsities)
+    if pruner in KNOWN_METRICS:
+        candidate = replace(candidate, metric=KNOWN_METRICS[pruner])
+    return prune_model(
+        model, layout, candidate, calib_tokens,
+        method="sparsegpt" if pruner == "sparsegpt" else "metric",
+        sequential=sequential, progress=progress,
+    )  # fmt: skip
+
+
+@dataclass
+class ApplyConfig:
+    recipe: Path  # a recipe file (YAML or JSON)
+    model: str
+    pruner: str = "recipe"  # recipe | magnitude | wanda | ria | sparsegpt
+    calib: str = "builtin"
+    nsamples: int = 128
+    seqlen: int = 2048
+    seed: int = 0
+    sequential: bool = False
+    force: bool = False  # apply by module name to a model of another fingerprint
+    save: Path | None = None
+    eval: str | None = None
+    max_windows: int | None = None
+    batch_size: int = 8
+    progress: bool = True
+
+
+def apply(config: ApplyConfig) -> PruneResult:
+    """Load a recipe and a model, prune, evaluate and save (the saved folder keeps the recipe)."""
+    from paretoprune.recipe import load_recipe, recipe_yaml
+
+    recipe = load_recipe(config.recipe)
+    if config.pruner not in APPLY_PRUNERS:
+        raise InputError(f"unknown pruner {config.pruner!r}: use one of {', '.join(APPLY_PRUNERS)}")
+    if config.save is not None and config.save.exists() and any(config.save.iterdir()):
+        raise InputError(f"--save folder {config.save} is not empty: choose a new folder")
+    loaded = load_model(config.model)
+    metric = recipe.to_candidate().metric
+    needs_tokens = config.pruner == "sparsegpt" or (
+        metric.uses_activations if config.pruner == "recipe" else config.pruner != "magnitude"
+    )
+    tokens = (
+        calibration_windows(loaded.tokenizer, config.calib, config.nsamples, config.seqlen, config.seed)
+        if needs_tokens
+        else None
+    )
+    report = apply_recipe(
+        loaded.model, recipe, tokens, pruner=config.pruner, sequential=config.sequential,
+        force=config.force, progress=config.progress,
+    )  # fmt: skip
+    result = PruneResult(sparsity=report.sparsity, layers=report.layers, seconds=report.seconds)
+    if config.eval is not None:
+        scored = _perplexity(loaded, config.eval, config.seqlen, config.max_windows, config)
+        result.perplexity, result.tokens = scored.perplexity, scored.tokens
+    if config.save is not None:
+        result.saved = str(save_model(loaded, config.save, {"recipe.yaml": recipe_yaml(recipe)}))
+    return result
+
+
+def export(run_dir: Path, fmt: str, how: str, out: Path, pruner: str | None = None) -> Path:
+    """Write the front member chosen by ``how`` (knee, best:OBJ, sparsity:S, index:K) as ``fmt``."""
+    import yaml
+
+    from paretoprune.exporters import export_recipe
+    from paretoprune.recipe import load_recipe
+    from paretoprune.search.archive import Archive
+    from paretoprune.search.driver import final_run_dir, front_of
+    from paretoprune.search.export import pick
+
+    if not (run_dir / "config.yaml").exists():
+        raise InputError(f"{run_dir} holds no search (config.yaml missing): check the folder")
+    objectives = list(yaml.safe_load((run_dir / "config.yaml").read_text())["objectives"])
+    final = final_run_dir(run_dir)
+    front = front_of(Archive.load(final).frame(), objectives)
+    index = pick(front, objectives, how)
+    recipes = sorted((final / "recipes").glob(f"{index:03d}-*.yaml"))
+    if not recipes:
+        raise InputError(f"{final} has no recipes yet (the search did not finish): resume it with --resume {run_dir}")
+    return export_recipe(load_recipe(recipes[0]), out, fmt, pruner=pruner)

@@ -13,7 +13,7 @@ import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from paretoprune.search.archive import Archive, non_dominated_mask
 from paretoprune.search.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from paretoprune.search.space import SearchSpace, SpaceConfig, check_space_config
 
-__all__ = ["SearchConfig", "SearchResult", "front_of", "load_config", "resume", "run_search"]
+__all__ = ["SearchConfig", "SearchResult", "final_run_dir", "front_of", "load_config", "resume", "run_search"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,9 @@ class SearchConfig:
     sparsity: float | None = None  # target, weighted over the prunable parameters
     sparsity_range: tuple[float, float] | None = None  # or search the target in [lo, hi]
     structure: str = "unstructured"  # or N:M (metric mode)
-    objectives: tuple[str, ...] = ("kl", "sparsity")  # the first is the one progress reports
+    # What to minimise (or maximise); the first is the one progress reports. Default: kl, plus
+    # sparsity when the target itself is searched (--sparsity-range).
+    objectives: tuple[str, ...] | None = None
     pop: int = 16  # candidates per generation
     generations: int = 10  # generations in total (a resume may raise it)
     workers: int = 1  # evaluator actors (one per GPU where there are GPUs)
@@ -63,8 +65,11 @@ class SearchConfig:
     seed: int = 0
     granularity: str = "block"  # one sparsity gene per block, or per linear
     delta: float = 0.15  # how far a layer's sparsity may stray from the target
-    base_metric: str = "wanda"  # scoring rule of layerwise mode
+    base_metric: str | dict[str, Any] = "wanda"  # scoring rule of layerwise mode
     group: str = "row"  # comparison group of the scores
+    # OptiShear's two-stage flow, e.g. ("metric", "layerwise"): each stage a full search in its
+    # own sub-folder, a layerwise stage using the best metric found by the stage before it.
+    stages: tuple[str, ...] | None = None
 
     def space_config(self) -> SpaceConfig:
         return SpaceConfig(
@@ -77,6 +82,7 @@ class SearchConfig:
         data = asdict(self)
         data["objectives"] = list(self.objectives)
         data["sparsity_range"] = list(self.sparsity_range) if self.sparsity_range else None
+        data["stages"] = list(self.stages) if self.stages else None
         return data
 
 
@@ -88,8 +94,9 @@ def load_config(data: Mapping[str, Any]) -> SearchConfig:
     values = dict(data)
     if values.get("sparsity_range") is not None:
         values["sparsity_range"] = tuple(float(v) for v in values["sparsity_range"])
-    if "objectives" in values:
-        values["objectives"] = tuple(values["objectives"])
+    for key in ("objectives", "stages"):
+        if values.get(key) is not None:
+            values[key] = tuple(values[key])
     try:
         return SearchConfig(**values)
     except TypeError as error:
@@ -151,10 +158,15 @@ def run_search(config: SearchConfig, progress: bool = True) -> SearchResult:
     run_dir = Path(config.out)
     if (run_dir / CONFIG_FILE).exists():
         raise InputError(f"{run_dir} already holds a search: resume it with --resume {run_dir} or pick a new --out")
+    if config.objectives is None:
+        config = replace(config, objectives=("kl", "sparsity") if config.sparsity_range else ("kl",))
     check_objectives(config.objectives)
     check_space_config(config.space_config())  # fail before writing anything or loading the model
+    _check_stages(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    if config.stages:
+        return _run_stages(config, progress)
     return _Search(config, run_dir, progress).run(start_generation=0, state=None)
 
 
@@ -168,9 +180,61 @@ def resume(run_dir: str | Path, generations: int | None = None, progress: bool =
     if generations is not None:
         config.generations = generations
         config_path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    if config.stages:
+        return _run_stages(config, progress)
     state = load_checkpoint(run_dir) if has_checkpoint(run_dir) else None
     start = state["generation"] if state else 0
     return _Search(config, run_dir, progress).run(start_generation=start, state=state)
+
+
+def final_run_dir(run_dir: Path) -> Path:
+    """Where a run's front lives: the folder itself, or its last stage's sub-folder."""
+    config = load_config(yaml.safe_load((run_dir / CONFIG_FILE).read_text()))
+    if not config.stages:
+        return run_dir
+    return run_dir / _stage_folder(len(config.stages) - 1, config.stages[-1])
+
+
+def _stage_folder(index: int, mode: str) -> str:
+    return f"stage{index + 1}-{mode}"
+
+
+def _check_stages(config: SearchConfig) -> None:
+    if not config.stages:
+        return
+    if tuple(config.stages) != ("metric", "layerwise"):
+        raise InputError(f"--stages {','.join(config.stages)} is not supported: use --stages metric,layerwise")
+    if config.sparsity is None:
+        raise InputError("--stages metric,layerwise needs a fixed --sparsity S")
+
+
+def _run_stages(config: SearchConfig, progress: bool) -> SearchResult:
+    """Run (or resume) each stage in turn; a finished stage is not run again."""
+    result: SearchResult | None = None
+    base_metric: str | dict[str, Any] = config.base_metric
+    for index, mode in enumerate(config.stages or ()):
+        stage_dir = Path(config.out) / _stage_folder(index, mode)
+        stage = replace(config, mode=mode, out=str(stage_dir), stages=None, base_metric=base_metric)
+        if (stage_dir / CONFIG_FILE).exists():
+            result = resume(stage_dir, generations=config.generations, progress=progress)
+        else:
+            result = run_search(stage, progress=progress)
+        if result.interrupted:
+            return result
+        if mode == "metric":
+            base_metric = _best_metric(result, config.objectives[0])
+            logger.info("stage %d: best metric %s", index + 1, base_metric)
+    assert result is not None
+    return result
+
+
+def _best_metric(result: SearchResult, objective: str) -> dict[str, Any]:
+    """The metric of the best evaluation of a metric stage on the first objective."""
+    frame = Archive.load(result.run_dir).frame()
+    ok = frame[frame["status"] == "ok"]
+    column = ok[objective]
+    row = ok.loc[column.idxmax() if OBJECTIVES[objective].direction == "maximize" else column.idxmin()]
+    return json.loads(row["candidate"])["metric"]
 
 
 class _Search:
@@ -178,7 +242,7 @@ class _Search:
 
     def __init__(self, config: SearchConfig, run_dir: Path, progress: bool) -> None:
         self.config, self.run_dir, self.progress = config, run_dir, progress
-        self.objectives = list(config.objectives)
+        self.objectives = list(config.objectives or ())
         self.signs = np.array([-1.0 if OBJECTIVES[o].direction == "maximize" else 1.0 for o in self.objectives])
 
     def run(self, start_generation: int, state: dict[str, Any] | None) -> SearchResult:

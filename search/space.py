@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -33,10 +33,10 @@ from paretoprune.metrics.allocation import (
     sparsities_from_genes,
 )
 from paretoprune.metrics.masks import parse_structure
-from paretoprune.metrics.scores import KNOWN_METRICS, NORMALISERS, TRANSFORMS, MetricSpec
+from paretoprune.metrics.scores import KNOWN_METRICS, NORMALISERS, TRANSFORMS, MetricSpec, metric_by_name
 from paretoprune.models import ModelLayout
 
-__all__ = ["MODES", "SearchSpace", "SpaceConfig", "check_space_config"]
+__all__ = ["MODES", "SearchSpace", "SpaceConfig", "check_space_config", "resolve_metric"]
 
 MODES = ("layerwise", "metric", "joint")
 
@@ -66,7 +66,9 @@ class SpaceConfig:
     structure: str = "unstructured"  # or "N:M" (metric mode only: N:M fixes every layer)
     granularity: str = "block"  # one layer gene per block, or per linear
     delta: float = 0.15  # how far a layer may stray from the target sparsity
-    base_metric: str = "wanda"  # the scoring rule of layerwise mode
+    # The scoring rule of layerwise mode: a known name, or a MetricSpec as a dict (the best
+    # metric of an earlier stage, say).
+    base_metric: str | Mapping[str, Any] = "wanda"
     group: str = "row"  # comparison group of the scores
 
 
@@ -81,7 +83,7 @@ class SearchSpace:
     ) -> None:
         check_space_config(config)
         self.layout, self.config = layout, config
-        self.base_metric = KNOWN_METRICS[config.base_metric]
+        self.base_metric = resolve_metric(config.base_metric)
         self._nm = parse_structure(config.structure)
         self._owl = owl_sparsities
         self._blocks = config.granularity == "block"
@@ -195,20 +197,29 @@ class SearchSpace:
         lo, hi = self.config.sparsity_range or (None, None)
         targets = [self.target(np.zeros(self.n_var))] if lo is None else list(np.linspace(lo, hi, 3))
         found: dict[str, np.ndarray] = {}
-        metrics = list(KNOWN_METRICS) if self.searches_metric else [self.config.base_metric]
+        metrics = list(KNOWN_METRICS.values()) if self.searches_metric else [self.base_metric]
         for target in targets:
             suffix = "" if lo is None else f"@{target:.2f}"
             uniform = {name: target for name in self.layout.names}
             for metric in metrics:
-                found[f"{metric}{suffix}"] = self.encode(
-                    Candidate(metric=KNOWN_METRICS[metric], sparsities=uniform), target
+                found[f"{metric.name}{suffix}"] = self.encode(
+                    Candidate(metric=metric, sparsities=uniform), target
                 )
             if self._owl is not None and self.searches_layers and lo is None:
-                owl_metric = KNOWN_METRICS["wanda" if self.searches_metric else self.config.base_metric]
+                owl_metric = KNOWN_METRICS["wanda"] if self.searches_metric else self.base_metric
                 found[f"owl-{owl_metric.name}"] = self.encode(
                     Candidate(metric=owl_metric, sparsities=self._owl), target
                 )
         return found
+
+
+def resolve_metric(metric: str | Mapping[str, Any] | MetricSpec) -> MetricSpec:
+    """A known metric's name, a MetricSpec dict, or a MetricSpec, as a MetricSpec."""
+    if isinstance(metric, MetricSpec):
+        return metric
+    if isinstance(metric, str):
+        return metric_by_name(metric)
+    return MetricSpec.from_dict(metric)
 
 
 def _canonical(values: Mapping[str, object]) -> MetricSpec:
@@ -242,8 +253,7 @@ def check_space_config(config: SpaceConfig) -> None:
         raise InputError(f"unknown mode {config.mode!r}: use one of {', '.join(MODES)}")
     if config.granularity not in ("block", "linear"):
         raise InputError(f"unknown granularity {config.granularity!r}: use block or linear")
-    if config.base_metric not in KNOWN_METRICS:
-        raise InputError(f"unknown metric {config.base_metric!r}: use one of {', '.join(KNOWN_METRICS)}")
+    resolve_metric(config.base_metric)
     nm = parse_structure(config.structure)
     if nm is not None and config.mode != "metric":
         raise InputError(

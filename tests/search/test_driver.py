@@ -39,7 +39,7 @@ def _search_args(model_dir: Path, out: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "paretoprune", "search", "--model", str(model_dir), "--calib", "builtin",
         "--nsamples", "4", "--seqlen", "64", "--pop", "8", "--workers", "2", "--seed", "3",
-        "--out", str(out), "--quiet", *extra,
+        "--out", str(out), "--quiet", "--objectives", "kl,sparsity", *extra,
     ]  # fmt: skip
 
 
@@ -154,3 +154,14 @@ def _wait_for(condition, process: subprocess.Popen, timeout: float = 180) -> Non
         time.sleep(0.2)
     process.kill()
     raise AssertionError("condition not reached in time")
+
+
+def test_two_stage_search_uses_the_best_metric_of_stage_one(model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    summary = _run(_search_args(model_dir, out, "--stages", "metric,layerwise", "--sparsity", "0.5",
+                                "--generations", "1", "--json"))  # fmt: skip
+    stage1, stage2 = _archive(out / "stage1-metric"), _archive(out / "stage2-layerwise")
+    best = json.loads(stage1.loc[stage1["kl"].idxmin(), "candidate"])["metric"]
+    metrics = {json.dumps(json.loads(c)["metric"], sort_keys=True) for c in stage2["candidate"]}
+    assert metrics == {json.dumps(best, sort_keys=True)}  # stage 2 only moves the sparsities
+    assert summary["front"][0]["kl"] <= stage2.loc[0, "kl"]
