@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-fast demo bench clean
+.PHONY: install test test-fast demo bench check-llmcompressor clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -40,5 +40,10 @@ demo: install
 bench: install
 	$(PY) scripts/bench_baselines.py
 
+# Parse exported recipes with llm-compressor itself, in its own venv (it pins older transformers).
+check-llmcompressor:
+	scripts/llmcompressor_venv.sh
+	.venv-llmc/bin/python scripts/check_llmcompressor.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .venv-llmc build *.egg-info

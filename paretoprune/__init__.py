@@ -18,6 +18,11 @@ _EXPORTS = {
     "load_model": "paretoprune.models",
     "find_layout": "paretoprune.models",
     "fingerprint": "paretoprune.models",
+    "Recipe": "paretoprune.recipe",
+    "load_recipe": "paretoprune.recipe",
+    "save_recipe": "paretoprune.recipe",
+    "apply_recipe": "paretoprune.workflows",
+    "prune_model": "paretoprune.pruning",
 }
 
 __all__ = ["__version__", *_EXPORTS]
