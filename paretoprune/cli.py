@@ -38,6 +38,27 @@ EvalOpt = typer.Option(None, "--eval", help="text source for perplexity after pr
 MaxWindowsOpt = typer.Option(None, "--max-windows", help="evaluate at most this many windows")
 JsonOpt = typer.Option(False, "--json", help="print one JSON object as the last line")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars")
+TaskDirOpt = typer.Option(None, "--task-dir", help="zero-shot task files (default $PARETOPRUNE_TASK_DIR)")
+LimitOpt = typer.Option(None, "--limit", help="at most N examples per task (fixed seeded subset)")
+
+
+def _task_options(tasks: Optional[str], task_dir: Optional[Path], limit: Optional[int]) -> Any:
+    from paretoprune.workflows import TaskOptions
+
+    names = tuple(name.strip() for name in tasks.split(",") if name.strip()) if tasks else ()
+    return TaskOptions(tasks=names, task_dir=task_dir, limit=limit)
+
+
+def _task_lines(tasks: Optional[dict]) -> list[str]:
+    if not tasks:
+        return []
+    lines = []
+    for name, metrics in tasks.get("tasks", {}).items():
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+        lines.append(f"{name:<14} {shown}")
+    if "mean_acc" in tasks:
+        lines.append(f"{'mean acc':<14} {tasks['mean_acc']:.4f}")
+    return lines
 
 
 def _emit(summary: dict[str, Any], as_json: bool, lines: list[str]) -> None:
@@ -66,6 +87,9 @@ def prune(
     save: Optional[Path] = typer.Option(None, "--save", help="folder for the pruned model"),
     eval: Optional[str] = EvalOpt,
     max_windows: Optional[int] = MaxWindowsOpt,
+    eval_tasks: Optional[str] = typer.Option(None, "--eval-tasks", help="zero-shot tasks after pruning"),
+    task_dir: Optional[Path] = TaskDirOpt,
+    limit: Optional[int] = LimitOpt,
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -75,7 +99,8 @@ def prune(
     config = PruneConfig(
         model=model, method=method, sparsity=sparsity, structure=structure,
         allocation=allocation, calib=calib, nsamples=nsamples, seqlen=seqlen, seed=seed,
-        sequential=sequential, save=save, eval=eval, max_windows=max_windows, progress=not quiet,
+        sequential=sequential, save=save, eval=eval, max_windows=max_windows,
+        tasks=_task_options(eval_tasks, task_dir, limit), progress=not quiet,
     )  # fmt: skip
     result = run(config)
     lines = [f"sparsity   {result.sparsity:.4f}  ({method}, {structure or allocation})"]
@@ -83,27 +108,33 @@ def prune(
         lines.append(f"perplexity {_format_ppl(result.perplexity)}  ({result.tokens} tokens of {eval})")
     if result.saved:
         lines.append(f"saved      {result.saved}")
-    _emit(result.summary(), as_json, lines)
+    _emit(result.summary(), as_json, lines + _task_lines(result.tasks))
 
 
 @app.command("eval")
 def eval_command(
     model: str = ModelOpt,
-    data: str = typer.Option(..., "--data", help="text source: a file, builtin, wikitext2, c4, ptb"),
+    data: Optional[str] = typer.Option(None, "--data", help="text source for perplexity"),
     seqlen: int = SeqlenOpt,
     max_windows: Optional[int] = MaxWindowsOpt,
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="zero-shot tasks, e.g. arc_easy,piqa,boolq"),
+    task_dir: Optional[Path] = TaskDirOpt,
+    limit: Optional[int] = LimitOpt,
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Perplexity of a model on a text source (non-overlapping windows)."""
+    """Perplexity on a text source and/or zero-shot accuracy on standard tasks."""
     from paretoprune.workflows import EvalConfig, evaluate
 
     config = EvalConfig(
-        model=model, data=data, seqlen=seqlen, max_windows=max_windows, progress=not quiet
-    )
+        model=model, data=data, seqlen=seqlen, max_windows=max_windows,
+        tasks=_task_options(tasks, task_dir, limit), progress=not quiet,
+    )  # fmt: skip
     result = evaluate(config)
-    lines = [f"perplexity {_format_ppl(result.perplexity)}  ({result.tokens} tokens, {result.windows} windows)"]
-    _emit(result.summary(), as_json, lines)
+    lines = []
+    if result.perplexity is not None:
+        lines.append(f"perplexity {_format_ppl(result.perplexity)}  ({result.tokens} tokens, {result.windows} windows)")
+    _emit(result.summary(), as_json, lines + _task_lines(result.tasks))
 
 
 @app.command("bench-eval")
@@ -272,6 +303,9 @@ def apply(
     save: Optional[Path] = typer.Option(None, "--save", help="folder for the pruned model"),
     eval: Optional[str] = EvalOpt,
     max_windows: Optional[int] = MaxWindowsOpt,
+    eval_tasks: Optional[str] = typer.Option(None, "--eval-tasks", help="zero-shot tasks after pruning"),
+    task_dir: Optional[Path] = TaskDirOpt,
+    limit: Optional[int] = LimitOpt,
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -281,7 +315,7 @@ def apply(
     config = ApplyConfig(
         recipe=recipe, model=model, pruner=pruner, calib=calib, nsamples=nsamples, seqlen=seqlen,
         seed=seed, sequential=sequential, force=force, save=save, eval=eval,
-        max_windows=max_windows, progress=not quiet,
+        max_windows=max_windows, tasks=_task_options(eval_tasks, task_dir, limit), progress=not quiet,
     )  # fmt: skip
     result = run(config)
     lines = [f"sparsity   {result.sparsity:.4f}  ({recipe.name} with {pruner})"]
@@ -289,7 +323,7 @@ def apply(
         lines.append(f"perplexity {_format_ppl(result.perplexity)}  ({result.tokens} tokens of {eval})")
     if result.saved:
         lines.append(f"saved      {result.saved}")
-    _emit(result.summary(), as_json, lines)
+    _emit(result.summary(), as_json, lines + _task_lines(result.tasks))
 
 
 def _configure_logging() -> None:

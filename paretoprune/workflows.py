@@ -34,6 +34,7 @@ __all__ = [
     "EvalResult",
     "PruneConfig",
     "PruneResult",
+    "TaskOptions",
     "apply",
     "apply_recipe",
     "bench_eval",
@@ -46,6 +47,15 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PRUNE_METHODS = ("magnitude", "wanda", "ria", "sparsegpt")
+
+
+@dataclass
+class TaskOptions:
+    """Zero-shot accuracy after pruning (the lm-evaluation-harness protocol, local files)."""
+
+    tasks: tuple[str, ...] = ()  # e.g. ("arc_easy", "piqa"); empty: no zero-shot evaluation
+    task_dir: Path | None = None  # folder with the task files; default $PARETOPRUNE_TASK_DIR
+    limit: int | None = None  # at most this many examples per task (a fixed, seeded subset)
 
 
 @dataclass
@@ -63,6 +73,7 @@ class PruneConfig:
     save: Path | None = None  # folder for the pruned model (safetensors + tokenizer)
     eval: str | None = None  # text source for perplexity after pruning
     max_windows: int | None = None  # cap on evaluation windows (CPU budgets)
+    tasks: TaskOptions = field(default_factory=TaskOptions)  # zero-shot accuracy after pruning
     batch_size: int = 8
     progress: bool = True
 
@@ -75,11 +86,14 @@ class PruneResult:
     perplexity: float | None = None
     tokens: int | None = None  # tokens scored by the perplexity evaluation
     saved: str | None = None
+    tasks: dict[str, Any] | None = None  # zero-shot metrics per task, and their mean
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"sparsity": round(self.sparsity, 6), "seconds": round(self.seconds, 3)}
         if self.perplexity is not None:
             out |= {"perplexity": self.perplexity, "tokens": self.tokens}
+        if self.tasks is not None:
+            out["tasks"] = self.tasks
         if self.saved is not None:
             out["saved"] = self.saved
         return out
@@ -88,22 +102,28 @@ class PruneResult:
 @dataclass
 class EvalConfig:
     model: str
-    data: str
+    data: str | None = None  # perplexity on this text source
     seqlen: int = 2048
     max_windows: int | None = None
+    tasks: TaskOptions = field(default_factory=TaskOptions)
     batch_size: int = 8
     progress: bool = True
 
 
 @dataclass
 class EvalResult:
-    perplexity: float
-    tokens: int
-    windows: int
-    extra: dict[str, Any] = field(default_factory=dict)
+    perplexity: float | None = None
+    tokens: int | None = None
+    windows: int | None = None
+    tasks: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
-        return {"perplexity": self.perplexity, "tokens": self.tokens, "windows": self.windows}
+        out: dict[str, Any] = {}
+        if self.perplexity is not None:
+            out |= {"perplexity": self.perplexity, "tokens": self.tokens, "windows": self.windows}
+        if self.tasks is not None:
+            out["tasks"] = self.tasks
+        return out
 
 
 def check_prune_config(config: PruneConfig) -> None:
@@ -122,6 +142,7 @@ def check_prune_config(config: PruneConfig) -> None:
 
 def prune(config: PruneConfig) -> PruneResult:
     check_prune_config(config)
+    task_dir = _task_dir(config.tasks)
     loaded = load_model(config.model)
     model, layout = loaded.model, find_layout(loaded.model)
     needs_tokens = config.method != "magnitude" or config.allocation == "owl"
@@ -147,6 +168,7 @@ def prune(config: PruneConfig) -> PruneResult:
     if config.eval is not None:
         scored = _perplexity(loaded, config.eval, config.seqlen, config.max_windows, config)
         result.perplexity, result.tokens = scored.perplexity, scored.tokens
+    result.tasks = _zero_shot(loaded, config.tasks, task_dir, config)
     if config.save is not None:
         result.saved = str(save_model(loaded, config.save))
     return result
@@ -173,8 +195,37 @@ def _candidate(
 def evaluate(config: EvalConfig) -> EvalResult:
     if config.seqlen <= 1:
         raise InputError("--seqlen must be at least 2")
+    if config.data is None and not config.tasks.tasks:
+        raise InputError("nothing to evaluate: give --data SRC for perplexity and/or --tasks T1,T2")
+    task_dir = _task_dir(config.tasks)
     loaded = load_model(config.model)
-    return _perplexity(loaded, config.data, config.seqlen, config.max_windows, config)
+    result = EvalResult()
+    if config.data is not None:
+        result = _perplexity(loaded, config.data, config.seqlen, config.max_windows, config)
+    result.tasks = _zero_shot(loaded, config.tasks, task_dir, config)
+    return result
+
+
+def _task_dir(options: TaskOptions) -> Path | None:
+    if not options.tasks:
+        return None
+    folder = options.task_dir or os.environ.get("PARETOPRUNE_TASK_DIR")
+    if folder is None:
+        raise InputError("zero-shot tasks need their files: pass --task-dir DIR (or set PARETOPRUNE_TASK_DIR)")
+    return Path(folder)
+
+
+def _zero_shot(
+    loaded: LoadedModel, options: TaskOptions, task_dir: Path | None, config: Any
+) -> dict[str, Any] | None:
+    if not options.tasks or task_dir is None:
+        return None
+    from paretoprune.evaluators.zeroshot import evaluate_tasks
+
+    return evaluate_tasks(
+        loaded.model, loaded.tokenizer, list(options.tasks), task_dir, limit=options.limit,
+        batch_size=config.batch_size, progress=config.progress,
+    )  # fmt: skip
 
 
 def _perplexity(
@@ -339,6 +390,7 @@ class ApplyConfig:
     save: Path | None = None
     eval: str | None = None
     max_windows: int | None = None
+    tasks: TaskOptions = field(default_factory=TaskOptions)
     batch_size: int = 8
     progress: bool = True
 
@@ -352,6 +404,7 @@ def apply(config: ApplyConfig) -> PruneResult:
         raise InputError(f"unknown pruner {config.pruner!r}: use one of {', '.join(APPLY_PRUNERS)}")
     if config.save is not None and config.save.exists() and any(config.save.iterdir()):
         raise InputError(f"--save folder {config.save} is not empty: choose a new folder")
+    task_dir = _task_dir(config.tasks)
     loaded = load_model(config.model)
     metric = recipe.to_candidate().metric
     needs_tokens = config.pruner == "sparsegpt" or (
@@ -370,6 +423,7 @@ def apply(config: ApplyConfig) -> PruneResult:
     if config.eval is not None:
         scored = _perplexity(loaded, config.eval, config.seqlen, config.max_windows, config)
         result.perplexity, result.tokens = scored.perplexity, scored.tokens
+    result.tasks = _zero_shot(loaded, config.tasks, task_dir, config)
     if config.save is not None:
         result.saved = str(save_model(loaded, config.save, {"recipe.yaml": recipe_yaml(recipe)}))
     return result

@@ -75,3 +75,17 @@ def test_real_smollm2_prune_end_to_end(shared_data: Path) -> None:
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["sparsity"] == pytest.approx(0.5, abs=1e-3)
     assert 10 < summary["perplexity"] < 1000  # a working 135M model at half density, not noise
+
+
+def test_eval_and_prune_report_zero_shot_tasks(model_dir: Path, shared_data: Path) -> None:
+    tasks = ["--task-dir", str(shared_data / "zeroshot"), "--limit", "3"]
+    done = _cli("eval", "--model", str(model_dir), "--tasks", "arc_easy,piqa", *tasks, "--json", "--quiet")
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(summary["tasks"]["tasks"]) == {"arc_easy", "piqa"}
+    assert 0.0 <= summary["tasks"]["mean_acc"] <= 1.0
+    assert "perplexity" not in summary
+    pruned = _cli("prune", "--model", str(model_dir), "--method", "magnitude", "--sparsity", "0.3",
+                  "--eval-tasks", "rte", *tasks, "--json", "--quiet")  # fmt: skip
+    result = json.loads(pruned.stdout.strip().splitlines()[-1])
+    assert result["sparsity"] == pytest.approx(0.3, abs=0.01)
+    assert list(result["tasks"]["tasks"]) == ["rte"]
