@@ -34,11 +34,11 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from paretoprune.errors import InputError
+from paretoprune.metrics.masks import parse_structure
 from paretoprune.recipe import (
     METADATA_KEY,
     Recipe,
     dump_yaml,
-    parse_structure_text,
     save_recipe,
     write_text_atomic,
 )
@@ -128,7 +128,7 @@ def llmcompressor_targets(recipe: Recipe, module_order: Sequence[str] | None = N
 
 def llmcompressor_mask_structure(structure: str) -> str:
     """Our structure as llm-compressor's ``mask_structure``: "0:0", or pruned:block for N:M."""
-    pattern = parse_structure_text(structure)
+    pattern = parse_structure(structure)
     if pattern is None:
         return "0:0"
     kept, block = pattern
@@ -180,7 +180,7 @@ def _metric_note(metric: str, pruner: str) -> str:
 
 
 def _structure_notes(recipe: Recipe) -> list[str]:
-    pattern = parse_structure_text(recipe.pruning.structure)
+    pattern = parse_structure(recipe.pruning.structure)
     if pattern is None:
         return []
     kept, block = pattern

@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import os
-import re
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -33,6 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from paretoprune.errors import InputError
+from paretoprune.metrics.masks import parse_structure
 
 if TYPE_CHECKING:
     from torch import nn
@@ -51,7 +51,6 @@ __all__ = [
     "Recipe",
     "SearchInfo",
     "load_recipe",
-    "parse_structure_text",
     "recipe_from_data",
     "recipe_yaml",
     "save_recipe",
@@ -68,7 +67,6 @@ METADATA_KEY = "paretoprune"
 
 _YAML_SUFFIXES = (".yaml", ".yml")
 _JSON_SUFFIXES = (".json",)
-_NM_PATTERN = re.compile(r"^(\d+):(\d+)$")
 # Mapping-valued fields: the element after them in an error location is a key (a layer name).
 _MAPPING_FIELDS = {"layers", "objectives", "params", "shapes"}
 
@@ -114,7 +112,7 @@ class PruningPlan(_Strict):
     @field_validator("structure")
     @classmethod
     def _known_structure(cls, value: str) -> str:
-        parse_structure_text(value)
+        parse_structure(value)
         return value
 
     @field_validator("sparsity")
@@ -310,19 +308,6 @@ class LayerMatch:
 
 # --------------------------------------------------------------------------------------------
 # Small pure helpers of the schema
-
-
-def parse_structure_text(text: str) -> tuple[int, int] | None:
-    """``"unstructured"`` -> None; ``"N:M"`` (N kept in every M inputs, 0 < N < M) -> (N, M)."""
-    if text == "unstructured":
-        return None
-    found = _NM_PATTERN.match(text)
-    if found is None:
-        raise ValueError(f"structure {text!r} is neither 'unstructured' nor N:M like '2:4'")
-    kept, block = int(found.group(1)), int(found.group(2))
-    if not 0 < kept < block:
-        raise ValueError(f"structure {text!r} must keep 0 < N < M weights of every M, e.g. '2:4'")
-    return kept, block
 
 
 def _is_fraction(value: float) -> bool:

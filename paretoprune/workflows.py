@@ -164,13 +164,24 @@ def prune(config: PruneConfig) -> PruneResult:
         batch_size=config.batch_size,
         progress=config.progress,
     )
+    return _after_pruning(loaded, report, config, task_dir)
+
+
+def _after_pruning(
+    loaded: LoadedModel,
+    report: Any,
+    config: Any,
+    task_dir: Path | None,
+    extra_files: dict[str, str] | None = None,
+) -> PruneResult:
+    """Evaluate (perplexity, zero-shot tasks) and save a freshly pruned model, as asked."""
     result = PruneResult(sparsity=report.sparsity, layers=report.layers, seconds=report.seconds)
     if config.eval is not None:
         scored = _perplexity(loaded, config.eval, config.seqlen, config.max_windows, config)
         result.perplexity, result.tokens = scored.perplexity, scored.tokens
     result.tasks = _zero_shot(loaded, config.tasks, task_dir, config)
     if config.save is not None:
-        result.saved = str(save_model(loaded, config.save))
+        result.saved = str(save_model(loaded, config.save, extra_files))
     return result
 
 
@@ -419,14 +430,7 @@ def apply(config: ApplyConfig) -> PruneResult:
         loaded.model, recipe, tokens, pruner=config.pruner, sequential=config.sequential,
         force=config.force, progress=config.progress,
     )  # fmt: skip
-    result = PruneResult(sparsity=report.sparsity, layers=report.layers, seconds=report.seconds)
-    if config.eval is not None:
-        scored = _perplexity(loaded, config.eval, config.seqlen, config.max_windows, config)
-        result.perplexity, result.tokens = scored.perplexity, scored.tokens
-    result.tasks = _zero_shot(loaded, config.tasks, task_dir, config)
-    if config.save is not None:
-        result.saved = str(save_model(loaded, config.save, {"recipe.yaml": recipe_yaml(recipe)}))
-    return result
+    return _after_pruning(loaded, report, config, task_dir, {"recipe.yaml": recipe_yaml(recipe)})
 
 
 def export(run_dir: Path, fmt: str, how: str, out: Path, pruner: str | None = None) -> Path:

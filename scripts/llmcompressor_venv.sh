@@ -26,4 +26,10 @@ if ! "${VENV_PY}" -c "import llmcompressor" >/dev/null 2>&1; then
     "${VENV_PY}" -m pip install --quiet "torch==${TORCH_VERSION}" "llmcompressor==${LLMCOMPRESSOR_VERSION}" pyyaml
 fi
 
+# paretoprune itself, without its dependencies: the check needs only the recipe code, and the
+# editable install is what maps the top-level metrics/ folder to paretoprune.metrics.
+if ! "${VENV_PY}" -c "import paretoprune.metrics" >/dev/null 2>&1; then
+    "${VENV_PY}" -m pip install --quiet --no-deps -e "${REPO_ROOT}"
+fi
+
 echo "${VENV_PY}"

@@ -204,7 +204,7 @@ def _mutated(recipe: Recipe, change: Any) -> dict[str, Any]:
         (lambda d: d["pruning"].update(sparsity=1.5), "global sparsity 1.5 is outside [0, 1)"),
         (lambda d: d["pruning"].update(layers={}), "no layers listed"),
         (lambda d: d["pruning"].update(structure="4:2"), "structure '4:2'"),
-        (lambda d: d["pruning"].update(structure="blocks"), "neither 'unstructured' nor N:M"),
+        (lambda d: d["pruning"].update(structure="blocks"), "is not understood"),
         (lambda d: d["pruning"].update(group="column"), "pruning.group is invalid"),
         (lambda d: d.update(format="paretoprune.recipe/v0"), "is not supported"),
         (lambda d: d.pop("format"), "format is missing"),
