@@ -37,8 +37,14 @@ demo: install
 	$(PY) -m paretoprune front $(DEMO_RUN)
 	@echo "recipes: $(DEMO_RUN)/recipes  plot: $(DEMO_RUN)/pareto.png"
 
+# Reference results under results/ (hours on a 2-core CPU; each script resumes or is short).
+DATA_DIR ?= ../shared/data
 bench: install
-	$(PY) scripts/bench_baselines.py
+	$(PY) scripts/bench_baselines.py --data-dir $(DATA_DIR)
+	mkdir -p results/evaluator
+	$(PY) -m paretoprune bench-eval --model smollm2-135m --calib $(DATA_DIR)/c4/c4-en-train-shard00000-first1000.jsonl \
+		--nsamples 8 --seqlen 256 --candidates 5 --json | tail -n 1 > results/evaluator/bench_eval.json
+	$(PY) scripts/bench_fitness.py --data-dir $(DATA_DIR) --candidates 30
 
 # Parse exported recipes with llm-compressor itself, in its own venv (it pins older transformers).
 check-llmcompressor:
