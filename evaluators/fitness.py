@@ -37,9 +37,12 @@ from paretoprune.pruning import check_candidate, keep_mask
 __all__ = [
     "OBJECTIVES",
     "CandidateEvaluator",
+    "FitnessTokens",
     "Objective",
     "achieved_sparsities",
     "check_objectives",
+    "objective_direction",
+    "split_objective",
 ]
 
 
@@ -63,17 +66,39 @@ OBJECTIVES: dict[str, Objective] = {
 }
 
 
+def split_objective(name: str) -> tuple[str, str | None]:
+    """``"kl@c4"`` -> ("kl", "c4"): an objective measured on its own token source."""
+    base, _, source = name.partition("@")
+    return base, (source or None)
+
+
 def check_objectives(names: Sequence[str]) -> list[str]:
+    """The objectives as given, once each; ``name@source`` only for output-comparing objectives."""
     names = list(names)
-    unknown = [name for name in names if name not in OBJECTIVES]
-    if unknown or not names:
-        raise InputError(
-            f"unknown objective {unknown[0] if unknown else '(none)'}: "
-            f"choose from {', '.join(OBJECTIVES)}, e.g. --objectives kl,sparsity"
-        )
+    for name in names or ["(none)"]:
+        base, source = split_objective(name)
+        if base not in OBJECTIVES:
+            raise InputError(
+                f"unknown objective {name}: choose from {', '.join(OBJECTIVES)}, "
+                "optionally on its own tokens as kl@SOURCE; e.g. --objectives kl,sparsity"
+            )
+        if source is not None and OBJECTIVES[base].target is None:
+            raise InputError(f"objective {name}: {base} does not depend on tokens; drop @{source}")
     if len(set(names)) != len(names):
         raise InputError(f"objective listed twice in {','.join(names)}: list each once")
     return names
+
+
+def objective_direction(name: str) -> str:
+    return OBJECTIVES[split_objective(name)[0]].direction
+
+
+@dataclass(frozen=True)
+class FitnessTokens:
+    """A batch of fitness sequences; padding (attention_mask 0) is left out of every objective."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor | None = None
 
 
 def achieved_sparsities(layout: ModelLayout, candidate: Candidate) -> dict[str, float]:
@@ -116,17 +141,26 @@ class CandidateEvaluator:
         rank_metric: MetricSpec | None = None,
         rank_group: str = "row",
         token_chunk: int = 512,
+        sources: Mapping[str, FitnessTokens] | None = None,
     ) -> None:
+        """``input_ids`` are the fitness tokens of plain objectives; ``sources`` name the tokens
+        of objectives written ``name@source`` (e.g. a task's calibration prompts)."""
         self.model, self.layout = model, layout
         self.objectives = check_objectives(objectives)
-        self.input_ids = input_ids
-        self.attention_mask = attention_mask
-        self.token_chunk = token_chunk
+        token_sets = {None: FitnessTokens(input_ids, attention_mask), **dict(sources or {})}
+        wanted: dict[str | None, set[str]] = {}
+        for name in self.objectives:
+            base, source = split_objective(name)
+            if source not in token_sets:
+                raise InputError(f"objective {name} names token source {source}, but no tokens were given for it")
+            if OBJECTIVES[base].target is not None:
+                wanted.setdefault(source, set()).add(base)
         self._act_norms = {name: s.act_norm for name, s in stats.items()}
         self._maskers = self._install_maskers()
-        valid = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-        self._valid = valid.flatten()
-        self._targets = self._dense_targets()
+        self._references = {
+            source: _Reference(model, token_sets[source], bases, token_chunk)
+            for source, bases in wanted.items()
+        }
         self._rank_key = (rank_metric, rank_group)
         self._ranks = self._build_ranks(rank_metric, rank_group) if rank_metric is not None else {}
 
@@ -138,9 +172,11 @@ class CandidateEvaluator:
         check_candidate(self.layout, candidate)
         achieved = achieved_sparsities(self.layout, candidate)
         values: dict[str, float] = {}
-        if any(OBJECTIVES[name].target for name in self.objectives):
+        if self._references:
             with self._masked(candidate), torch.inference_mode():
-                values |= self._compare(self._hidden())
+                for source, reference in self._references.items():
+                    suffix = "" if source is None else f"@{source}"
+                    values |= {f"{base}{suffix}": v for base, v in reference.compare().items()}
         removed = sum(achieved[linear.name] * linear.numel for linear in self.layout.linears)
         total = self.layout.total_numel
         values |= {"sparsity": removed / total, "params": float(total - removed)}
@@ -161,12 +197,9 @@ class CandidateEvaluator:
 
     def resident_bytes(self) -> int:
         """Bytes this evaluator keeps beside the model (targets, rank cache, statistics)."""
-        tensors = [*self._targets.values(), *self._ranks.values(), *self._act_norms.values()]
+        tensors = [*self._ranks.values(), *self._act_norms.values()]
+        tensors += [t for reference in self._references.values() for t in reference.targets.values()]
         return sum(t.numel() * t.element_size() for t in tensors)
-
-    @property
-    def tokens(self) -> int:
-        return int(self._valid.sum())
 
     # ------------------------------------------------------------------------------------
     # Masks
@@ -249,53 +282,61 @@ class CandidateEvaluator:
             raise InputError(f"no activation statistics for {linear.name}: recollect the statistics")
         return self._act_norms[linear.name]
 
-    # ------------------------------------------------------------------------------------
-    # Targets and comparison
+
+class _Reference:
+    """The dense model's outputs on one set of fitness tokens, and a pruned run's distance to them.
+
+    The targets are computed once, in fp32: next-token distributions (for ``kl``), logits (for
+    ``logits_mse``) or final hidden states (for ``hidden_mse``), only what is asked for. The head
+    is applied ``token_chunk`` tokens at a time.
+    """
+
+    def __init__(self, model: nn.Module, tokens: FitnessTokens, wanted: set[str], token_chunk: int) -> None:
+        self.model, self.tokens, self.token_chunk = model, tokens, token_chunk
+        self.wanted = {OBJECTIVES[name].target for name in wanted}
+        mask = tokens.attention_mask
+        self._valid = (torch.ones_like(tokens.input_ids, dtype=torch.bool) if mask is None else mask.bool()).flatten()
+        with torch.inference_mode():
+            self.targets = self._dense_targets(self._hidden().float())
+
+    def compare(self) -> dict[str, float]:
+        """Run the model (as currently masked) and measure each wanted objective, per token."""
+        hidden = self._hidden().float()
+        count = hidden.shape[0]
+        totals = {"kl": 0.0, "logits_mse": 0.0}
+        if self.wanted & {"probs", "logits"}:
+            for start in range(0, count, self.token_chunk):
+                stop = min(start + self.token_chunk, count)
+                logits = self._logits(hidden[start:stop])
+                if "probs" in self.wanted:
+                    cross = (self.targets["probs"][start:stop] * torch.log_softmax(logits, -1)).sum(-1)
+                    totals["kl"] += float((self.targets["neg_entropy"][start:stop] - cross).sum())
+                if "logits" in self.wanted:
+                    diff = logits - self.targets["logits"][start:stop]
+                    totals["logits_mse"] += float(diff.square().sum())
+        values = {name: total / count for name, total in totals.items()}
+        if "hidden" in self.wanted:
+            values["hidden_mse"] = float((hidden - self.targets["hidden"]).square().sum()) / count
+        return values
 
     def _hidden(self) -> torch.Tensor:
-        hidden = final_hidden_states(self.model, self.input_ids, self.attention_mask)
+        hidden = final_hidden_states(self.model, self.tokens.input_ids, self.tokens.attention_mask)
         return hidden.reshape(-1, hidden.shape[-1])[self._valid]
-
-    def _dense_targets(self) -> dict[str, torch.Tensor]:
-        needed = {OBJECTIVES[name].target for name in self.objectives} - {None}
-        if not needed:
-            return {}
-        with torch.inference_mode():
-            hidden = self._hidden().float()
-            targets: dict[str, torch.Tensor] = {}
-            if "hidden" in needed:
-                targets["hidden"] = hidden.clone()
-            if needed & {"probs", "logits"}:
-                logits = torch.cat([self._logits(chunk) for chunk in hidden.split(self.token_chunk)])
-                if "logits" in needed:
-                    targets["logits"] = logits
-                if "probs" in needed:
-                    logprobs = torch.log_softmax(logits, dim=-1)
-                    targets["probs"] = logprobs.exp()
-                    # sum_v p log p per token: the constant half of KL(p || q)
-                    targets["neg_entropy"] = (targets["probs"] * logprobs).sum(-1)
-        return targets
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return logits_from_hidden(self.model, hidden).float()
 
-    def _compare(self, hidden: torch.Tensor) -> dict[str, float]:
-        hidden = hidden.float()
-        count = hidden.shape[0]
-        totals = {"kl": 0.0, "logits_mse": 0.0}
-        wanted = {OBJECTIVES[name].target for name in self.objectives}
-        if wanted & {"probs", "logits"}:
-            for start in range(0, count, self.token_chunk):
-                stop = min(start + self.token_chunk, count)
-                logits = self._logits(hidden[start:stop])
-                if "probs" in wanted:
-                    cross = (self._targets["probs"][start:stop] * torch.log_softmax(logits, -1)).sum(-1)
-                    totals["kl"] += float((self._targets["neg_entropy"][start:stop] - cross).sum())
-                if "logits" in wanted:
-                    diff = logits - self._targets["logits"][start:stop]
-                    totals["logits_mse"] += float(diff.square().sum())
-        values = {name: total / count for name, total in totals.items()}
-        if "hidden" in wanted:
-            values["hidden_mse"] = float((hidden - self._targets["hidden"]).square().sum()) / count
-        return values
-
+    def _dense_targets(self, hidden: torch.Tensor) -> dict[str, torch.Tensor]:
+        targets: dict[str, torch.Tensor] = {}
+        if "hidden" in self.wanted:
+            targets["hidden"] = hidden.clone()
+        if self.wanted & {"probs", "logits"}:
+            logits = torch.cat([self._logits(chunk) for chunk in hidden.split(self.token_chunk)])
+            if "logits" in self.wanted:
+                targets["logits"] = logits
+            if "probs" in self.wanted:
+                logprobs = torch.log_softmax(logits, dim=-1)
+                targets["probs"] = logprobs.exp()
+                # sum_v p log p per token: the constant half of KL(p || q)
+                targets["neg_entropy"] = (targets["probs"] * logprobs).sum(-1)
+        return targets

@@ -202,6 +202,10 @@ def search(
     algorithm: Optional[str] = typer.Option(None, "--algorithm", help="pymoo | optuna"),
     storage: Optional[str] = typer.Option(None, "--storage", help="optuna storage URL"),
     stages: Optional[str] = typer.Option(None, "--stages", help="metric,layerwise: two-stage search"),
+    task_dir: Optional[str] = typer.Option(None, "--task-dir", help="task files, for objectives like kl@arc_easy"),
+    task_calib_fraction: Optional[float] = typer.Option(
+        None, "--task-calib-fraction", help="share of a task's examples kept for calibration (0.5)"
+    ),
     config_file: Optional[Path] = typer.Option(None, "--config", help="YAML file with these settings"),
     out: Optional[str] = typer.Option(None, "--out", help="run folder"),
     resume_dir: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this folder"),
@@ -229,6 +233,7 @@ def search(
             generations=generations, workers=workers, threads_per_worker=threads_per_worker,
             gpus_per_worker=gpus_per_worker, ray_address=ray_address, seed=seed, algorithm=algorithm,
             storage=storage, out=out, stages=tuple(stages.split(",")) if stages else None,
+            task_dir=task_dir, task_calib_fraction=task_calib_fraction,
         )  # fmt: skip
         settings.update({key: value for key, value in given.items() if value is not None})
         result = run_search(load_config(settings), progress=not quiet)

@@ -25,7 +25,13 @@ from tqdm.auto import tqdm
 
 from paretoprune.candidate import Candidate
 from paretoprune.errors import InputError
-from paretoprune.evaluators.fitness import OBJECTIVES, CandidateEvaluator, check_objectives
+from paretoprune.evaluators.fitness import (
+    CandidateEvaluator,
+    FitnessTokens,
+    check_objectives,
+    objective_direction,
+    split_objective,
+)
 from paretoprune.evaluators.ray_pool import EvaluatorPool, Outcome
 from paretoprune.evaluators.stats import ChannelStats, collect_stats
 from paretoprune.search.algorithms import make_algorithm
@@ -70,6 +76,11 @@ class SearchConfig:
     # OptiShear's two-stage flow, e.g. ("metric", "layerwise"): each stage a full search in its
     # own sub-folder, a layerwise stage using the best metric found by the stage before it.
     stages: tuple[str, ...] | None = None
+    # Objectives written name@TASK measure on a zero-shot task's calibration part: the task files'
+    # folder, and the fraction of each task's examples set aside for calibration (split seeded
+    # with ``seed``; evaluation should then use only the rest).
+    task_dir: str | None = None
+    task_calib_fraction: float = 0.5
 
     def space_config(self) -> SpaceConfig:
         return SpaceConfig(
@@ -126,6 +137,7 @@ class RemoteEvaluator:
         stats: dict[str, ChannelStats],
         objectives: Sequence[str],
         rank_metric: dict[str, Any] | None,
+        sources: dict[str, FitnessTokens] | None = None,
     ) -> None:
         from paretoprune.metrics.scores import MetricSpec
         from paretoprune.models import find_layout, load_model
@@ -138,7 +150,7 @@ class RemoteEvaluator:
         metric = MetricSpec.from_dict(rank_metric) if rank_metric else None
         self._evaluator = CandidateEvaluator(
             loaded.model, find_layout(loaded.model), stats, tokens,
-            objectives=objectives, rank_metric=metric,
+            objectives=objectives, rank_metric=metric, sources=sources,
         )  # fmt: skip
 
     def evaluate(self, payload: Mapping[str, Any]) -> dict[str, float]:
@@ -233,7 +245,7 @@ def _best_metric(result: SearchResult, objective: str) -> dict[str, Any]:
     frame = Archive.load(result.run_dir).frame()
     ok = frame[frame["status"] == "ok"]
     column = ok[objective]
-    row = ok.loc[column.idxmax() if OBJECTIVES[objective].direction == "maximize" else column.idxmin()]
+    row = ok.loc[column.idxmax() if objective_direction(objective) == "maximize" else column.idxmin()]
     return json.loads(row["candidate"])["metric"]
 
 
@@ -243,7 +255,7 @@ class _Search:
     def __init__(self, config: SearchConfig, run_dir: Path, progress: bool) -> None:
         self.config, self.run_dir, self.progress = config, run_dir, progress
         self.objectives = list(config.objectives or ())
-        self.signs = np.array([-1.0 if OBJECTIVES[o].direction == "maximize" else 1.0 for o in self.objectives])
+        self.signs = np.array([-1.0 if objective_direction(o) == "maximize" else 1.0 for o in self.objectives])
 
     def run(self, start_generation: int, state: dict[str, Any] | None) -> SearchResult:
         from paretoprune.data import calibration_windows, text_provenance
@@ -268,7 +280,6 @@ class _Search:
         }  # fmt: skip
         owl = owl_sparsities(layout, stats, config.sparsity) if config.sparsity is not None else None
         space = SearchSpace(layout, config.space_config(), owl_sparsities=owl)
-        del loaded  # each actor loads its own copy
         algorithm = self._algorithm(space)
         if state is not None:
             algorithm.load_state_dict(state["algorithm"])
@@ -277,7 +288,9 @@ class _Search:
         if dropped:
             logger.info("dropped %d evaluations of the unfinished generation %d", dropped, start_generation)
         rank_metric = space.base_metric.to_dict() if not space.searches_metric else None
-        factory_args = (config.model, tokens, stats, self.objectives, rank_metric)
+        sources = _fitness_sources(config, loaded.tokenizer)
+        factory_args = (config.model, tokens, stats, self.objectives, rank_metric, sources)
+        del loaded  # each actor loads its own copy
         interrupted = False
         with EvaluatorPool(
             RemoteEvaluator, factory_args, workers=config.workers,
@@ -358,13 +371,50 @@ class _Search:
         return SearchResult(self.run_dir, len(archive), front, recipes, interrupted)
 
 
+def _fitness_sources(config: SearchConfig, tokenizer: Any) -> dict[str, FitnessTokens]:
+    """The tokens of every ``objective@source``: a zero-shot task's calibration part, or text."""
+    from paretoprune.data import calibration_windows
+    from paretoprune.evaluators.zeroshot_tasks import task_names
+
+    sources: dict[str, FitnessTokens] = {}
+    for name in config.objectives or ():
+        source = split_objective(name)[1]
+        if source is None or source in sources:
+            continue
+        if source in task_names():
+            sources[source] = task_tokens(tokenizer, source, config)
+        else:
+            ids = calibration_windows(tokenizer, source, config.nsamples, config.seqlen, config.seed)
+            sources[source] = FitnessTokens(ids)
+    return sources
+
+
+def task_tokens(tokenizer: Any, task: str, config: SearchConfig) -> FitnessTokens:
+    """Right answers of a task's calibration part, written out, padded into one batch."""
+    from paretoprune.evaluators.zeroshot_tasks import example_text, load_task, split_indices
+
+    if config.task_dir is None:
+        raise InputError(f"objective @{task} needs the task files: pass --task-dir DIR")
+    examples = load_task(task, Path(config.task_dir)).examples
+    calibration, _ = split_indices(len(examples), config.task_calib_fraction, config.seed)
+    texts = [example_text(examples[i]) for i in calibration[: config.nsamples]]
+    if not texts:
+        raise InputError(f"task {task} has no calibration examples: raise --task-calib-fraction")
+    rows = [tokenizer(text, add_special_tokens=False).input_ids[: config.seqlen] for text in texts]
+    width = max(len(row) for row in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.tensor([row + [pad] * (width - len(row)) for row in rows])
+    mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows])
+    return FitnessTokens(ids, mask)
+
+
 def front_of(frame: pd.DataFrame, objectives: Sequence[str]) -> pd.DataFrame:
     """The non-dominated successful evaluations, objectives taken in their own direction."""
     ok = frame[frame["status"] == "ok"]
     values = ok[list(objectives)].to_numpy(dtype=float)
     finite = np.isfinite(values).all(axis=1)
     ok, values = ok[finite], values[finite]
-    signs = np.array([-1.0 if OBJECTIVES[o].direction == "maximize" else 1.0 for o in objectives])
+    signs = np.array([-1.0 if objective_direction(o) == "maximize" else 1.0 for o in objectives])
     mask = non_dominated_mask(values * signs, keep_duplicates=False) if len(ok) else np.zeros(0, bool)
     return ok[mask].sort_values([*objectives, "eval_id"], kind="stable").reset_index(drop=True)
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from paretoprune.candidate import Candidate
 from paretoprune.errors import InputError
-from paretoprune.evaluators.fitness import OBJECTIVES
+from paretoprune.evaluators.fitness import objective_direction
 from paretoprune.recipe import Recipe, save_recipe
 
 __all__ = ["export_front", "pick", "plot_front", "recipe_of_row"]
@@ -92,7 +92,7 @@ def pick(front: pd.DataFrame, objectives: Sequence[str], how: str) -> int:
         if value not in objectives:
             raise InputError(f"--pick {how}: unknown objective, the run has {', '.join(objectives)}")
         column = front[value]
-        return int(column.idxmax() if OBJECTIVES[value].direction == "maximize" else column.idxmin())
+        return int(column.idxmax() if objective_direction(value) == "maximize" else column.idxmin())
     if kind == "sparsity":
         if "sparsity" not in front:
             raise InputError("--pick sparsity:S needs a run with the sparsity objective")
@@ -104,7 +104,7 @@ def pick(front: pd.DataFrame, objectives: Sequence[str], how: str) -> int:
 
 def _knee(front: pd.DataFrame, objectives: Sequence[str]) -> int:
     """The member closest to the ideal point once each objective is scaled to [0, 1]."""
-    signs = np.array([-1.0 if OBJECTIVES[o].direction == "maximize" else 1.0 for o in objectives])
+    signs = np.array([-1.0 if objective_direction(o) == "maximize" else 1.0 for o in objectives])
     values = front[list(objectives)].to_numpy(dtype=float) * signs
     span = values.max(axis=0) - values.min(axis=0)
     scaled = (values - values.min(axis=0)) / np.where(span > 0, span, 1.0)

@@ -119,3 +119,24 @@ def test_unknown_or_repeated_objectives_are_refused() -> None:
         CandidateEvaluator(model, layout, stats, tokens, objectives=("kl", "accuracy"))
     with pytest.raises(InputError, match="twice"):
         CandidateEvaluator(model, layout, stats, tokens, objectives=("kl", "kl"))
+
+
+def test_an_objective_on_its_own_tokens_equals_a_plain_one_there() -> None:
+    from paretoprune.evaluators.fitness import FitnessTokens
+
+    model, layout, tokens, stats = _setup()
+    other = torch.randint(0, 256, (3, 16), generator=torch.Generator().manual_seed(9))
+    candidate = _random_candidate(layout, random.Random(5), KNOWN_METRICS["wanda"])
+    both = CandidateEvaluator(model, layout, stats, tokens, objectives=("kl", "kl@task", "hidden_mse@task"),
+                              sources={"task": FitnessTokens(other)})  # fmt: skip
+    got = both.evaluate(candidate)
+    both.close()
+    plain = CandidateEvaluator(model, layout, stats, other, objectives=("kl", "hidden_mse"))
+    expected = plain.evaluate(candidate)
+    plain.close()
+    assert got["kl@task"] == expected["kl"] and got["hidden_mse@task"] == expected["hidden_mse"]
+    assert got["kl"] != got["kl@task"]
+    with pytest.raises(InputError, match="no tokens"):
+        CandidateEvaluator(model, layout, stats, tokens, objectives=("kl@nowhere",))
+    with pytest.raises(InputError, match="does not depend on tokens"):
+        CandidateEvaluator(model, layout, stats, tokens, objectives=("sparsity@task",))

@@ -165,3 +165,17 @@ def test_two_stage_search_uses_the_best_metric_of_stage_one(model_dir: Path, tmp
     metrics = {json.dumps(json.loads(c)["metric"], sort_keys=True) for c in stage2["candidate"]}
     assert metrics == {json.dumps(best, sort_keys=True)}  # stage 2 only moves the sparsities
     assert summary["front"][0]["kl"] <= stage2.loc[0, "kl"]
+
+
+def test_task_aware_front_trades_text_against_a_task(model_dir: Path, tmp_path: Path, shared_data: Path) -> None:
+    out = tmp_path / "run"
+    summary = _run([
+        sys.executable, "-m", "paretoprune", "search", "--model", str(model_dir), "--calib", "builtin",
+        "--nsamples", "4", "--seqlen", "64", "--pop", "8", "--workers", "1", "--out", str(out), "--quiet",
+        "--mode", "layerwise", "--sparsity", "0.6", "--generations", "1", "--objectives", "kl,kl@arc_easy",
+        "--task-dir", str(shared_data / "zeroshot"), "--json",
+    ])  # fmt: skip
+    frame = _archive(out)
+    assert {"kl", "kl@arc_easy"} <= set(frame.columns)
+    assert (frame["kl@arc_easy"] > 0).all() and not frame["kl@arc_easy"].equals(frame["kl"])
+    assert all({"kl", "kl@arc_easy"} <= set(member) for member in summary["front"])
