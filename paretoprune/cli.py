@@ -40,13 +40,25 @@ JsonOpt = typer.Option(False, "--json", help="print one JSON object as the last 
 QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars")
 TaskDirOpt = typer.Option(None, "--task-dir", help="zero-shot task files (default $PARETOPRUNE_TASK_DIR)")
 LimitOpt = typer.Option(None, "--limit", help="at most N examples per task (fixed seeded subset)")
+HeldOutOpt = typer.Option(
+    None, "--held-out", help="FRACTION:SEED: score only what a task-aware search left out of calibration"
+)
 
 
-def _task_options(tasks: Optional[str], task_dir: Optional[Path], limit: Optional[int]) -> Any:
+def _task_options(
+    tasks: Optional[str], task_dir: Optional[Path], limit: Optional[int], held_out: Optional[str] = None
+) -> Any:
     from paretoprune.workflows import TaskOptions
 
     names = tuple(name.strip() for name in tasks.split(",") if name.strip()) if tasks else ()
-    return TaskOptions(tasks=names, task_dir=task_dir, limit=limit)
+    fraction, seed = 0.0, 0
+    if held_out:
+        text, _, seed_text = held_out.partition(":")
+        try:
+            fraction, seed = float(text), int(seed_text or 0)
+        except ValueError:
+            raise InputError(f"--held-out {held_out} is not understood: write FRACTION:SEED, e.g. 0.5:0") from None
+    return TaskOptions(tasks=names, task_dir=task_dir, limit=limit, calib_fraction=fraction, split_seed=seed)
 
 
 def _task_lines(tasks: Optional[dict]) -> list[str]:
@@ -120,6 +132,7 @@ def eval_command(
     tasks: Optional[str] = typer.Option(None, "--tasks", help="zero-shot tasks, e.g. arc_easy,piqa,boolq"),
     task_dir: Optional[Path] = TaskDirOpt,
     limit: Optional[int] = LimitOpt,
+    held_out: Optional[str] = HeldOutOpt,
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -128,7 +141,7 @@ def eval_command(
 
     config = EvalConfig(
         model=model, data=data, seqlen=seqlen, max_windows=max_windows,
-        tasks=_task_options(tasks, task_dir, limit), progress=not quiet,
+        tasks=_task_options(tasks, task_dir, limit, held_out), progress=not quiet,
     )  # fmt: skip
     result = evaluate(config)
     lines = []

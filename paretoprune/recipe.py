@@ -156,6 +156,9 @@ class SearchInfo(_Strict):
 class Provenance(_Strict):
     calibration: CalibrationInfo
     search: SearchInfo | None = None
+    # Token sources of objectives written name@source (e.g. a task's seeded calibration part):
+    # what each one was, so that evaluation can leave those examples out.
+    fitness: dict[str, dict[str, Any]] = Field(default_factory=dict)
     created: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     version: str = Field(default_factory=lambda: _package_version())
 

@@ -56,6 +56,9 @@ class TaskOptions:
     tasks: tuple[str, ...] = ()  # e.g. ("arc_easy", "piqa"); empty: no zero-shot evaluation
     task_dir: Path | None = None  # folder with the task files; default $PARETOPRUNE_TASK_DIR
     limit: int | None = None  # at most this many examples per task (a fixed, seeded subset)
+    # Leave out the calibration part a task-aware search used (same fraction and split seed).
+    calib_fraction: float = 0.0
+    split_seed: int = 0
 
 
 @dataclass
@@ -236,6 +239,7 @@ def _zero_shot(
     return evaluate_tasks(
         loaded.model, loaded.tokenizer, list(options.tasks), task_dir, limit=options.limit,
         batch_size=config.batch_size, progress=config.progress,
+        calib_fraction=options.calib_fraction, split_seed=options.split_seed,
     )  # fmt: skip
 
 

@@ -289,6 +289,7 @@ class _Search:
             logger.info("dropped %d evaluations of the unfinished generation %d", dropped, start_generation)
         rank_metric = space.base_metric.to_dict() if not space.searches_metric else None
         sources = _fitness_sources(config, loaded.tokenizer)
+        self.provenance["fitness"] = _describe_sources(config, sources)
         factory_args = (config.model, tokens, stats, self.objectives, rank_metric, sources)
         del loaded  # each actor loads its own copy
         interrupted = False
@@ -387,6 +388,21 @@ def _fitness_sources(config: SearchConfig, tokenizer: Any) -> dict[str, FitnessT
             ids = calibration_windows(tokenizer, source, config.nsamples, config.seqlen, config.seed)
             sources[source] = FitnessTokens(ids)
     return sources
+
+
+def _describe_sources(config: SearchConfig, sources: Mapping[str, FitnessTokens]) -> dict[str, dict[str, Any]]:
+    from paretoprune.evaluators.zeroshot_tasks import task_names
+
+    described: dict[str, dict[str, Any]] = {}
+    for source, tokens in sources.items():
+        entry: dict[str, Any] = {"sequences": int(tokens.input_ids.shape[0])}
+        if source in task_names():
+            entry |= {"kind": "task", "task_dir": config.task_dir, "calib_fraction": config.task_calib_fraction,
+                      "split_seed": config.seed}  # fmt: skip
+        else:
+            entry |= {"kind": "text", "seqlen": config.seqlen, "seed": config.seed}
+        described[source] = entry
+    return described
 
 
 def task_tokens(tokenizer: Any, task: str, config: SearchConfig) -> FitnessTokens:

@@ -61,6 +61,7 @@ def recipe_of_row(row: Mapping[str, Any], model_info: Mapping[str, Any], provena
         provenance={
             "calibration": provenance["calibration"],
             "search": {"run": provenance["run"], "evaluation": int(row["eval_id"])},
+            "fitness": provenance.get("fitness", {}),
         },
     )
 
