@@ -40,6 +40,7 @@ __all__ = [
     "logits_from_hidden",
     "load_model",
     "model_bytes",
+    "resolve_source",
 ]
 
 logger = logging.getLogger(__name__)
@@ -269,7 +270,7 @@ def cache_dir() -> Path:
 
 def load_model(spec: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
     """Load a causal LM and its tokenizer from an alias, a folder, a .gguf file or a hub id."""
-    source = _resolve(spec)
+    source = resolve_source(spec)
     if source.suffix == ".gguf":
         source = _converted_gguf(source)
     model, tokenizer = _from_pretrained(str(source), spec, dtype)
@@ -277,8 +278,8 @@ def load_model(spec: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
     return LoadedModel(model=model, tokenizer=tokenizer, name=spec, source=str(source))
 
 
-def _resolve(spec: str) -> Path:
-    """Turn what the user typed into a local folder, a .gguf file, or a hub id (as a Path)."""
+def resolve_source(spec: str) -> Path:
+    """What a model spec names: a local folder, a .gguf file, or a hub id (as a Path)."""
     if spec in ALIASES:
         shipped = _shipped_gguf(spec)
         return shipped if shipped is not None else Path(ALIASES[spec])

@@ -139,26 +139,26 @@ class RemoteEvaluator:
         rank_metric: dict[str, Any] | None,
         sources: dict[str, FitnessTokens] | None = None,
     ) -> None:
+        from paretoprune.evaluators.placement import check_model_fits, place_model, stats_to_devices
         from paretoprune.metrics.scores import MetricSpec
         from paretoprune.models import find_layout, load_model
 
+        check_model_fits(model_spec)  # before loading: one clear line if it cannot fit this actor
         loaded = load_model(model_spec)
-        if torch.cuda.is_available():
-            loaded.model.cuda()
-            tokens = tokens.cuda()
-            stats = {name: _to_cuda(s) for name, s in stats.items()}
+        layout = find_layout(loaded.model)
+        device = place_model(loaded.model, layout)  # one GPU, its blocks over several GPUs, or the CPU
         metric = MetricSpec.from_dict(rank_metric) if rank_metric else None
+        sources = {
+            name: FitnessTokens(t.input_ids.to(device), None if t.attention_mask is None else t.attention_mask.to(device))
+            for name, t in (sources or {}).items()
+        }  # fmt: skip
         self._evaluator = CandidateEvaluator(
-            loaded.model, find_layout(loaded.model), stats, tokens,
+            loaded.model, layout, stats_to_devices(stats, layout), tokens.to(device),
             objectives=objectives, rank_metric=metric, sources=sources,
         )  # fmt: skip
 
     def evaluate(self, payload: Mapping[str, Any]) -> dict[str, float]:
         return self._evaluator.evaluate(Candidate.from_dict(payload))
-
-
-def _to_cuda(stats: ChannelStats) -> ChannelStats:
-    return ChannelStats(sq_sum=stats.sq_sum.cuda(), count=stats.count)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -262,7 +262,10 @@ class _Search:
         from paretoprune.models import find_layout, fingerprint, load_model
         from paretoprune.pruning import owl_sparsities
 
+        from paretoprune.evaluators.placement import check_model_fits
+
         config = self.config
+        check_model_fits(config.model, gpus_per_worker=0)  # the driver keeps a CPU copy for statistics
         loaded = load_model(config.model)
         layout = find_layout(loaded.model)
         tokens = calibration_windows(loaded.tokenizer, config.calib, config.nsamples, config.seqlen, config.seed)

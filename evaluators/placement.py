@@ -1,0 +1,319 @@
+"""Where an evaluator's model goes, and whether it fits there, decided before loading it.
+
+A search on a large model fails in the worst way when a worker runs out of memory: minutes
+into start-up, deep inside torch, on a remote node. This module answers the question first,
+from what is on disk (safetensors headers, a GGUF tensor table, a config), so that a model
+that cannot fit a worker fails at once with one line that says what to change.
+
+It also places a loaded model on the GPUs Ray gave an actor: the whole model on one GPU, or,
+with ``--gpus-per-worker`` above 1, its decoder blocks spread over them (the embeddings, the
+final norm and the output head stay on the first GPU, so inputs and outputs live there).
+
+Sizes are those of the model as paretoprune loads it: every parameter in fp32.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import struct
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from paretoprune.errors import InputError
+from paretoprune.evaluators.stats import ChannelStats
+from paretoprune.models import ModelLayout, cache_dir, resolve_source
+
+__all__ = [
+    "GiB",
+    "assigned_gpus",
+    "block_devices",
+    "check_fits",
+    "check_model_fits",
+    "count_parameters",
+    "estimate_model_bytes",
+    "gpu_share_bytes",
+    "place_model",
+    "spread_device_map",
+    "stats_to_devices",
+    "worker_memory_bytes",
+]
+
+logger = logging.getLogger(__name__)
+
+GiB = 2**30
+FP32_BYTES = 4
+
+# Used only when a GGUF's tensor table cannot be read. Its files hold 0.5 (Q4) to 2 (F16) bytes
+# per weight and fp32 takes 4: times 2 is exact for F16 and too low for quantized files, so the
+# memory check stays a floor (only a rare F32 GGUF would be overestimated).
+_GGUF_SIZE_FACTOR = 2.0
+
+
+# ---------------------------------------------------------------------------------------------
+# How big the model is, without loading it
+# ---------------------------------------------------------------------------------------------
+
+
+def estimate_model_bytes(model_spec: str, dtype_bytes: int = FP32_BYTES) -> int | None:
+    """Bytes the model's parameters take once loaded, or None when nothing local tells.
+
+    ``model_spec`` is what ``--model`` takes: an alias, a folder, a .gguf file or a hub id
+    (counted only if it is already in the Hugging Face cache: this never downloads).
+    """
+    count = count_parameters(model_spec)
+    if count is not None:
+        return count * dtype_bytes
+    gguf = _local_source(model_spec)
+    if gguf is not None and gguf.suffix == ".gguf":
+        return int(gguf.stat().st_size * _GGUF_SIZE_FACTOR * dtype_bytes / FP32_BYTES)
+    return None
+
+
+def count_parameters(model_spec: str) -> int | None:
+    """The number of parameters of a model spec, read from files on this machine."""
+    source = _local_source(model_spec)
+    if source is None:
+        return None
+    if source.suffix == ".gguf":
+        converted = _converted_gguf_folder(source)
+        return _count_in_folder(converted) if converted else _count_in_gguf(source)
+    return _count_in_folder(source)
+
+
+def _local_source(model_spec: str) -> Path | None:
+    """The folder or .gguf file that holds the model here, without downloading anything."""
+    source = resolve_source(model_spec)  # the model adapter owns what a spec means; ask it
+    if source.exists():
+        return source
+    return _hub_cache_folder(str(source))
+
+
+def _hub_cache_folder(repo_id: str) -> Path | None:
+    """The snapshot folder of a hub model already in the local Hugging Face cache."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # not a valid repo id, or no hub library: nothing local to read
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def _converted_gguf_folder(gguf: Path) -> Path | None:
+    """A safetensors copy of this GGUF made by an earlier load, if there is one."""
+    folders = sorted((cache_dir() / "models").glob(f"{gguf.stem}-*"))
+    return next((folder for folder in folders if (folder / "config.json").exists()), None)
+
+
+def _count_in_folder(folder: Path) -> int | None:
+    """Parameters in a save_pretrained folder: exact from safetensors headers, else from sizes."""
+    shards = sorted(folder.glob("*.safetensors"))
+    if shards:
+        return sum(_count_in_safetensors(shard) for shard in shards)
+    bins = sorted(folder.glob("*.bin"))
+    if bins:
+        return sum(path.stat().st_size for path in bins) // _config_dtype_bytes(folder)
+    return None
+
+
+def _count_in_safetensors(path: Path) -> int:
+    """Elements of every tensor in a safetensors file, from its JSON header alone.
+
+    The format starts with a little-endian u64, the header's length, then the header: a JSON
+    object mapping each tensor name to its dtype, shape and offsets.
+    """
+    with path.open("rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    return sum(math.prod(entry["shape"]) for name, entry in header.items() if name != "__metadata__")
+
+
+def _config_dtype_bytes(folder: Path) -> int:
+    """Bytes per weight of the dtype a folder's config.json says its files hold (default fp32)."""
+    sizes = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return FP32_BYTES
+    return sizes.get(str(config.get("torch_dtype") or config.get("dtype")), FP32_BYTES)
+
+
+def _count_in_gguf(path: Path) -> int | None:
+    """Elements of every tensor listed in a GGUF file (memory-mapped, nothing dequantized)."""
+    try:
+        from gguf import GGUFReader
+
+        return sum(int(tensor.n_elements) for tensor in GGUFReader(path).tensors)
+    except Exception as error:  # an unreadable or newer file: fall back to its size
+        logger.info("cannot list the tensors of %s (%s); estimating from its size", path.name, error)
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# How much memory a worker has
+# ---------------------------------------------------------------------------------------------
+
+
+def assigned_gpus() -> float:
+    """The GPUs Ray gave the calling actor (0.5 for half a GPU); 0 outside a Ray actor."""
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return 0.0
+        return float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))
+    except Exception:  # not inside a Ray worker
+        return 0.0
+
+
+def worker_memory_bytes(gpus_per_worker: float) -> int:
+    """Memory a worker can fill: its share of the visible GPUs, or the free RAM on CPU.
+
+    Inside a Ray actor only the GPUs Ray assigned are visible (CUDA_VISIBLE_DEVICES).
+    """
+    if gpus_per_worker > 0 and torch.cuda.is_available():
+        devices = range(torch.cuda.device_count())
+        free = [torch.cuda.mem_get_info(device)[0] for device in devices]
+        total = [torch.cuda.get_device_properties(device).total_memory for device in devices]
+        return gpu_share_bytes(free, total, gpus_per_worker)
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def gpu_share_bytes(free: Sequence[int], total: Sequence[int], gpus_per_worker: float) -> int:
+    """A worker's memory on its GPUs.
+
+    With whole GPUs it is their free memory summed. With a fraction of one GPU (workers that
+    share it) it is that fraction of the GPU's total, or less if less is free.
+    """
+    if not free:
+        return 0
+    if gpus_per_worker >= 1:
+        return int(sum(free))
+    return int(min(free[0], total[0] * gpus_per_worker))
+
+
+def check_fits(model_bytes: int, gpus_per_worker: float, available_bytes: int) -> None:
+    """Raise InputError when a model's weights alone exceed a worker's memory.
+
+    The evaluator needs more than the weights (in layerwise mode a rank cache of 2 bytes per
+    prunable weight, half the fp32 weights; the dense targets; one forward's activations):
+    passing this check is necessary, not sufficient. Failing it is certain failure, so it is
+    refused before anything loads.
+    """
+    if model_bytes <= available_bytes:
+        return
+    needed, has = _format_bytes(model_bytes), _format_bytes(available_bytes)
+    if gpus_per_worker <= 0:
+        raise InputError(
+            f"model needs ~{needed} but a worker has {has} of free RAM: run fewer --workers per "
+            "machine, or use a machine with more RAM or GPUs (--gpus-per-worker 1)"
+        )
+    if gpus_per_worker < 1:
+        advice = "give each worker a whole GPU (--gpus-per-worker 1 or more)"
+    else:
+        advice = f"raise --gpus-per-worker to {_gpus_needed(model_bytes, gpus_per_worker, available_bytes)}"
+    raise InputError(
+        f"model needs ~{needed} but a worker has {has} ({gpus_per_worker:g} GPU): {advice} or use a larger GPU"
+    )
+
+
+def _format_bytes(size: float) -> str:
+    """Bytes in GiB, or MiB below one GiB (so that small models do not read as 0.0 GiB)."""
+    return f"{size / GiB:.1f} GiB" if size >= GiB else f"{size / 2**20:.1f} MiB"
+
+
+def _gpus_needed(model_bytes: int, gpus_per_worker: float, available_bytes: int) -> int:
+    """Whole GPUs like the worker's that would hold ``model_bytes``."""
+    per_gpu = available_bytes / gpus_per_worker
+    return math.ceil(model_bytes / per_gpu) if per_gpu > 0 else math.floor(gpus_per_worker) + 1
+
+
+def check_model_fits(model_spec: str, gpus_per_worker: float | None = None) -> int | None:
+    """Check, before loading, that ``model_spec`` can fit this worker; its estimated bytes.
+
+    ``gpus_per_worker=None`` asks Ray what the calling actor was given. Unknown sizes (a hub
+    id not yet downloaded) pass, with a log line.
+    """
+    gpus = assigned_gpus() if gpus_per_worker is None else gpus_per_worker
+    model_bytes = estimate_model_bytes(model_spec)
+    if model_bytes is None:
+        logger.info("size of %s unknown before loading it: memory check skipped", model_spec)
+        return None
+    check_fits(model_bytes, gpus, worker_memory_bytes(gpus))
+    return model_bytes
+
+
+# ---------------------------------------------------------------------------------------------
+# Putting a loaded model on the actor's GPUs
+# ---------------------------------------------------------------------------------------------
+
+
+def block_devices(block_bytes: Sequence[int], devices: int) -> list[int]:
+    """A device for each decoder block: contiguous runs of about equal bytes per device.
+
+    Contiguous, so a forward pass hops between GPUs only ``devices - 1`` times. A block goes
+    to the device in whose share of the running total its middle falls.
+    """
+    if devices < 1:
+        raise ValueError(f"devices must be at least 1, got {devices}")
+    total = float(sum(block_bytes)) or 1.0
+    placed, running = [], 0.0
+    for size in block_bytes:
+        middle = running + size / 2.0
+        placed.append(min(devices - 1, int(middle / total * devices)))
+        running += size
+    return placed
+
+
+def spread_device_map(model: nn.Module, layout: ModelLayout, devices: int) -> dict[str, int]:
+    """An accelerate device map: blocks spread over ``devices`` GPUs, everything else on GPU 0.
+
+    Keys are the blocks and each module outside them that owns a tensor (parameters, buffers,
+    tied weights included), so the map covers the whole state of the model.
+    """
+    sizes = [sum(p.numel() * p.element_size() for p in block.module.parameters()) for block in layout.blocks]
+    device_map = {block.name: device for block, device in zip(layout.blocks, block_devices(sizes, devices))}
+    tensor_names = [*model.state_dict(keep_vars=True), *(name for name, _ in model.named_buffers())]
+    for tensor in tensor_names:
+        if not any(tensor.startswith(name + ".") for name in device_map):
+            device_map.setdefault(tensor.rpartition(".")[0], 0)
+    return device_map
+
+
+def place_model(model: nn.Module, layout: ModelLayout) -> torch.device:
+    """Move the model onto the visible GPUs (spread over several if there are); the input device.
+
+    Without a GPU the model stays where it is.
+    """
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        return torch.device("cpu")
+    if count == 1:
+        model.cuda()
+        return torch.device("cuda", 0)
+    from accelerate import dispatch_model
+
+    device_map = spread_device_map(model, layout, count)
+    skip = getattr(model, "_skip_keys_device_placement", None)
+    dispatch_model(model, device_map=device_map, main_device=torch.device("cuda", 0), skip_keys=skip)
+    logger.info("model spread over %d GPUs", count)
+    return torch.device("cuda", 0)
+
+
+def stats_to_devices(stats: Mapping[str, ChannelStats], layout: ModelLayout) -> dict[str, ChannelStats]:
+    """Each linear's activation statistics on the device of that linear's weight.
+
+    The Gram matrix is left behind: the candidate evaluator does not use it.
+    """
+    devices = {linear.name: linear.module.weight.device for linear in layout.linears}
+    return {
+        name: ChannelStats(sq_sum=stat.sq_sum.to(devices.get(name, stat.sq_sum.device)), count=stat.count)
+        for name, stat in stats.items()
+    }
