@@ -121,6 +121,7 @@ def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[i
 def _max_length(model: Any, tokenizer: Any) -> int:
     """The model's context length: from its config, else the tokenizer, else 2048 (as lm-eval)."""
     config = getattr(model, "config", None)
+    config = getattr(config, "text_config", None) or config  # composite (multimodal) configs
     for attribute in ("n_positions", "max_position_embeddings", "n_ctx"):
         value = getattr(config, attribute, None)
         if isinstance(value, int) and value > 0:

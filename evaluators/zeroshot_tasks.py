@@ -288,7 +288,8 @@ def read_rte(path: Path) -> list[Example]:
         for number, record in _jsonl(path):
             label = _field(record, "label", path, number)
             gold = 0 if label in ("entailment", 0) else 1
-            pairs.append((record["premise"], record["hypothesis"], gold))
+            premise = _field(record, "premise", path, number)
+            pairs.append((premise, _field(record, "hypothesis", path, number), gold))
     return [
         multiple_choice(
             f"{premise}\nQuestion: {hypothesis} True or False?\nAnswer:", ["True", "False"], gold
@@ -446,12 +447,23 @@ def _spec_for(task: str) -> TaskSpec:
     return TASKS[task]
 
 
+def _shared_names() -> set[str]:
+    """File names that more than one task uses (val.jsonl, dev.jsonl, ...)."""
+    owners: dict[str, set[str]] = {}
+    for spec in TASKS.values():
+        for layout in spec.layouts:
+            for relative in layout.files:
+                owners.setdefault(Path(relative).name, set()).add(spec.name)
+    return {name for name, tasks in owners.items() if len(tasks) > 1}
+
+
 def _locate(task_dir: Path, relative: str) -> Path | None:
-    """A file of the layout, in its subfolder or directly inside the data folder."""
-    for candidate in (task_dir / relative, task_dir / Path(relative).name):
-        if candidate.is_file():
-            return candidate
-    return None
+    """A file of the layout in its subfolder, or directly in the data folder if its name is
+    not one that another task's file shares."""
+    candidates = [task_dir / relative]
+    if Path(relative).name not in _shared_names():
+        candidates.append(task_dir / Path(relative).name)
+    return next((candidate for candidate in candidates if candidate.is_file()), None)
 
 
 def load_task(task: str, task_dir: Path) -> LoadedTask:

@@ -122,33 +122,48 @@ class BenchConfig:
         )
 
     def describe(self) -> str:
+        if self.method == "dense":
+            return "dense"
         shape = self.structure if self.structure != "unstructured" else f"{self.target_sparsity:.0%}"
         return f"{self.label} {shape} {self.calibration}"
 
 
 def plan(with_sparsegpt: bool = False) -> list[BenchConfig]:
-    """Every configuration of the table, cheapest and most telling first."""
+    """Every configuration of the table, in the order they run.
+
+    The order makes a partial table useful: the cheap uncalibrated rows first, then one
+    sparsity (or structure) at a time, each with every method in both calibration modes, so
+    the columns that are present can be compared across methods.
+    """
     configs = [BenchConfig("dense")]
     configs += [BenchConfig("magnitude", target_sparsity=s) for s in SPARSITIES]
-    for calibration in ("one-shot", "sequential"):
-        configs += _calibrated(calibration)
+    for structure, sparsity in SHAPES_BY_PRIORITY:
+        configs += _calibrated(structure, sparsity)
     if with_sparsegpt:
         configs += [BenchConfig("sparsegpt", target_sparsity=s, calibration="one-shot") for s in SPARSITIES]
     return configs
 
 
-def _calibrated(calibration: str) -> list[BenchConfig]:
-    unstructured = [
-        BenchConfig(method, allocation, "unstructured", s, calibration)
-        for method, allocation in (("wanda", "uniform"), ("ria", "uniform"), ("wanda", "owl"))
-        for s in SPARSITIES
+# 50 % unstructured first (the papers' headline number), then 2:4, and so on.
+SHAPES_BY_PRIORITY = (
+    ("unstructured", 0.5),
+    ("2:4", 0.5),
+    ("unstructured", 0.6),
+    ("4:8", 0.5),
+    ("unstructured", 0.7),
+)
+
+
+def _calibrated(structure: str, sparsity: float) -> list[BenchConfig]:
+    """Every calibrated method at one sparsity or structure, one-shot and sequential."""
+    methods = [("wanda", "uniform"), ("ria", "uniform")]
+    if structure == "unstructured":
+        methods.append(("wanda", "owl"))  # OWL's allocation has nothing to move under N:M
+    return [
+        BenchConfig(method, allocation, structure, sparsity, calibration)
+        for method, allocation in methods
+        for calibration in ("one-shot", "sequential")
     ]
-    structured = [
-        BenchConfig(method, "uniform", structure, _nm_sparsity(structure), calibration)
-        for method in ("wanda", "ria")
-        for structure in STRUCTURES
-    ]
-    return unstructured + structured
 
 
 def _nm_sparsity(structure: str) -> float:
@@ -180,7 +195,8 @@ class Protocol:
     blocks: int
     linears: int
     calibration_file: str  # relative to the shared data folder
-    calibration_sha256: str
+    calibration_file_sha256: str  # the file's bytes
+    calibration_sha256: str  # the joined text the windows are cut from (what recipes record)
     nsamples: int
     seqlen: int
     seed: int
@@ -495,12 +511,13 @@ def _protocol_section(protocol: Protocol, command: str) -> str:
   `{protocol.fingerprint}`). It is the 4-bit GGUF of the *Instruct* model, so its dense perplexity
   is not the bf16 base model's. {protocol.blocks} decoder blocks; the {protocol.linears} linears
   inside them are pruned (embeddings and `lm_head` never).
-- **Calibration:** `{protocol.calibration_file}` from the shared data folder (`../shared/data`),
-  sha256 `{protocol.calibration_sha256}`; the documents joined with a blank line, tokenized once,
+- **Calibration:** `{protocol.calibration_file}` from the shared data folder (`../shared/data`;
+  file sha256 `{protocol.calibration_file_sha256}`): its documents' `text` joined with a blank
+  line (text sha256 `{protocol.calibration_sha256}`), tokenized once without special tokens,
   {protocol.nsamples} windows of {protocol.seqlen} tokens at random starts drawn with seed
   {protocol.seed} (`paretoprune.data.calibration_windows`).
 - **Evaluation:** `{protocol.evaluation_file}` (WikiText-2 raw, test split), sha256
-  `{protocol.evaluation_sha256}`, read verbatim and tokenized once; the first
+  `{protocol.evaluation_sha256}`, read verbatim and tokenized once without special tokens; the first
   {protocol.eval_windows} contiguous, non-overlapping windows of {protocol.seqlen} tokens, each
   scored on its own: {protocol.eval_tokens} predicted tokens.
 - **Perplexity:** exp of the mean next-token negative log-likelihood over all predicted tokens
@@ -677,6 +694,7 @@ def prepare(options: Options) -> tuple[Bench, Protocol]:
         blocks=len(layout.blocks),
         linears=len(layout.linears),
         calibration_file=CALIBRATION_FILE,
+        calibration_file_sha256=_file_sha256(options.data_dir / CALIBRATION_FILE),
         calibration_sha256=calib_text.sha256,
         nsamples=options.nsamples,
         seqlen=options.seqlen,
