@@ -109,8 +109,10 @@ def test_padding_is_excluded() -> None:
     plain.close()
     with_pad = CandidateEvaluator(model, layout, stats, padded, mask, objectives=ALL_OBJECTIVES[:3])
     got = with_pad.evaluate(candidate)
+    # A longer input changes how fp32 matmuls are blocked, and KL is a small difference of
+    # log-probabilities, so allow 1e-4; counting the padded positions would be off by far more.
     for name in expected:
-        assert got[name] == pytest.approx(expected[name], rel=1e-5)
+        assert got[name] == pytest.approx(expected[name], rel=1e-4)
 
 
 def test_unknown_or_repeated_objectives_are_refused() -> None:
