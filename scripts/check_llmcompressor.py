@@ -295,9 +295,9 @@ def _tiny_recipe(model_dir: Path, structure: str, metric: str) -> Any:
 
 
 def _layer_sparsity(index: int, structure: str) -> float:
-    from paretoprune.recipe import parse_structure_text
+    from paretoprune.metrics.masks import parse_structure
 
-    pattern = parse_structure_text(structure)
+    pattern = parse_structure(structure)
     if pattern is not None:
         return 1.0 - pattern[0] / pattern[1]
     return 0.0 if index == 1 else round(0.3 + 0.04 * index, 4)
@@ -330,10 +330,10 @@ def _run_oneshot(path: Path, model_dir: Path, recipe: Any) -> list[str]:
 
 
 def _compare_sparsities(model: Any, recipe: Any) -> list[str]:
-    from paretoprune.recipe import parse_structure_text
+    from paretoprune.metrics.masks import parse_structure
 
     modules = dict(model.named_modules())
-    pattern = parse_structure_text(recipe.pruning.structure)
+    pattern = parse_structure(recipe.pruning.structure)
     problems = []
     for name, wanted in recipe.pruning.layers.items():
         weight = modules[name].weight.detach()
