@@ -112,6 +112,11 @@ class BenchConfig:
         return f"owl-{self.method}" if self.allocation == "owl" else self.method
 
     @property
+    def shape(self) -> str:
+        """The name ``--shapes`` filters on: the structure, or the sparsity when unstructured."""
+        return self.structure if self.structure != "unstructured" else f"{self.target_sparsity:g}"
+
+    @property
     def key(self) -> tuple[str, ...]:
         return (
             self.method,
@@ -612,6 +617,8 @@ class Options:
     seed: int
     batch_size: int
     only: tuple[str, ...]
+    shapes: tuple[str, ...]  # e.g. ("0.7", "2:4"); empty: every shape
+    calibrations: tuple[str, ...]  # e.g. ("one-shot",); empty: every calibration
     with_sparsegpt: bool
     command: str
 
@@ -627,6 +634,8 @@ def parse_options(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--seed", type=int, default=0, help="seed of the calibration windows")
     parser.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(LABELS)}")
+    parser.add_argument("--shapes", default="", help="comma-separated sparsities or structures, e.g. 0.7,2:4")
+    parser.add_argument("--calibrations", default="", help="comma-separated subset of one-shot,sequential")
     parser.add_argument("--with-sparsegpt", action="store_true", help="add SparseGPT one-shot rows")
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
     args = parser.parse_args(argv)
@@ -648,9 +657,15 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         seed=args.seed,
         batch_size=args.batch_size,
         only=only,
+        shapes=_words(args.shapes),
+        calibrations=_words(args.calibrations),
         with_sparsegpt=args.with_sparsegpt,
         command=_reproduce_command(args),
     )
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(word.strip() for word in text.split(",") if word.strip())
 
 
 def _reproduce_command(args: argparse.Namespace) -> str:
@@ -714,7 +729,13 @@ def run(options: Options) -> None:
     check_same_protocol(rows, protocol, csv_path)
     planned = plan(options.with_sparsegpt or any(row["method"] == "sparsegpt" for row in rows))
     done = {row_key(row) for row in rows}
-    todo = [config for config in select(plan(options.with_sparsegpt), options.only) if config.key not in done]
+    todo = [
+        config
+        for config in select(plan(options.with_sparsegpt), options.only)
+        if config.key not in done
+        and (not options.shapes or config.shape in options.shapes or config.method == "dense")
+        and (not options.calibrations or config.calibration in (*options.calibrations, "none"))
+    ]
     logger.info("%d rows present, %d to run, out: %s", len(rows), len(todo), options.out)
     write_rows(csv_path, rows)
     write_text(readme_path, render_readme(rows, protocol, planned, options.command))

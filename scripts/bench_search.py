@@ -1014,7 +1014,7 @@ class Options:
 
 QUICK = {"pop": 4, "generations": 1, "nsamples": 2, "seqlen": 64, "calib_nsamples": 4, "calib_seqlen": 64,
          "eval_windows": 2, "eval_seqlen": 64}  # fmt: skip
-DEFAULTS = {"pop": 16, "generations": 10, "nsamples": 8, "seqlen": 256, "workers": 1, "seed": 0,
+DEFAULTS = {"pop": 16, "generations": 15, "nsamples": 8, "seqlen": 256, "workers": 1, "seed": 0,
             "calib_nsamples": 32, "calib_seqlen": 512, "eval_windows": 32, "eval_seqlen": 512}  # fmt: skip
 
 
