@@ -14,11 +14,20 @@ import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from paretoprune.recipe import write_text_atomic
+from paretoprune.recipe import Recipe, recipe_from_data, write_text_atomic
 
-__all__ = ["describe_model_file", "file_sha256", "read_rows", "write_rows", "write_text_atomic"]
+__all__ = [
+    "describe_model_file",
+    "file_sha256",
+    "portable_recipe",
+    "read_rows",
+    "run_label",
+    "write_rows",
+    "write_text_atomic",
+]
 
 SMOLLM2_ALIAS = "smollm2-135m"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def describe_model_file(spec: str) -> tuple[str, str]:
@@ -56,3 +65,25 @@ def write_rows(path: Path, rows: Sequence[Mapping[str, str]], columns: Sequence[
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(path, buffer.getvalue())
+
+
+def portable_recipe(recipe: Recipe, calibration_file: str, run: str) -> Recipe:
+    """The recipe with its provenance paths made portable.
+
+    The search records the paths it was given, which name one machine; the calibration file is
+    written relative to the shared data folder instead, and the run relative to the repository.
+    The sha256 beside them, which is what identifies the text, is kept as it is.
+    """
+    data = recipe.to_data()
+    data["provenance"]["calibration"]["source"] = calibration_file
+    if data["provenance"].get("search"):
+        data["provenance"]["search"]["run"] = run
+    return recipe_from_data(data, source=f"recipe from {run}")
+
+
+def run_label(run_dir: Path) -> str:
+    """The run folder relative to the repository, or its last two parts when outside it."""
+    resolved = run_dir.resolve()
+    if resolved.is_relative_to(REPO_ROOT):
+        return str(resolved.relative_to(REPO_ROOT))
+    return str(Path(resolved.parent.name) / resolved.name)

@@ -52,7 +52,7 @@ from paretoprune.evaluators.perplexity import perplexity
 from paretoprune.metrics.masks import parse_structure
 from paretoprune.models import find_layout, fingerprint, load_model
 from paretoprune.pruning import measure_sparsity
-from paretoprune.recipe import Recipe, load_recipe, recipe_from_data, save_recipe
+from paretoprune.recipe import Recipe, load_recipe, save_recipe
 from paretoprune.search.archive import Archive
 from paretoprune.search.driver import front_of, load_config, resume, run_search
 from paretoprune.search.export import pick as pick_member
@@ -61,7 +61,9 @@ from paretoprune.workflows import apply_recipe
 from bench_io import (
     describe_model_file,
     file_sha256,
+    portable_recipe,
     read_rows,
+    run_label,
     write_rows,
     write_text_atomic,
 )
@@ -456,32 +458,10 @@ def export_pick(spec: SearchSpec, pick: Pick, run_dir: Path, out: Path) -> Expor
     written = sorted((run_dir / "recipes").glob(f"{index:03d}-*.yaml"))
     if not written:
         raise RuntimeError(f"{run_dir} has no recipe for front member {index}; the search did not finish")
-    recipe = portable_recipe(load_recipe(written[0]), run_label(run_dir))
+    recipe = portable_recipe(load_recipe(written[0]), CALIBRATION_FILE, run_label(run_dir))
     path = save_recipe(recipe, out / "recipes" / f"{pick.name}.yaml")
     member = front.loc[index]
     return Exported(pick, recipe, path, int(member["eval_id"]), float(member["kl"]))
-
-
-def portable_recipe(recipe: Recipe, run: str) -> Recipe:
-    """The recipe with its provenance paths made portable.
-
-    The search records the paths it was given, which name one machine; the calibration file is
-    written relative to the shared data folder instead, and the run relative to the repository.
-    The sha256 beside them, which is what identifies the text, is kept as it is.
-    """
-    data = recipe.to_data()
-    data["provenance"]["calibration"]["source"] = CALIBRATION_FILE
-    if data["provenance"].get("search"):
-        data["provenance"]["search"]["run"] = run
-    return recipe_from_data(data, source=f"recipe from {run}")
-
-
-def run_label(run_dir: Path) -> str:
-    """The run folder relative to the repository, or its last two parts when outside it."""
-    resolved = run_dir.resolve()
-    if resolved.is_relative_to(REPO_ROOT):
-        return str(resolved.relative_to(REPO_ROOT))
-    return str(Path(resolved.parent.name) / resolved.name)
 
 
 def recipe_fields(exported: Exported, out: Path) -> dict[str, str]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from paretoprune.evaluators.zeroshot_tasks import task_names
+from paretoprune.recipe import load_recipe, save_recipe
 from paretoprune.search.driver import load_config, resume, run_search
 from paretoprune.workflows import (
     ApplyConfig,
@@ -35,6 +36,8 @@ from paretoprune.workflows import (
     export,
     prune,
 )
+
+from bench_io import portable_recipe, run_label
 
 REPO = Path(__file__).resolve().parents[1]
 C4_TRAIN = "c4/c4-en-train-shard00000-first1000.jsonl"
@@ -108,6 +111,7 @@ class _Bench:
         recipe = self.args.out / "searched-layerwise-0.50.yaml"
         self._search(run_dir)
         export(run_dir, "yaml", "best:kl", recipe)
+        save_recipe(portable_recipe(load_recipe(recipe), C4_TRAIN, run_label(run_dir)), recipe)
         result = apply(ApplyConfig(
             recipe=recipe, model="smollm2-135m", calib=self.calib,
             nsamples=self.args.nsamples, seqlen=self.args.seqlen, tasks=self.tasks,
