@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-fast demo bench check-llmcompressor clean
+.PHONY: install test test-fast demo bench check-llmcompressor check-lm-eval clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -51,5 +51,13 @@ check-llmcompressor:
 	scripts/llmcompressor_venv.sh
 	.venv-llmc/bin/python scripts/check_llmcompressor.py
 
+# Our zero-shot scores against lm-evaluation-harness itself, in its own venv, on the same files.
+LMEVAL_VENV ?= .venv-lmeval
+check-lm-eval: install
+	test -x $(LMEVAL_VENV)/bin/python || ( $(PYTHON) -m venv $(LMEVAL_VENV) && \
+		$(LMEVAL_VENV)/bin/pip install --quiet torch==2.13.0 && \
+		$(LMEVAL_VENV)/bin/pip install --quiet "lm-eval[hf]==0.4.13" gguf )
+	$(PY) scripts/lm_eval_crosscheck.py --lm-eval-python $(LMEVAL_VENV)/bin/python --limit 200
+
 clean:
-	rm -rf $(VENV) .venv-llmc build *.egg-info
+	rm -rf $(VENV) .venv-llmc $(LMEVAL_VENV) build *.egg-info
