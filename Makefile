@@ -40,11 +40,13 @@ demo: install
 # Reference results under results/ (hours on a 2-core CPU; each script resumes or is short).
 DATA_DIR ?= ../shared/data
 bench: install
-	$(PY) scripts/bench_baselines.py --data-dir $(DATA_DIR)
+	$(PY) scripts/bench_baselines.py --data-dir $(DATA_DIR) --with-sparsegpt
 	mkdir -p results/evaluator
 	$(PY) -m paretoprune bench-eval --model smollm2-135m --calib $(DATA_DIR)/c4/c4-en-train-shard00000-first1000.jsonl \
 		--nsamples 8 --seqlen 256 --candidates 5 --json | tail -n 1 > results/evaluator/bench_eval.json
-	$(PY) scripts/bench_fitness.py --data-dir $(DATA_DIR) --candidates 30
+	$(PY) scripts/bench_fitness.py --data-dir $(DATA_DIR) --candidates 30 --eval-windows 16
+	$(PY) scripts/bench_zeroshot.py --data-dir $(DATA_DIR) --limit 100
+	$(PY) scripts/bench_search.py --data-dir $(DATA_DIR)
 
 # Parse exported recipes with llm-compressor itself, in its own venv (it pins older transformers).
 check-llmcompressor:
