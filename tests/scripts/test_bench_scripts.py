@@ -1,0 +1,130 @@
+"""The benchmark scripts' own logic: plans, filters, atomic tables and portable recipes.
+
+The benchmarks themselves run for hours on the real model (``make bench``); these tests cover
+what decides which rows they run, how they resume and what they write, without the model.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+import bench_baselines  # noqa: E402
+import bench_io  # noqa: E402
+import bench_search  # noqa: E402
+import bench_zeroshot  # noqa: E402
+
+from paretoprune.candidate import Candidate  # noqa: E402
+from paretoprune.errors import InputError  # noqa: E402
+from paretoprune.metrics.scores import KNOWN_METRICS  # noqa: E402
+from paretoprune.models import find_layout, fingerprint  # noqa: E402
+from paretoprune.recipe import Recipe, load_recipe, save_recipe  # noqa: E402
+from paretoprune.testing import tiny_model  # noqa: E402
+
+
+def test_rows_round_trip_and_a_rewrite_leaves_no_temporary_file(tmp_path: Path) -> None:
+    path = tmp_path / "table.csv"
+    assert bench_io.read_rows(path) == []
+    bench_io.write_rows(path, [{"a": "1", "b": "x"}], ["a", "b"])
+    bench_io.write_rows(path, [{"a": "1", "b": "x"}, {"a": "2", "b": "y", "extra": "dropped"}], ["a", "b"])
+    assert bench_io.read_rows(path) == [{"a": "1", "b": "x"}, {"a": "2", "b": "y"}]
+    assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]
+
+
+def test_file_sha256_reads_the_bytes(tmp_path: Path) -> None:
+    import hashlib
+
+    path = tmp_path / "blob"
+    path.write_bytes(b"paretoprune" * 100_000)
+    assert bench_io.file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _recipe(model, metric: str, sparsity: float, calibration_source: str, run: str) -> Recipe:
+    layout = find_layout(model)
+    return Recipe.from_candidate(
+        Candidate(KNOWN_METRICS[metric], {name: sparsity for name in layout.names}),
+        model_name="tiny-llama",
+        fingerprint=fingerprint(model),
+        family=layout.family,
+        layer_numels=dict(zip(layout.names, layout.numels, strict=True)),
+        objectives={"kl": 0.5},
+        provenance={
+            "calibration": {"source": calibration_source, "sha256": "ab" * 32,
+                            "nsamples": 2, "seqlen": 8, "seed": 0},
+            "search": {"run": run, "evaluation": 3},
+        },
+    )  # fmt: skip
+
+
+def test_portable_recipe_rewrites_paths_and_keeps_the_hash(tmp_path: Path) -> None:
+    model = tiny_model("llama")
+    recipe = _recipe(model, "wanda", 0.5, str(tmp_path / "data" / "c4.jsonl"), str(tmp_path / "runs" / "x"))
+    portable = bench_io.portable_recipe(recipe, "c4/c4.jsonl", "runs/x")
+    data = portable.to_data()["provenance"]
+    assert data["calibration"]["source"] == "c4/c4.jsonl"
+    assert data["calibration"]["sha256"] == "ab" * 32
+    assert data["search"] == {"run": "runs/x", "evaluation": 3}
+    assert portable.to_data()["pruning"] == recipe.to_data()["pruning"]
+    assert str(tmp_path) not in json.dumps(portable.to_data())
+
+
+def test_run_label_is_relative_to_the_repository() -> None:
+    assert bench_io.run_label(bench_io.REPO_ROOT / "runs" / "bench" / "a") == "runs/bench/a"
+    assert bench_io.run_label(Path("/elsewhere/deep/runs/a")) == "runs/a"
+
+
+def test_baseline_filters_pick_one_shape_and_calibration() -> None:
+    options = bench_baselines.parse_options(
+        ["--only", "wanda", "--shapes", "0.7,2:4", "--calibrations", "one-shot"]
+    )
+    assert options.shapes == ("0.7", "2:4") and options.calibrations == ("one-shot",)
+    chosen = [
+        config
+        for config in bench_baselines.select(bench_baselines.plan(), options.only)
+        if config.shape in options.shapes and config.calibration in options.calibrations
+    ]
+    assert {(c.method, c.shape, c.calibration) for c in chosen} == {
+        ("wanda", "0.7", "one-shot"),
+        ("wanda", "2:4", "one-shot"),
+    }
+
+
+def test_search_plan_starts_with_the_headline_and_names_files_safely() -> None:
+    names = [spec.name for spec in bench_search.plan()]
+    assert names[0] == "layerwise-unstructured-0.70"
+    assert "metric-2of4-0.50" in names and not any(":" in name for name in names)
+    assert len(names) == len(set(names))
+    with pytest.raises(InputError, match="not known"):
+        bench_search.select(bench_search.plan(), ["layerwise-unstructured-0.99"])
+
+
+def test_zero_shot_page_has_one_column_per_finished_row(tmp_path: Path) -> None:
+    def tasks(acc: float) -> dict:
+        per_task = {name: {"acc": acc, "n": 100} for name in bench_zeroshot.task_names()}
+        per_task["lambada"]["perplexity"] = 12.5
+        return {"tasks": per_task, "mean_acc": acc, "notes": ["hellaswag: derived copy"]}
+
+    for row, acc in (("dense", 0.5), ("wanda-uniform-0.50", 0.25)):
+        (tmp_path / f"{row}.json").write_text(json.dumps({"row": row, "tasks": tasks(acc)}))
+    page = bench_zeroshot.render(tmp_path, limit=100)
+    assert "| boolq | acc | 50.0 | 25.0 |" in page
+    assert "| lambada | perplexity | 12.50 | 12.50 |" in page
+    assert "| **mean** | acc | 50.0 | 25.0 |" in page
+    assert "searched" not in page.split("| task | metric |")[1].splitlines()[0]  # no column yet
+    assert "- hellaswag: derived copy" in page
+    assert "Not run yet." in page  # no cross-check file beside the rows
+
+
+def test_a_recipe_written_by_the_benchmarks_loads_back(tmp_path: Path) -> None:
+    model = tiny_model("llama")
+    layout = find_layout(model)
+    recipe = _recipe(model, "ria", 0.25, str(tmp_path / "c4.jsonl"), str(tmp_path / "runs" / "r"))
+    path = tmp_path / "r.yaml"
+    save_recipe(bench_io.portable_recipe(recipe, "c4/c4.jsonl", "runs/r"), path)
+    assert load_recipe(path).layer_sparsities(model) == {name: 0.25 for name in layout.names}
