@@ -32,8 +32,8 @@ test-fast: install
 DEMO_RUN ?= runs/demo
 demo: install
 	rm -rf $(DEMO_RUN)
-	$(PY) -m paretoprune search --model smollm2-135m --calib builtin --nsamples 4 --seqlen 128 \
-		--mode layerwise --sparsity 0.5 --pop 8 --generations 3 --workers 1 --out $(DEMO_RUN)
+	$(PY) -m paretoprune search --model smollm2-135m --calib builtin --nsamples 4 --seqlen 256 \
+		--mode layerwise --sparsity-range 0.4:0.7 --pop 12 --generations 5 --workers 1 --out $(DEMO_RUN)
 	$(PY) -m paretoprune front $(DEMO_RUN)
 	@echo "recipes: $(DEMO_RUN)/recipes  plot: $(DEMO_RUN)/pareto.png"
 
