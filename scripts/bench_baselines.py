@@ -62,9 +62,12 @@ from paretoprune.pruning import (
 )
 
 from bench_io import (
+    check_same_protocol,
     describe_model_file,
     file_sha256,
+    in_plan_order,
     read_rows,
+    row_key,
     write_rows,
     write_text_atomic,
 )
@@ -108,7 +111,6 @@ COLUMNS = (
     "seed",
 )
 KEY_COLUMNS = ("method", "allocation", "structure", "target_sparsity", "calibration")
-PROTOCOL_COLUMNS = ("nsamples", "seqlen", "seed", "eval_tokens")
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,22 +239,6 @@ class Protocol:
             "seed": str(self.seed),
             "eval_tokens": str(self.eval_tokens),
         }
-
-
-def row_key(row: dict[str, str]) -> tuple[str, ...]:
-    return tuple(row[column] for column in KEY_COLUMNS)
-
-
-def check_same_protocol(rows: Sequence[dict[str, str]], protocol: Protocol, path: Path) -> None:
-    """Resuming into a table made with other settings would mix two protocols: refuse."""
-    expected = protocol.row_fields()
-    for row in rows:
-        found = {column: row.get(column, "") for column in PROTOCOL_COLUMNS}
-        if found != expected:
-            raise InputError(
-                f"{path} holds rows made with {found}, this run uses {expected}; "
-                "choose another --out or delete that CSV"
-            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -558,7 +544,7 @@ def _detail_table(rows: Sequence[dict[str, str]]) -> str:
 
 
 def _missing_section(rows: Sequence[dict[str, str]], planned: Sequence[BenchConfig], command: str) -> str:
-    done = {row_key(row) for row in rows}
+    done = {row_key(row, KEY_COLUMNS) for row in rows}
     missing = [config for config in planned if config.key not in done]
     if not missing:
         return f"All {len(planned)} planned rows are present.\n"
@@ -693,9 +679,9 @@ def run(options: Options) -> None:
     bench, protocol = prepare(options)
     csv_path, readme_path = options.out / "baselines.csv", options.out / "README.md"
     rows = read_rows(csv_path)
-    check_same_protocol(rows, protocol, csv_path)
+    check_same_protocol(rows, protocol.row_fields(), csv_path)
     planned = plan(options.with_sparsegpt or any(row["method"] == "sparsegpt" for row in rows))
-    done = {row_key(row) for row in rows}
+    done = {row_key(row, KEY_COLUMNS) for row in rows}
     todo = [
         config
         for config in select(plan(options.with_sparsegpt), options.only)
@@ -712,14 +698,9 @@ def run(options: Options) -> None:
             logger.info("%-28s ppl %9.3f  sparsity %.4f  prune %6.1f s  eval %5.1f s",
                         config.describe(), float(row["wikitext2_ppl"]), float(row["achieved_sparsity"]),
                         float(row["prune_seconds"]), float(row["eval_seconds"]))  # fmt: skip
-            rows = _in_plan_order([*rows, row], planned)
+            rows = in_plan_order([*rows, row], [config.key for config in planned], KEY_COLUMNS)
             write_rows(csv_path, rows, COLUMNS)
             write_text_atomic(readme_path, render_readme(rows, protocol, planned, options.command))
-
-
-def _in_plan_order(rows: Sequence[dict[str, str]], planned: Sequence[BenchConfig]) -> list[dict[str, str]]:
-    order = {config.key: index for index, config in enumerate(planned)}
-    return sorted(rows, key=lambda row: order.get(row_key(row), len(order)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,16 +11,20 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from paretoprune.errors import InputError
 from paretoprune.recipe import Recipe, recipe_from_data, write_text_atomic
 
 __all__ = [
+    "check_same_protocol",
     "describe_model_file",
     "file_sha256",
+    "in_plan_order",
     "portable_recipe",
     "read_rows",
+    "row_key",
     "run_label",
     "write_rows",
     "write_text_atomic",
@@ -65,6 +69,32 @@ def write_rows(path: Path, rows: Sequence[Mapping[str, str]], columns: Sequence[
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(path, buffer.getvalue())
+
+
+def row_key(row: Mapping[str, str], key_columns: Sequence[str]) -> tuple[str, ...]:
+    return tuple(row[column] for column in key_columns)
+
+
+def check_same_protocol(rows: Sequence[Mapping[str, str]], expected: Mapping[str, str], path: Path) -> None:
+    """Resuming into a table made with other settings would mix two protocols: refuse.
+
+    ``expected`` is the protocol as it appears in every row (its columns and their values).
+    """
+    for row in rows:
+        found = {column: row.get(column, "") for column in expected}
+        if found != expected:
+            raise InputError(
+                f"{path} holds rows made with {found}, this run uses {dict(expected)}; "
+                "choose another --out or delete that CSV"
+            )
+
+
+def in_plan_order(
+    rows: Iterable[dict[str, str]], keys: Sequence[tuple[str, ...]], key_columns: Sequence[str]
+) -> list[dict[str, str]]:
+    """The rows sorted as their keys are planned; rows from elsewhere go last."""
+    order = {key: index for index, key in enumerate(keys)}
+    return sorted(rows, key=lambda row: order.get(row_key(row, key_columns), len(order)))
 
 
 def portable_recipe(recipe: Recipe, calibration_file: str, run: str) -> Recipe:

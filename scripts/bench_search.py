@@ -35,7 +35,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,10 +59,13 @@ from paretoprune.search.export import pick as pick_member
 from paretoprune.workflows import apply_recipe
 
 from bench_io import (
+    check_same_protocol,
     describe_model_file,
     file_sha256,
+    in_plan_order,
     portable_recipe,
     read_rows,
+    row_key,
     run_label,
     write_rows,
     write_text_atomic,
@@ -128,7 +131,6 @@ COLUMNS = (
     "eval_seqlen",
 )
 KEY_COLUMNS = ("search", "target_sparsity", "pruner")
-PROTOCOL_COLUMNS = COLUMNS[COLUMNS.index("pop") :]
 CURVE_COLUMNS = ("search", "level", "candidates", "eval_id", "generation", "best_kl")
 
 
@@ -311,27 +313,6 @@ class Protocol:
             "eval_windows": str(self.eval_windows),
             "eval_seqlen": str(self.eval_seqlen),
         }
-
-
-def row_key(row: Mapping[str, str]) -> tuple[str, ...]:
-    return tuple(row[column] for column in KEY_COLUMNS)
-
-
-def check_same_protocol(rows: Sequence[Mapping[str, str]], protocol: Protocol, path: Path) -> None:
-    """Resuming into a table made with other settings would mix two protocols: refuse."""
-    expected = protocol.row_fields()
-    for row in rows:
-        found = {column: row.get(column, "") for column in PROTOCOL_COLUMNS}
-        if found != expected:
-            raise InputError(
-                f"{path} holds rows made with {found}, this run uses {expected}; "
-                "choose another --out or delete that CSV"
-            )
-
-
-def in_plan_order(rows: Iterable[dict[str, str]], keys: Sequence[tuple[str, ...]]) -> list[dict[str, str]]:
-    order = {key: index for index, key in enumerate(keys)}
-    return sorted(rows, key=lambda row: order.get(row_key(row), len(order)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -922,7 +903,7 @@ def _recipe_table(rows: Sequence[Mapping[str, str]]) -> str:
 def _missing_section(
     rows: Sequence[Mapping[str, str]], planned: Sequence[tuple[str, str, str]], command: str
 ) -> str:
-    done = {row_key(row) for row in rows}
+    done = {row_key(row, KEY_COLUMNS) for row in rows}
     missing = [key for key in planned if key not in done]
     if not missing:
         return f"All {len(planned)} planned rows are present.\n"
@@ -1088,10 +1069,10 @@ class Table:
 
     @property
     def done(self) -> set[tuple[str, ...]]:
-        return {row_key(row) for row in self.rows}
+        return {row_key(row, KEY_COLUMNS) for row in self.rows}
 
     def add(self, row: dict[str, str]) -> None:
-        self.rows = in_plan_order([*self.rows, row], self.planned)
+        self.rows = in_plan_order([*self.rows, row], self.planned, KEY_COLUMNS)
         self.save()
 
     def save(self) -> None:
@@ -1149,9 +1130,9 @@ def run(options: Options) -> Table:
     bench, protocol = prepare(options)
     csv_path = options.out / "searched.csv"
     rows = read_rows(csv_path)
-    check_same_protocol(rows, protocol, csv_path)
+    check_same_protocol(rows, protocol.row_fields(), csv_path)
     planned = planned_keys(everything)
-    table = Table(options, protocol, planned, in_plan_order(rows, planned))
+    table = Table(options, protocol, planned, in_plan_order(rows, planned, KEY_COLUMNS))
     with_dense = not options.only or DENSE in options.only
     logger.info("%d of %d planned rows present; out: %s, runs: %s",
                 len(rows), len(planned), options.out, options.runs)  # fmt: skip

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,7 +35,7 @@ from paretoprune.workflows import (
     prune,
 )
 
-from bench_io import portable_recipe, run_label
+from bench_io import portable_recipe, run_label, write_text_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 C4_TRAIN = "c4/c4-en-train-shard00000-first1000.jsonl"
@@ -72,7 +70,7 @@ def main() -> None:
             logger.info("%s: done already (%s)", row, target.name)
             continue
         logger.info("%s: scoring %d tasks, %d examples each", row, len(task_names()), args.limit)
-        _write_json(target, bench.run(row))
+        write_text_atomic(target, json.dumps(bench.run(row), indent=2))
     (args.out / "README.md").write_text(render(args.out, args.limit))
     logger.info("wrote %s", args.out / "README.md")
 
@@ -159,13 +157,6 @@ def _cell(metric: str, value: float | None) -> str:
     if value is None:
         return ""
     return f"{value:.2f}" if metric == "perplexity" else f"{100 * value:.1f}"
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(handle, "w") as stream:
-        json.dump(data, stream, indent=2)
-    os.replace(tmp, path)
 
 
 PAGE = """# Zero-shot accuracy of pruned SmolLM2-135M
