@@ -212,7 +212,7 @@ def search(
     gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", help="GPUs per actor"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="join this Ray cluster (e.g. auto)"),
     seed: Optional[int] = typer.Option(None, "--seed", help="random seed"),
-    algorithm: Optional[str] = typer.Option(None, "--algorithm", help="pymoo | optuna"),
+    algorithm: Optional[str] = typer.Option(None, "--algorithm", help="pymoo | optuna | swap (one objective)"),
     storage: Optional[str] = typer.Option(None, "--storage", help="optuna storage URL"),
     stages: Optional[str] = typer.Option(None, "--stages", help="metric,layerwise: two-stage search"),
     task_dir: Optional[str] = typer.Option(None, "--task-dir", help="task files, for objectives like kl@arc_easy"),

@@ -9,7 +9,9 @@ generation at a time. So every algorithm here is driven from outside:
     checkpoint = algorithm.state_dict()        # between tell and the next ask
 
 Two implementations of NSGA-III share the protocol: pymoo's (the default) and optuna's
-NSGAIIISampler (whose study can live in a database and be watched with optuna-dashboard).
+NSGAIIISampler (whose study can live in a database and be watched with optuna-dashboard). A
+third, ``swap``, is the naive reference the NSGA-III searches are measured against: a (1 + lambda)
+evolution that moves sparsity between two genes at a time, for one objective.
 
 Resuming must be exact: a run restored from ``state_dict()`` asks the same genomes as the
 run that was never interrupted. Both implementations therefore snapshot their whole state,
@@ -45,6 +47,7 @@ __all__ = [
     "PymooNSGA3",
     "RepairFn",
     "SearchAlgorithm",
+    "SwapSearch",
     "das_dennis",
     "failed_rows",
     "make_algorithm",
@@ -495,10 +498,72 @@ class OptunaNSGA3(SearchAlgorithm):
 
 
 # ---------------------------------------------------------------------------------------------
+# A (1 + lambda) level-swap search
+# ---------------------------------------------------------------------------------------------
+
+
+class SwapSearch(SearchAlgorithm):
+    """The naive allocation search: one parent, ``pop_size`` children, the best of all survives.
+
+    Each child moves one step (``step`` times the box width) up in one gene and down in
+    another, one to three times; for per-block sparsities of equal blocks that keeps the
+    mean sparsity, and the repair fixes the rest. The first generation evaluates the start
+    genomes (the baselines; the box's centre without them) and the best becomes the parent.
+    A child must improve strictly on its parent to replace it.
+
+    One objective only: the search compares candidates by a single number.
+    """
+
+    name = "swap"
+    max_swaps = 3
+
+    def __init__(self, n_var: int, xl: Any, xu: Any, n_obj: int, pop_size: int, seed: int = 0,
+                 repair: RepairFn | None = None, initial: Any = None, step: float = 1 / 15) -> None:
+        if n_obj != 1:
+            raise InputError(f"the swap search optimises one objective, got {n_obj}; use pymoo or optuna for fronts")
+        if n_var < 2:
+            raise InputError("the swap search moves sparsity between two genes: it needs at least two")
+        starts = 0 if initial is None else len(np.atleast_2d(initial))
+        super().__init__(n_var, xl, xu, n_obj, max(pop_size, starts), seed, repair, initial)
+        self.children, self.step = int(pop_size), float(step)
+        self._rng = np.random.default_rng(self.seed)
+        self._parent: np.ndarray | None = None
+        self._parent_value = math.inf
+
+    def _ask(self) -> np.ndarray:
+        if self._parent is None:
+            starts = self.initial if len(self.initial) else ((self.xl + self.xu) / 2)[None, :]
+            return self._repaired(starts)
+        return self._repaired(np.stack([self._child() for _ in range(self.children)]))
+
+    def _child(self) -> np.ndarray:
+        child = self._parent.copy()
+        for _ in range(self._rng.integers(1, self.max_swaps + 1)):
+            up, down = self._rng.choice(self.n_var, size=2, replace=False)
+            child[up] += self.step * (self.xu[up] - self.xl[up])
+            child[down] -= self.step * (self.xu[down] - self.xl[down])
+        return child
+
+    def _tell(self, objectives: np.ndarray, failed: np.ndarray) -> None:
+        values = np.where(failed, math.inf, objectives[:, 0])
+        best = int(np.argmin(values))
+        if self._parent is None or values[best] < self._parent_value:
+            self._parent, self._parent_value = self._pending[best].copy(), float(values[best])
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {"rng": self._rng.bit_generator.state, "parent": self._parent, "value": self._parent_value}
+
+    def _restore(self, snapshot: dict[str, Any]) -> None:
+        self._rng = np.random.default_rng()
+        self._rng.bit_generator.state = snapshot["rng"]
+        self._parent, self._parent_value = snapshot["parent"], float(snapshot["value"])
+
+
+# ---------------------------------------------------------------------------------------------
 # Factory
 # ---------------------------------------------------------------------------------------------
 
-ALGORITHMS: dict[str, type[SearchAlgorithm]] = {"pymoo": PymooNSGA3, "optuna": OptunaNSGA3}
+ALGORITHMS: dict[str, type[SearchAlgorithm]] = {"pymoo": PymooNSGA3, "optuna": OptunaNSGA3, "swap": SwapSearch}
 
 
 def make_algorithm(
@@ -515,7 +580,7 @@ def make_algorithm(
     storage: str | None = None,
     study_name: str = "paretoprune",
 ) -> SearchAlgorithm:
-    """Build the algorithm called ``name`` ("pymoo" or "optuna")."""
+    """Build the algorithm called ``name`` ("pymoo", "optuna" or "swap")."""
     if name not in ALGORITHMS:
         raise InputError(f"unknown search algorithm '{name}'; choose one of {', '.join(ALGORITHMS)}")
     common = dict(n_var=n_var, xl=xl, xu=xu, n_obj=n_obj, pop_size=pop_size, seed=seed, repair=repair, initial=initial)
@@ -523,4 +588,4 @@ def make_algorithm(
         return OptunaNSGA3(**common, storage=storage, study_name=study_name)
     if storage is not None:
         raise InputError("--storage is an optuna option; add --algorithm optuna or drop --storage")
-    return PymooNSGA3(**common)
+    return ALGORITHMS[name](**common)

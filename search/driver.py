@@ -66,7 +66,7 @@ class SearchConfig:
     threads_per_worker: int | None = None  # torch threads per actor (default: cores / workers)
     gpus_per_worker: float | None = None  # default: 1 where the cluster has GPUs, else 0
     ray_address: str | None = None  # join this cluster; None starts a local one
-    algorithm: str = "pymoo"  # pymoo | optuna
+    algorithm: str = "pymoo"  # pymoo | optuna | swap (the naive (1 + pop) reference; one objective)
     storage: str | None = None  # optuna storage URL, e.g. sqlite:///run/optuna.db
     seed: int = 0
     granularity: str = "block"  # one sparsity gene per block, or per linear

@@ -3,14 +3,17 @@
 A genome is a vector of floats inside box bounds, laid out as
 
     [metric genes]        modes metric and joint: a point of the meta-metric family
-    [layer genes]         modes layerwise and joint: one gene per block (or per linear) in [-1, 1]
+    [layer genes]         modes layerwise and joint: genes in [-1, 1], one per block (or per
+                          linear; or one per block then one per kind of linear, "block+kind")
     [global sparsity]     only with a sparsity range: the target sparsity itself
 
 Metric genes are the family's continuous knobs (exponents on |W| and on the activation norm,
 weights of the row-relative, column-relative and absolute terms) followed by OptiShear's discrete
 operators (transform of |W|, transform and normaliser of the activation norm) coded as reals
 whose integer part picks the choice. Layer genes ``g`` become sparsities ``s + delta * g`` that a
-repair shifts to the exact parameter-weighted mean ``s`` within their bounds.
+repair shifts to the exact parameter-weighted mean ``s`` within their bounds. With "block+kind" a
+linear's ``g`` is its block's gene plus its kind's gene (q_proj, up_proj, ...): a depth profile
+and a split between the kinds of matrix in a few dozen genes, where "linear" needs hundreds.
 
 Known baselines (uniform Wanda, OWL, RIA, magnitude) are points of the space, so the search can
 start from them and never ends worse than them on its objective.
@@ -36,9 +39,10 @@ from paretoprune.metrics.masks import parse_structure
 from paretoprune.metrics.scores import KNOWN_METRICS, NORMALISERS, TRANSFORMS, MetricSpec, metric_by_name
 from paretoprune.models import ModelLayout
 
-__all__ = ["MODES", "SearchSpace", "SpaceConfig", "check_space_config", "resolve_metric"]
+__all__ = ["GRANULARITIES", "MODES", "SearchSpace", "SpaceConfig", "check_space_config", "resolve_metric"]
 
 MODES = ("layerwise", "metric", "joint")
+GRANULARITIES = ("block", "linear", "block+kind")
 
 # Continuous metric genes: (field of MetricSpec, lower bound, upper bound).
 _CONTINUOUS = (
@@ -64,7 +68,7 @@ class SpaceConfig:
     sparsity: float | None = 0.5  # target, weighted over the prunable parameters
     sparsity_range: tuple[float, float] | None = None  # search the target too, within [lo, hi]
     structure: str = "unstructured"  # or "N:M" (metric mode only: N:M fixes every layer)
-    granularity: str = "block"  # one layer gene per block, or per linear
+    granularity: str = "block"  # one layer gene per block, per linear, or per block and per kind ("block+kind")
     delta: float = 0.15  # how far a layer may stray from the target sparsity
     # The scoring rule of layerwise mode: a known name, or a MetricSpec as a dict (the best
     # metric of an earlier stage, say).
@@ -86,15 +90,22 @@ class SearchSpace:
         self.base_metric = resolve_metric(config.base_metric)
         self._nm = parse_structure(config.structure)
         self._owl = owl_sparsities
-        self._blocks = config.granularity == "block"
+        self._numels = np.array(layout.numels, dtype=float)
         self._groups = (
-            np.array([linear.block_index for linear in layout.linears])
-            if self._blocks
-            else np.arange(len(layout.linears))
+            np.arange(len(layout.linears))
+            if config.granularity == "linear"
+            else np.array([linear.block_index for linear in layout.linears])
         )
-        self._group_weights = block_totals(np.array(layout.numels, dtype=float), self._groups)
+        self._group_weights = block_totals(self._numels, self._groups)
+        kinds = sorted({linear.kind for linear in layout.linears})
+        self._kinds = (
+            np.array([kinds.index(linear.kind) for linear in layout.linears])
+            if config.granularity == "block+kind"
+            else None
+        )
         n_metric = len(_CONTINUOUS) + len(_DISCRETE) if self.searches_metric else 0
-        n_layers = len(self._group_weights) if self.searches_layers else 0
+        n_kinds = 0 if self._kinds is None else len(kinds)
+        n_layers = len(self._group_weights) + n_kinds if self.searches_layers else 0
         self._metric = slice(0, n_metric)
         self._layers = slice(n_metric, n_metric + n_layers)
         self.n_var = n_metric + n_layers + (1 if config.sparsity_range else 0)
@@ -149,7 +160,11 @@ class SearchSpace:
 
     def _decode_sparsities(self, genome: np.ndarray) -> dict[str, float]:
         target = self.target(genome)
-        if self.searches_layers:
+        if self.searches_layers and self._kinds is not None:
+            values = sparsities_from_genes(
+                self._linear_genes(genome[self._layers]), self._numels, target, self.config.delta
+            )
+        elif self.searches_layers:
             per_group = sparsities_from_genes(
                 genome[self._layers], self._group_weights, target, self.config.delta
             )
@@ -157,6 +172,12 @@ class SearchSpace:
         else:
             values = np.full(len(self.layout.linears), target)
         return {name: float(v) for name, v in zip(self.layout.names, values)}
+
+    def _linear_genes(self, layer_genes: np.ndarray) -> np.ndarray:
+        """block+kind: each linear's gene, its block's gene plus its kind's."""
+        assert self._kinds is not None
+        n_blocks = len(self._group_weights)
+        return layer_genes[:n_blocks][self._groups] + layer_genes[n_blocks:][self._kinds]
 
     def _decode_metric(self, genes: np.ndarray) -> MetricSpec:
         values: dict[str, object] = {}
@@ -177,10 +198,35 @@ class SearchSpace:
         target = self.target(genome) if target is None else target
         if self.config.sparsity_range:
             genome[-1] = target
-        if self.searches_layers:
+        if self.searches_layers and self._kinds is not None:
+            values = np.array([candidate.sparsities[name] for name in self.layout.names])
+            genome[self._layers] = self._block_kind_genes(genes_from_sparsities(values, target, self.config.delta))
+        elif self.searches_layers:
             per_group = self._group_means(candidate.sparsities)
             genome[self._layers] = genes_from_sparsities(per_group, target, self.config.delta)
         return genome
+
+    def _block_kind_genes(self, linear_genes: np.ndarray, sweeps: int = 25) -> np.ndarray:
+        """block+kind: the block and kind genes whose sums best fit per-linear genes.
+
+        A weighted two-way additive fit by alternating means. Kind genes keep a zero weighted
+        mean, so that the depth profile lives in the block genes; a candidate with one
+        sparsity per block (uniform, OWL) has all kind genes zero and is encoded exactly.
+        """
+        assert self._kinds is not None
+        weights = self._numels
+        n_kinds = int(self._kinds.max()) + 1
+        kind_totals = np.bincount(self._kinds, weights=weights, minlength=n_kinds)
+        blocks = np.zeros(len(self._group_weights))
+        kinds = np.zeros(n_kinds)
+        for _ in range(sweeps):
+            residual = linear_genes - kinds[self._kinds]
+            blocks = np.bincount(self._groups, weights=residual * weights) / self._group_weights
+            residual = linear_genes - blocks[self._groups]
+            kinds = np.bincount(self._kinds, weights=residual * weights, minlength=n_kinds) / kind_totals
+            shift = float(np.dot(kinds, kind_totals) / kind_totals.sum())
+            kinds, blocks = kinds - shift, blocks + shift
+        return np.clip(np.concatenate([blocks, kinds]), -1.0, 1.0)
 
     def _group_means(self, sparsities: Mapping[str, float]) -> np.ndarray:
         values = np.array([sparsities[name] for name in self.layout.names])
@@ -251,8 +297,8 @@ def _encode_metric(metric: MetricSpec) -> np.ndarray:
 def check_space_config(config: SpaceConfig) -> None:
     if config.mode not in MODES:
         raise InputError(f"unknown mode {config.mode!r}: use one of {', '.join(MODES)}")
-    if config.granularity not in ("block", "linear"):
-        raise InputError(f"unknown granularity {config.granularity!r}: use block or linear")
+    if config.granularity not in GRANULARITIES:
+        raise InputError(f"unknown granularity {config.granularity!r}: use one of {', '.join(GRANULARITIES)}")
     resolve_metric(config.base_metric)
     nm = parse_structure(config.structure)
     if nm is not None and config.mode != "metric":

@@ -233,3 +233,59 @@ def test_bad_settings_are_input_errors() -> None:
     resumed = build("pymoo")
     with pytest.raises(InputError, match="optuna"):
         resumed.load_state_dict(build("optuna").state_dict())
+
+
+# ---------------------------------------------------------------------------------------------
+# The swap search (one objective, a parent and its children)
+
+
+def build_swap(**overrides: object) -> SearchAlgorithm:
+    arguments: dict[str, object] = dict(n_var=6, xl=-1.0, xu=1.0, n_obj=1, pop_size=4, seed=0)
+    arguments.update(overrides)
+    return make_algorithm("swap", **arguments)  # type: ignore[arg-type]
+
+
+def tilted(genomes: np.ndarray) -> np.ndarray:
+    """Minimised by moving mass from the last gene to the first: a mean-preserving optimum."""
+    return (np.abs(genomes - np.array([0.6, 0.2, 0.0, 0.0, -0.2, -0.6])).sum(axis=1))[:, None]
+
+
+def test_swap_children_keep_the_gene_sum_and_differ_by_whole_steps() -> None:
+    algorithm = build_swap(initial=np.zeros((2, 6)))
+    first = algorithm.ask()
+    assert first.shape == (2, 6)  # the start genomes only
+    algorithm.tell(first, tilted(first))
+    children = algorithm.ask()
+    assert children.shape == (4, 6)
+    assert np.allclose(children.sum(axis=1), 0.0)  # every step up has its step down
+    steps = children / (2 / 15)
+    assert np.allclose(steps, np.round(steps)) and np.all(np.abs(children).sum(axis=1) > 0)
+
+
+def test_swap_search_descends_and_never_loses_its_best() -> None:
+    algorithm = build_swap()
+    asked = run(algorithm, tilted, 60)
+    best = np.minimum.accumulate([tilted(genomes).min() for genomes in asked])
+    assert best[-1] < best[0] / 4
+    parents = [tilted(g).min() for g in asked[1:]]
+    assert min(parents) >= best[-1] - 1e-12
+
+
+def test_swap_resume_continues_exactly(tmp_path) -> None:
+    uninterrupted = run(build_swap(seed=3), tilted, 10)
+    interrupted = build_swap(seed=3)
+    before = run(interrupted, tilted, 5)
+    save_checkpoint(tmp_path, {"algorithm": interrupted.state_dict()})
+    resumed = build_swap(seed=3)
+    resumed.load_state_dict(load_checkpoint(tmp_path)["algorithm"])
+    after = run(resumed, tilted, 5)
+    assert all(np.array_equal(a, b) for a, b in zip(uninterrupted, before + after))
+
+
+def test_swap_refuses_what_it_cannot_search() -> None:
+    with pytest.raises(InputError, match="one objective"):
+        build_swap(n_obj=2)
+    with pytest.raises(InputError, match="two genes"):
+        build_swap(n_var=1)
+    # More start genomes than children: all of them are evaluated first, none is refused.
+    assert build_swap(initial=np.zeros((7, 6))).ask().shape == (7, 6)
