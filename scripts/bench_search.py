@@ -58,6 +58,7 @@ from paretoprune.search.driver import front_of, load_config, resume, run_search
 from paretoprune.search.export import pick as pick_member
 from paretoprune.workflows import apply_recipe
 
+from bench_curve import CurveScorer, plot_ppl_curves, update_ppl_curve
 from bench_io import (
     check_same_protocol,
     describe_model_file,
@@ -94,6 +95,9 @@ RANGE_LEVELS = (0.5, 0.6, 0.7)
 # sparse, less this slack (the repair hits a target to within rounding, not exactly).
 LEVEL_SLACK = 0.005
 PRUNERS = ("recipe", "sparsegpt")
+# Children per generation of the naive (1 + lambda) reference search, as in the anchor it
+# reproduces; its generations are set so that it evaluates as many candidates as the others.
+SWAP_CHILDREN = 4
 # The columns of the tables and the panels of the curves, as (structure, sparsity).
 SHAPES = (("unstructured", 0.5), ("unstructured", 0.6), ("unstructured", 0.7), ("2:4", 0.5))
 RUN_LOG = "bench-search.json"  # beside the search's own files in each run folder
@@ -167,6 +171,9 @@ class SearchSpec:
     structure: str = "unstructured"  # or "2:4" (metric mode)
     sparsity: float | None = None  # fixed target (None under N:M or with a range)
     sparsity_range: tuple[float, float] | None = None
+    algorithm: str = "pymoo"  # or "swap": the naive reference, named "naive-..."
+    granularity: str = "block+kind"  # the layer genes (search/space.py)
+    delta: float = 0.2  # how far a layer may stray from the target
 
     @property
     def target(self) -> float:
@@ -180,17 +187,30 @@ class SearchSpec:
         return self.sparsity
 
     @property
+    def kind(self) -> str:
+        """The method family: the mode, "naive" for the swap reference, "range" for the range search."""
+        if self.algorithm == "swap":
+            return "naive"
+        return "range" if self.sparsity_range is not None else self.mode
+
+    @property
     def name(self) -> str:
         shape = structure_tag(self.structure)
+        prefix = "naive" if self.algorithm == "swap" else self.mode
         if self.sparsity_range is not None:
             low, high = self.sparsity_range
-            return f"{self.mode}-{shape}-{low:.2f}to{high:.2f}"
-        return f"{self.mode}-{shape}-{self.target:.2f}"
+            return f"{prefix}-{shape}-{low:.2f}to{high:.2f}"
+        return f"{prefix}-{shape}-{self.target:.2f}"
 
     @property
     def objectives(self) -> tuple[str, ...]:
         """kl alone at a fixed sparsity (every candidate has it); kl and sparsity over a range."""
         return ("kl", "sparsity") if self.sparsity_range is not None else ("kl",)
+
+    @property
+    def has_ppl_curve(self) -> bool:
+        """Fixed unstructured sparsity: one level, whose best-so-far recipes compare directly."""
+        return self.sparsity_range is None and parse_structure(self.structure) is None
 
     @property
     def pruners(self) -> tuple[str, ...]:
@@ -202,7 +222,14 @@ class SearchSpec:
         return [Pick(level, f"sparsity:{level:g}", f"{self.name}-at{level:.2f}") for level in RANGE_LEVELS]
 
     def settings(self, model: str, budget: Budget, run_dir: Path, calib: Path) -> dict[str, Any]:
-        """The keys of ``SearchConfig`` for this search."""
+        """The keys of ``SearchConfig`` for this search.
+
+        The naive reference gets the same number of candidates as the others, as
+        ``SWAP_CHILDREN`` children per generation.
+        """
+        pop, generations = budget.pop, budget.generations
+        if self.algorithm == "swap":
+            pop, generations = SWAP_CHILDREN, max(1, budget.pop * budget.generations // SWAP_CHILDREN)
         settings: dict[str, Any] = {
             "model": model,
             "out": str(run_dir),
@@ -210,8 +237,11 @@ class SearchSpec:
             "mode": self.mode,
             "structure": self.structure,
             "objectives": list(self.objectives),
-            "pop": budget.pop,
-            "generations": budget.generations,
+            "algorithm": self.algorithm,
+            "granularity": self.granularity,
+            "delta": self.delta,
+            "pop": pop,
+            "generations": generations,
             "nsamples": budget.nsamples,
             "seqlen": budget.seqlen,
             "workers": budget.workers,
@@ -229,14 +259,20 @@ def structure_tag(structure: str) -> str:
     return structure.replace(":", "of")
 
 
+NAIVE = SearchSpec("layerwise", sparsity=0.7, algorithm="swap", granularity="block", delta=0.15)
+
+
 def plan() -> list[SearchSpec]:
     """Every search of the table, in the order they run.
 
     The order makes a partial table useful: the headline first (layerwise at 70 %, where the
-    allocation matters most), the other layerwise levels, 2:4, then the metric and joint
-    searches from the highest sparsity down, and the costly range search last.
+    allocation matters most) and the naive search it must beat, the other layerwise levels,
+    2:4, then the metric and joint searches from the highest sparsity down, and the costly
+    range search last. The naive reference searches what its anchor searched: one sparsity
+    per block, in steps of 0.02.
     """
-    searches = [SearchSpec("layerwise", sparsity=s) for s in (0.7, 0.6, 0.5)]
+    searches = [SearchSpec("layerwise", sparsity=0.7), NAIVE]
+    searches += [SearchSpec("layerwise", sparsity=s) for s in (0.6, 0.5)]
     searches.append(SearchSpec("metric", structure="2:4"))
     searches += [SearchSpec(mode, sparsity=s) for s in (0.7, 0.6, 0.5) for mode in ("metric", "joint")]
     searches.append(SearchSpec("joint", sparsity_range=SPARSITY_RANGE))
@@ -252,11 +288,9 @@ def spec_named(name: str) -> SearchSpec | None:
 
 
 def search_kind(name: str) -> str:
-    """A search's method family: its mode, or "range" for the sparsity-range search."""
+    """A search's method family (``SearchSpec.kind``); for an unknown name, its first word."""
     spec = spec_named(name)
-    if spec is None:
-        return name.split("-")[0]
-    return "range" if spec.sparsity_range is not None else spec.mode
+    return name.split("-")[0] if spec is None else spec.kind
 
 
 def select(searches: Sequence[SearchSpec], only: Sequence[str]) -> list[SearchSpec]:
@@ -339,7 +373,7 @@ class RunLog:
 # Settings a resumed run must share with the one asked for; the others are free (workers) or
 # checked apart (generations may grow, calib is compared by file name).
 MATCHED_SETTINGS = ("model", "mode", "structure", "sparsity", "sparsity_range", "objectives",
-                    "pop", "nsamples", "seqlen", "seed")  # fmt: skip
+                    "algorithm", "granularity", "delta", "pop", "nsamples", "seqlen", "seed")  # fmt: skip
 
 
 def check_run(run_dir: Path, settings: Mapping[str, Any]) -> None:
@@ -572,6 +606,13 @@ class Bench:
     calibration: torch.Tensor  # LongTensor[calib_nsamples, calib_seqlen]
     evaluation: dict[str, torch.Tensor]  # by set: LongTensor[windows, eval_seqlen]
     batch_size: int
+    _scorer: CurveScorer | None = None
+
+    def curve_scorer(self) -> CurveScorer:
+        """The perplexity-curve scorer, built on first use (a model and its statistics)."""
+        if self._scorer is None:
+            self._scorer = CurveScorer(self.model, self.calibration, self.evaluation["wikitext2"], self.batch_size)
+        return self._scorer
 
 
 def score_sets(bench: Bench, model: torch.nn.Module, protocol: Protocol) -> tuple[dict[str, str], float]:
@@ -624,6 +665,8 @@ BASELINE_METHODS = {  # (method, allocation) in baselines.csv -> label
     ("sparsegpt", "uniform"): "SparseGPT",
 }
 SEARCH_METHODS = {  # (kind, pruner) -> label; kind is the mode, or "range" for the range search
+    ("naive", "recipe"): "naive swap search",
+    ("naive", "sparsegpt"): "naive swap search → SparseGPT",
     ("layerwise", "recipe"): "layerwise search",
     ("layerwise", "sparsegpt"): "layerwise search → SparseGPT",
     ("metric", "recipe"): "metric search",
@@ -694,6 +737,7 @@ def render_readme(
     baselines: Sequence[Mapping[str, str]],
     protocol: Protocol,
     planned: Sequence[tuple[str, str, str]],
+    ppl_curves: Sequence[Mapping[str, str]] = (),
 ) -> str:
     """The whole README.md: protocol, tables, cost, curves, recipes, then what is missing."""
     base = baseline_entries(baselines, protocol)
@@ -713,6 +757,8 @@ def render_readme(
         *(_shape_section(entries, shape, wanda) for shape in SHAPES),
         "## Search cost and fronts\n",
         _cost_table(rows),
+        "## Best WikiText-2 perplexity against candidates evaluated\n",
+        _ppl_curve_section(ppl_curves, wanda),
         "## Best kl so far\n",
         _curves_note(),
         "## Recipes\n",
@@ -875,6 +921,34 @@ def _cost_table(rows: Sequence[Mapping[str, str]]) -> str:
     note = ("Searches at a fixed sparsity have the single objective `kl`: their plot shows `kl` "
             "against itself, the curves below say more.")  # fmt: skip
     return "\n".join(lines) + f"\n\n{note}\n"
+
+
+def _ppl_curve_section(rows: Sequence[Mapping[str, str]], wanda: Mapping[tuple[str, float], float]) -> str:
+    """Per level, a candidates x search table of the best-so-far recipe's WikiText-2 perplexity."""
+    if not rows:
+        return "No curve yet.\n"
+    parts = [
+        "After *n* candidates, the candidate with the lowest `kl` so far is pruned one-shot with "
+        "its own rule and scored on the WikiText-2 windows (`ppl_curves.csv`, `scripts/bench_curve.py`). "
+        "The evaluation set only measures; `kl` on C4 alone picks. In brackets: the ratio to "
+        "uniform Wanda.\n\n![best perplexity so far](ppl_curves.png)\n"
+    ]
+    for level in sorted({row["level"] for row in rows}, key=float):
+        here = [row for row in rows if row["level"] == level]
+        searches = list(dict.fromkeys(row["search"] for row in here))
+        reference = wanda.get(("unstructured", float(level)))
+        lines = [f"**{float(level):.0%} unstructured**\n",
+                 "| candidates | " + " | ".join(searches) + " |", "| ---: |" + " ---: |" * len(searches)]  # fmt: skip
+        for count in sorted({int(row["candidates"]) for row in here}):
+            cells = []
+            for search in searches:
+                found = [r for r in here if r["search"] == search and int(r["candidates"]) == count]
+                value = float(found[0]["wikitext2_ppl"]) if found else None
+                ratio = f" ({value / reference:.2f}×)" if value is not None and reference else ""
+                cells.append("" if value is None else f"{value:.2f}{ratio}")
+            lines.append(f"| {count} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
 
 
 def _curves_note() -> str:
@@ -1079,7 +1153,8 @@ class Table:
         write_rows(self.options.out / "searched.csv", self.rows, COLUMNS)
         # Read afresh each time: the baseline table may be filling in while this one runs.
         baselines = read_rows(self.options.baselines)
-        readme = render_readme(self.rows, baselines, self.protocol, self.planned)
+        ppl_curves = read_rows(self.options.out / "ppl_curves.csv")
+        readme = render_readme(self.rows, baselines, self.protocol, self.planned, ppl_curves)
         write_text_atomic(self.options.out / "README.md", readme)
 
 
@@ -1097,6 +1172,8 @@ def run_one_search(spec: SearchSpec, table: Table, bench: Bench, order: Sequence
     cost = search_cost(run_dir, frame)
     copy_front_plot(spec, run_dir, options.out)
     update_curves(spec, frame, options.out, order)
+    if spec.has_ppl_curve:
+        update_ppl_curves(spec, frame, table, bench)
     exported = {pick: export_pick(spec, pick, run_dir, options.out) for pick in spec.picks()}
     for pick, pruner in todo:
         measured = measure_recipe(bench, exported[pick].recipe, pruner, table.protocol)
@@ -1107,6 +1184,18 @@ def run_one_search(spec: SearchSpec, table: Table, bench: Bench, order: Sequence
         }  # fmt: skip
         _log_row(row)
         table.add(row)
+
+
+def update_ppl_curves(spec: SearchSpec, frame: pd.DataFrame, table: Table, bench: Bench) -> None:
+    """Score the search's best-so-far points on WikiText-2 and redraw ``ppl_curves.png``."""
+    out = table.options.out
+    rows = update_ppl_curve(out / "ppl_curves.csv", spec.name, spec.target, frame, bench.curve_scorer())
+    labels = {name: SEARCH_METHODS[(search_kind(name), "recipe")] for name in {row["search"] for row in rows}}
+    references = {}
+    for entry in baseline_entries(read_rows(table.options.baselines), table.protocol):
+        if entry.shape[0] == "unstructured" and entry.label in ("Wanda", "OWL + Wanda"):
+            references.setdefault(f"{entry.shape[1]:g}", {})[entry.label] = entry.perplexity["wikitext2"]
+    plot_ppl_curves(rows, out / "ppl_curves.png", labels, references)
 
 
 def run_dense(table: Table, bench: Bench) -> None:

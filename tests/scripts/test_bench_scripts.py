@@ -10,12 +10,14 @@ import json
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
 import bench_baselines  # noqa: E402
+import bench_curve  # noqa: E402
 import bench_io  # noqa: E402
 import bench_search  # noqa: E402
 import bench_zeroshot  # noqa: E402
@@ -25,6 +27,7 @@ from paretoprune.errors import InputError  # noqa: E402
 from paretoprune.metrics.scores import KNOWN_METRICS  # noqa: E402
 from paretoprune.models import find_layout, fingerprint  # noqa: E402
 from paretoprune.recipe import Recipe, load_recipe, save_recipe  # noqa: E402
+from paretoprune.search.driver import load_config  # noqa: E402
 from paretoprune.testing import tiny_model  # noqa: E402
 
 
@@ -104,6 +107,20 @@ def test_search_plan_starts_with_the_headline_and_names_files_safely() -> None:
         bench_search.select(bench_search.plan(), ["layerwise-unstructured-0.99"])
 
 
+def test_the_naive_reference_spends_as_many_candidates_as_the_searches(tmp_path: Path) -> None:
+    budget = bench_search.Budget(pop=16, generations=15, nsamples=8, seqlen=256, workers=1, seed=0)
+    by_name = {spec.name: spec for spec in bench_search.plan()}
+    naive, searched = by_name["naive-unstructured-0.70"], by_name["layerwise-unstructured-0.70"]
+    naive_settings = naive.settings("smollm2-135m", budget, tmp_path, tmp_path / "c4.jsonl")
+    searched_settings = searched.settings("smollm2-135m", budget, tmp_path, tmp_path / "c4.jsonl")
+    assert naive_settings["algorithm"] == "swap" and naive_settings["pop"] == 4
+    assert naive_settings["pop"] * naive_settings["generations"] == 16 * 15
+    assert searched_settings["pop"] * searched_settings["generations"] == 16 * 15
+    assert bench_search.search_kind("naive-unstructured-0.70") == "naive"
+    # The settings load as a search configuration, as the driver will read them.
+    assert load_config(naive_settings).granularity == "block"
+
+
 def test_zero_shot_page_has_one_column_per_finished_row(tmp_path: Path) -> None:
     def tasks(acc: float) -> dict:
         per_task = {name: {"acc": acc, "n": 100} for name in bench_zeroshot.task_names()}
@@ -128,3 +145,28 @@ def test_a_recipe_written_by_the_benchmarks_loads_back(tmp_path: Path) -> None:
     path = tmp_path / "r.yaml"
     save_recipe(bench_io.portable_recipe(recipe, "c4/c4.jsonl", "runs/r"), path)
     assert load_recipe(path).layer_sparsities(model) == {name: 0.25 for name in layout.names}
+
+
+def test_best_so_far_takes_the_lowest_kl_among_the_first_n_successes() -> None:
+    frame = pd.DataFrame({
+        "eval_id": [0, 1, 2, 3, 4, 5],
+        "kl": [3.0, 2.5, 1.0, 2.0, 0.5, 0.1],
+        "status": ["ok", "ok", "failed", "ok", "ok", "ok"],  # the failed row's kl never counts
+    })  # fmt: skip
+    points = bench_curve.best_so_far(frame, [2, 4, 5, 7])  # 7 is past the end: the whole archive instead
+    assert [(p.candidates, p.eval_id, p.kl) for p in points] == [(2, 1, 2.5), (4, 3, 2.0), (5, 4, 0.5), (6, 5, 0.1)]
+
+
+def test_ppl_curve_reuses_scored_points_and_keeps_other_searches(tmp_path: Path) -> None:
+    path = tmp_path / "ppl_curves.csv"
+    other = {"search": "naive-unstructured-0.70", "level": "0.7", "candidates": "16", "eval_id": "3",
+             "best_kl": "2.5", "wikitext2_ppl": "500.0"}  # fmt: skip
+    mine = {"search": "layerwise-unstructured-0.70", "level": "0.7", "candidates": "16", "eval_id": "7",
+            "best_kl": "2.400000", "wikitext2_ppl": "450.0"}  # fmt: skip
+    bench_io.write_rows(path, [other, mine], bench_curve.PPL_CURVE_COLUMNS)
+    frame = pd.DataFrame({"eval_id": range(20), "kl": [3.0] * 7 + [2.4] + [3.0] * 11 + [1.0],
+                          "status": ["ok"] * 20, "candidate": ["{}"] * 20})  # fmt: skip
+    # Without a scorer only cached points come back: 16 (eval 7, cached) but not 20 (eval 19).
+    rows = bench_curve.update_ppl_curve(path, "layerwise-unstructured-0.70", 0.7, frame, scorer=None)
+    assert sorted(rows, key=lambda row: row["search"]) == [mine, other]
+    assert bench_io.read_rows(path) == rows
