@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -680,7 +680,10 @@ def run(options: Options) -> None:
     csv_path, readme_path = options.out / "baselines.csv", options.out / "README.md"
     rows = read_rows(csv_path)
     check_same_protocol(rows, protocol.row_fields(), csv_path)
-    planned = plan(options.with_sparsegpt or any(row["method"] == "sparsegpt" for row in rows))
+    with_sparsegpt = options.with_sparsegpt or any(row["method"] == "sparsegpt" for row in rows)
+    planned = plan(with_sparsegpt)
+    if with_sparsegpt and not options.with_sparsegpt:  # the README's command must finish this table
+        options = replace(options, command=f"{options.command} --with-sparsegpt")
     done = {row_key(row, KEY_COLUMNS) for row in rows}
     todo = [
         config

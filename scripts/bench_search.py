@@ -172,8 +172,8 @@ class SearchSpec:
     sparsity: float | None = None  # fixed target (None under N:M or with a range)
     sparsity_range: tuple[float, float] | None = None
     algorithm: str = "pymoo"  # or "swap": the naive reference, named "naive-..."
-    granularity: str = "block+kind"  # the layer genes (search/space.py)
-    delta: float = 0.2  # how far a layer may stray from the target
+    granularity: str = "block"  # the layer genes (search/space.py)
+    delta: float = 0.15  # how far a layer may stray from the target
 
     @property
     def target(self) -> float:
@@ -267,15 +267,16 @@ def plan() -> list[SearchSpec]:
 
     The order makes a partial table useful: the headline first (layerwise at 70 %, where the
     allocation matters most) and the naive search it must beat, the other layerwise levels,
-    2:4, then the metric and joint searches from the highest sparsity down, and the costly
-    range search last. The naive reference searches what its anchor searched: one sparsity
-    per block, in steps of 0.02.
+    2:4, the range search (a recipe per level from one front), then the costlier metric and
+    joint searches from the highest sparsity down. The naive reference searches what its
+    anchor searched: one sparsity per block, in steps of 0.02. The range search is layerwise:
+    its candidates reuse cached Wanda ranks, so it affords twice as many as a joint one.
     """
     searches = [SearchSpec("layerwise", sparsity=0.7), NAIVE]
     searches += [SearchSpec("layerwise", sparsity=s) for s in (0.6, 0.5)]
     searches.append(SearchSpec("metric", structure="2:4"))
-    searches += [SearchSpec(mode, sparsity=s) for s in (0.7, 0.6, 0.5) for mode in ("metric", "joint")]
-    searches.append(SearchSpec("joint", sparsity_range=SPARSITY_RANGE))
+    searches.append(SearchSpec("layerwise", sparsity_range=SPARSITY_RANGE))
+    searches += [SearchSpec(mode, sparsity=s) for s in (0.7, 0.6, 0.5) for mode in ("joint", "metric")]
     return searches
 
 
@@ -591,7 +592,7 @@ def _panel_title(shape: tuple[str, float]) -> str:
 
 def _curve_label(search: str, level: str) -> str:
     kind = search_kind(search)
-    return f"joint range search (>= {float(level):.0%})" if kind == "range" else f"{kind} search"
+    return f"range search (>= {float(level):.0%})" if kind == "range" else f"{kind} search"
 
 
 # --------------------------------------------------------------------------------------------
@@ -673,7 +674,7 @@ SEARCH_METHODS = {  # (kind, pruner) -> label; kind is the mode, or "range" for 
     ("metric", "sparsegpt"): "metric search → SparseGPT",
     ("joint", "recipe"): "joint search",
     ("joint", "sparsegpt"): "joint search → SparseGPT",
-    ("range", "recipe"): "joint range search",
+    ("range", "recipe"): "layerwise range search",
 }
 
 
@@ -787,11 +788,17 @@ def _protocol_section(protocol: Protocol) -> str:
   mean next-token KL(dense ‖ pruned) per token on {budget.nsamples} windows of {budget.seqlen} tokens
   of `{CALIBRATION_FILE}` (file sha256 `{protocol.calibration_sha256}`), drawn with seed {budget.seed};
   the first population holds the known methods each mode can express. *layerwise*: one sparsity
-  per block (within ±0.15 of the target), Wanda's rule; *metric*: the scoring rule (the family
-  holding magnitude, Wanda and RIA), the same sparsity everywhere; *joint*: both. At a fixed
-  sparsity every candidate is repaired to exactly that parameter-weighted mean, so `kl` is the
-  only objective; `2:4` fixes every layer. The *range* search is joint, with the target sparsity
-  a gene in [{SPARSITY_RANGE[0]}, {SPARSITY_RANGE[1]}] and objectives `kl` and `sparsity`.
+  per block (within ±{SearchSpec('layerwise').delta} of the target), Wanda's rule; *metric*: the
+  scoring rule (the family holding magnitude, Wanda and RIA), the same sparsity everywhere;
+  *joint*: both. At a fixed sparsity every candidate is repaired to exactly that
+  parameter-weighted mean, so `kl` is the only objective; `2:4` fixes every layer. The *range*
+  search is layerwise, with the target sparsity a gene in [{SPARSITY_RANGE[0]}, {SPARSITY_RANGE[1]}]
+  and objectives `kl` and `sparsity`.
+- **Naive reference:** `--algorithm swap` with the same fitness and as many candidates: a (1 + {SWAP_CHILDREN})
+  evolution of one sparsity per block (within ±{NAIVE.delta} of the target), each child moving
+  0.02 of sparsity from one block to another one to three times, the best of parent and children
+  kept; it starts from uniform Wanda and OWL. It stands for the EvoPress-style search the
+  product must beat.
 - **Picking:** at a fixed sparsity, the archive's best `kl` (`best:kl`, as `paretoprune export`);
   from the range search, the front member nearest to each of
   {", ".join(f"{level:.0%}" for level in RANGE_LEVELS)} (`sparsity:S`), whose sparsity may miss the
@@ -1163,9 +1170,9 @@ def run_one_search(spec: SearchSpec, table: Table, bench: Bench, order: Sequence
     options = table.options
     todo = [(pick, pruner) for pick in spec.picks() for pruner in spec.pruners
             if (spec.name, f"{pick.level:g}", pruner) not in table.done]  # fmt: skip
-    if not todo:
-        return
     run_dir = options.runs / spec.name
+    if not todo and not (run_dir / "config.yaml").exists():
+        return  # its rows came from elsewhere: no archive here to draw curves from
     calib = data_file(options.data_dir, CALIBRATION_FILE)
     ensure_search(spec, spec.settings(options.model, options.budget, run_dir, calib), run_dir)
     frame = Archive.load(run_dir).frame()
@@ -1173,7 +1180,10 @@ def run_one_search(spec: SearchSpec, table: Table, bench: Bench, order: Sequence
     copy_front_plot(spec, run_dir, options.out)
     update_curves(spec, frame, options.out, order)
     if spec.has_ppl_curve:
-        update_ppl_curves(spec, frame, table, bench)
+        update_ppl_curves(spec, frame, table, bench)  # cached points cost nothing
+    if not todo:
+        table.save()  # the README shows the curves even when no row was missing
+        return
     exported = {pick: export_pick(spec, pick, run_dir, options.out) for pick in spec.picks()}
     for pick, pruner in todo:
         measured = measure_recipe(bench, exported[pick].recipe, pruner, table.protocol)
