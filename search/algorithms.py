@@ -32,6 +32,7 @@ import numpy as np
 import optuna
 from pymoo.algorithms.moo.nsga3 import NSGA3
 from pymoo.core.evaluator import Evaluator
+from pymoo.core.mutation import Mutation
 from pymoo.core.problem import Problem
 from pymoo.core.repair import Repair
 from pymoo.core.sampling import Sampling
@@ -43,6 +44,7 @@ from paretoprune.errors import InputError
 
 __all__ = [
     "ALGORITHMS",
+    "MUTATIONS",
     "OptunaNSGA3",
     "PymooNSGA3",
     "RepairFn",
@@ -300,30 +302,82 @@ def _tournament_by_feasibility(pop: Any, P: np.ndarray, random_state: Any = None
     return winners[:, None]
 
 
+def _tournament_by_feasibility_then_value(pop: Any, P: np.ndarray, random_state: Any = None, **kwargs: Any) -> np.ndarray:
+    """One objective: the smaller constraint violation wins, then the smaller objective value.
+
+    With one objective NSGA-III's niching has nothing to spread, so parents are chosen by
+    value, as in a plain genetic algorithm.
+    """
+    violation, value = pop.get("CV")[:, 0], pop.get("F")[:, 0]
+    winners = np.empty(len(P), dtype=int)
+    for row, (a, b) in enumerate(P):
+        if violation[a] != violation[b]:
+            winners[row] = a if violation[a] < violation[b] else b
+        elif value[a] != value[b]:
+            winners[row] = a if value[a] < value[b] else b
+        else:
+            winners[row] = random_state.choice([a, b])
+    return winners[:, None]
+
+
+class _SwapMutation(Mutation):
+    """Moves ``step`` of the box width from one gene to another, one to three times per child.
+
+    For layer genes of equal weight the move keeps the mean sparsity; the repair fixes the
+    rest. It is the move of the naive swap search, given to NSGA-III's children in place of
+    polynomial mutation.
+    """
+
+    def __init__(self, step: float = 1 / 15, max_swaps: int = 3) -> None:
+        super().__init__(prob=1.0)
+        self.step, self.max_swaps = float(step), int(max_swaps)
+
+    def _do(self, problem: Problem, X: np.ndarray, *args: Any, random_state: Any = None, **kwargs: Any) -> np.ndarray:
+        X = np.array(X, dtype=float)
+        width = problem.xu - problem.xl
+        for child in X:
+            for _ in range(random_state.integers(1, self.max_swaps + 1)):
+                up, down = random_state.choice(problem.n_var, size=2, replace=False)
+                child[up] += self.step * width[up]
+                child[down] -= self.step * width[down]
+        return np.clip(X, problem.xl, problem.xu)
+
+
+MUTATIONS = ("polynomial", "swap")
+
+
 class PymooNSGA3(SearchAlgorithm):
     """pymoo's NSGA3 with das-dennis directions, duplicate elimination and an optional repair.
 
     The repair is applied inside pymoo (to the first population and to every offspring), so
     the population holds repaired genomes: what is evaluated is what breeds. ``initial``
-    genomes fill the first population; random ones fill the rest.
+    genomes fill the first population; random ones fill the rest. Children are made by SBX
+    crossover, then ``mutation``: pymoo's polynomial mutation, or ``swap`` moves (see
+    ``_SwapMutation``). With one objective, parents are chosen by value.
     """
 
     name = "pymoo"
 
     def __init__(self, n_var: int, xl: Any, xu: Any, n_obj: int, pop_size: int, seed: int = 0,
-                 repair: RepairFn | None = None, initial: Any = None) -> None:
+                 repair: RepairFn | None = None, initial: Any = None, mutation: str = "polynomial") -> None:
         super().__init__(n_var, xl, xu, n_obj, pop_size, seed, repair, initial)
+        if mutation not in MUTATIONS:
+            raise InputError(f"unknown mutation {mutation!r}: use one of {', '.join(MUTATIONS)}")
+        self.mutation = mutation
         self._algorithm = self._build()
         self._population: Any = None
 
     def _build(self) -> Any:
+        compare = _tournament_by_feasibility_then_value if self.n_obj == 1 else _tournament_by_feasibility
+        extra = {"mutation": _SwapMutation()} if self.mutation == "swap" else {}
         algorithm = NSGA3(
             ref_dirs=reference_directions(self.n_obj, self.pop_size),
             pop_size=self.pop_size,
             sampling=_StartSampling(self.initial),
-            selection=TournamentSelection(func_comp=_tournament_by_feasibility),
+            selection=TournamentSelection(func_comp=compare),
             repair=_CallableRepair(self._repaired),
             eliminate_duplicates=True,
+            **extra,
         )
         problem = _BoxProblem(self.n_var, self.n_obj, self.xl, self.xu)
         algorithm.setup(problem, seed=self.seed, termination=NoTermination(), verbose=False)
@@ -579,13 +633,18 @@ def make_algorithm(
     initial: Sequence[Sequence[float]] | np.ndarray | None = None,
     storage: str | None = None,
     study_name: str = "paretoprune",
+    mutation: str = "polynomial",
 ) -> SearchAlgorithm:
     """Build the algorithm called ``name`` ("pymoo", "optuna" or "swap")."""
     if name not in ALGORITHMS:
         raise InputError(f"unknown search algorithm '{name}'; choose one of {', '.join(ALGORITHMS)}")
+    if mutation != "polynomial" and name != "pymoo":
+        raise InputError(f"mutation {mutation!r} is a pymoo option; use --algorithm pymoo or drop it")
     common = dict(n_var=n_var, xl=xl, xu=xu, n_obj=n_obj, pop_size=pop_size, seed=seed, repair=repair, initial=initial)
     if name == "optuna":
         return OptunaNSGA3(**common, storage=storage, study_name=study_name)
     if storage is not None:
         raise InputError("--storage is an optuna option; add --algorithm optuna or drop --storage")
+    if name == "pymoo":
+        return PymooNSGA3(**common, mutation=mutation)
     return ALGORITHMS[name](**common)

@@ -67,6 +67,7 @@ class SearchConfig:
     gpus_per_worker: float | None = None  # default: 1 where the cluster has GPUs, else 0
     ray_address: str | None = None  # join this cluster; None starts a local one
     algorithm: str = "pymoo"  # pymoo | optuna | swap (the naive (1 + pop) reference; one objective)
+    mutation: str = "polynomial"  # pymoo's children: polynomial mutation, or swap moves between genes
     storage: str | None = None  # optuna storage URL, e.g. sqlite:///run/optuna.db
     seed: int = 0
     granularity: str = "block"  # one sparsity gene per block, or per linear
@@ -316,6 +317,7 @@ class _Search:
             self.config.algorithm, n_var=space.n_var, xl=lower, xu=upper, n_obj=len(self.objectives),
             pop_size=self.config.pop, seed=self.config.seed, repair=space.repair,
             initial=np.stack(list(baselines.values())), storage=self.config.storage,
+            mutation=self.config.mutation,
         )  # fmt: skip
 
     def _generations(self, space, algorithm, archive: Archive, pool: EvaluatorPool, start: int) -> None:

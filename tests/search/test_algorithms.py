@@ -289,3 +289,17 @@ def test_swap_refuses_what_it_cannot_search() -> None:
         build_swap(n_var=1)
     # More start genomes than children: all of them are evaluated first, none is refused.
     assert build_swap(initial=np.zeros((7, 6))).ask().shape == (7, 6)
+
+
+def test_pymoo_with_swap_mutation_minimises_one_objective() -> None:
+    algorithm = build("pymoo", n_var=6, xl=-1.0, xu=1.0, n_obj=1, pop_size=8, mutation="swap")
+    best = np.minimum.accumulate([tilted(genomes).min() for genomes in run(algorithm, tilted, 30)])
+    assert best[-1] < best[0] / 4
+    assert best[-1] < 0.5
+
+
+def test_mutation_is_checked_and_belongs_to_pymoo() -> None:
+    with pytest.raises(InputError, match="unknown mutation"):
+        build("pymoo", mutation="gaussian")
+    with pytest.raises(InputError, match="pymoo option"):
+        build("optuna", mutation="swap")
