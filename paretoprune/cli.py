@@ -200,6 +200,10 @@ def search(
     calib: Optional[str] = typer.Option(None, "--calib", help="calibration / fitness text"),
     nsamples: Optional[int] = typer.Option(None, "--nsamples", help="fitness windows (default 16)"),
     seqlen: Optional[int] = typer.Option(None, "--seqlen", help="tokens per window (default 256)"),
+    stats_nsamples: Optional[int] = typer.Option(
+        None, "--stats-nsamples", help="windows for the pruning statistics (default: --nsamples)"
+    ),
+    stats_seqlen: Optional[int] = typer.Option(None, "--stats-seqlen", help="their tokens (default: --seqlen)"),
     mode: Optional[str] = typer.Option(None, "--mode", help="layerwise | metric | joint"),
     sparsity: Optional[float] = typer.Option(None, "--sparsity", help="target sparsity"),
     sparsity_range: Optional[str] = typer.Option(None, "--sparsity-range", help="LO:HI, search the target"),
@@ -240,7 +244,8 @@ def search(
             except (OSError, yaml.YAMLError) as error:
                 raise InputError(f"cannot read --config {config_file}: {error}") from error
         given = dict(
-            model=model, calib=calib, nsamples=nsamples, seqlen=seqlen, mode=mode, sparsity=sparsity,
+            model=model, calib=calib, nsamples=nsamples, seqlen=seqlen, stats_nsamples=stats_nsamples,
+            stats_seqlen=stats_seqlen, mode=mode, sparsity=sparsity,
             sparsity_range=_range(sparsity_range), structure=structure,
             objectives=tuple(objectives.split(",")) if objectives else None, pop=pop,
             generations=generations, workers=workers, threads_per_worker=threads_per_worker,

@@ -221,11 +221,15 @@ class SearchSpec:
             return [Pick(self.target, "best:kl", self.name)]
         return [Pick(level, f"sparsity:{level:g}", f"{self.name}-at{level:.2f}") for level in RANGE_LEVELS]
 
-    def settings(self, model: str, budget: Budget, run_dir: Path, calib: Path) -> dict[str, Any]:
+    def settings(
+        self, model: str, budget: Budget, run_dir: Path, calib: Path, stats: tuple[int, int] | None = None
+    ) -> dict[str, Any]:
         """The keys of ``SearchConfig`` for this search.
 
         The naive reference gets the same number of candidates as the others, as
-        ``SWAP_CHILDREN`` children per generation.
+        ``SWAP_CHILDREN`` children per generation. ``stats`` (windows, tokens) are the pruning
+        statistics' calibration: the one the recipes are applied with, so that every candidate
+        is scored with the masks it will really get.
         """
         pop, generations = budget.pop, budget.generations
         if self.algorithm == "swap":
@@ -247,6 +251,8 @@ class SearchSpec:
             "workers": budget.workers,
             "seed": budget.seed,
         }
+        if stats is not None:
+            settings["stats_nsamples"], settings["stats_seqlen"] = stats
         if self.sparsity_range is not None:
             settings["sparsity_range"] = list(self.sparsity_range)
         elif parse_structure(self.structure) is None:
@@ -374,7 +380,8 @@ class RunLog:
 # Settings a resumed run must share with the one asked for; the others are free (workers) or
 # checked apart (generations may grow, calib is compared by file name).
 MATCHED_SETTINGS = ("model", "mode", "structure", "sparsity", "sparsity_range", "objectives",
-                    "algorithm", "granularity", "delta", "pop", "nsamples", "seqlen", "seed")  # fmt: skip
+                    "algorithm", "granularity", "delta", "pop", "nsamples", "seqlen", "stats_nsamples",
+                    "stats_seqlen", "seed")  # fmt: skip
 
 
 def check_run(run_dir: Path, settings: Mapping[str, Any]) -> None:
@@ -787,6 +794,9 @@ def _protocol_section(protocol: Protocol) -> str:
   population {budget.pop}, generations {budget.generations}, Ray workers {budget.workers}. Fitness:
   mean next-token KL(dense ‖ pruned) per token on {budget.nsamples} windows of {budget.seqlen} tokens
   of `{CALIBRATION_FILE}` (file sha256 `{protocol.calibration_sha256}`), drawn with seed {budget.seed};
+  the pruning statistics (Wanda's activation norms, OWL's outlier ratios) come from the
+  {protocol.calib_nsamples} x {protocol.calib_seqlen} calibration windows the recipes are applied
+  with, so each candidate is scored with the masks it will really get;
   the first population holds the known methods each mode can express. *layerwise*: one sparsity
   per block (within ±{SearchSpec('layerwise').delta} of the target), Wanda's rule; *metric*: the
   scoring rule (the family holding magnitude, Wanda and RIA), the same sparsity everywhere;
@@ -1174,7 +1184,8 @@ def run_one_search(spec: SearchSpec, table: Table, bench: Bench, order: Sequence
     if not todo and not (run_dir / "config.yaml").exists():
         return  # its rows came from elsewhere: no archive here to draw curves from
     calib = data_file(options.data_dir, CALIBRATION_FILE)
-    ensure_search(spec, spec.settings(options.model, options.budget, run_dir, calib), run_dir)
+    stats = (options.calib_nsamples, options.calib_seqlen)
+    ensure_search(spec, spec.settings(options.model, options.budget, run_dir, calib, stats), run_dir)
     frame = Archive.load(run_dir).frame()
     cost = search_cost(run_dir, frame)
     copy_front_plot(spec, run_dir, options.out)

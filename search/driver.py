@@ -51,8 +51,14 @@ class SearchConfig:
     model: str  # alias, folder, .gguf file or hub id
     out: str  # the run folder
     calib: str = "builtin"  # calibration and fitness text
-    nsamples: int = 16  # fitness windows (also the calibration of the statistics)
+    nsamples: int = 16  # fitness windows (also the calibration of the statistics by default)
     seqlen: int = 256  # tokens per window
+    # The pruning statistics (activation norms; OWL's outlier ratios) on their own windows of the
+    # calibration text: give the calibration the recipe will be applied with (e.g. 128 x 2048),
+    # so that candidates are scored with the masks they will really get. Default: the fitness
+    # windows. Statistics are computed once per search, so more windows cost little.
+    stats_nsamples: int | None = None
+    stats_seqlen: int | None = None
     mode: str = "layerwise"  # layerwise | metric | joint
     sparsity: float | None = None  # target, weighted over the prunable parameters
     sparsity_range: tuple[float, float] | None = None  # or search the target in [lo, hi]
@@ -270,7 +276,13 @@ class _Search:
         loaded = load_model(config.model)
         layout = find_layout(loaded.model)
         tokens = calibration_windows(loaded.tokenizer, config.calib, config.nsamples, config.seqlen, config.seed)
-        stats = collect_stats(loaded.model, layout, tokens)
+        stats_nsamples, stats_seqlen = config.stats_nsamples or config.nsamples, config.stats_seqlen or config.seqlen
+        stats_tokens = (
+            tokens
+            if (stats_nsamples, stats_seqlen) == (config.nsamples, config.seqlen)
+            else calibration_windows(loaded.tokenizer, config.calib, stats_nsamples, stats_seqlen, config.seed)
+        )
+        stats = collect_stats(loaded.model, layout, stats_tokens)
         self.model_info = {
             "name": config.model, "fingerprint": fingerprint(loaded.model), "family": layout.family,
             "shapes": {l.name: (l.out_features, l.in_features) for l in layout.linears},
@@ -279,7 +291,7 @@ class _Search:
             "run": str(self.run_dir),
             "calibration": {
                 "source": config.calib, "sha256": text_provenance(config.calib, "calibration")["sha256"],
-                "nsamples": config.nsamples, "seqlen": config.seqlen, "seed": config.seed,
+                "nsamples": stats_nsamples, "seqlen": stats_seqlen, "seed": config.seed,
             },
         }  # fmt: skip
         owl = owl_sparsities(layout, stats, config.sparsity) if config.sparsity is not None else None
@@ -293,7 +305,9 @@ class _Search:
             logger.info("dropped %d evaluations of the unfinished generation %d", dropped, start_generation)
         rank_metric = space.base_metric.to_dict() if not space.searches_metric else None
         sources = _fitness_sources(config, loaded.tokenizer)
-        self.provenance["fitness"] = _describe_sources(config, sources)
+        # The plain objectives' tokens, named apart from the statistics' windows (which may differ).
+        plain = {"kind": "text", "sequences": config.nsamples, "seqlen": config.seqlen, "seed": config.seed}
+        self.provenance["fitness"] = {"text": plain, **_describe_sources(config, sources)}
         factory_args = (config.model, tokens, stats, self.objectives, rank_metric, sources)
         del loaded  # each actor loads its own copy
         interrupted = False

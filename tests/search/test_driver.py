@@ -62,7 +62,8 @@ def _comparable(frame: pd.DataFrame) -> pd.DataFrame:
 def test_layerwise_search_end_to_end(model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     summary = _run(_search_args(model_dir, out, "--mode", "layerwise", "--sparsity", "0.5",
-                                "--generations", "3", "--json"))  # fmt: skip
+                                "--generations", "3", "--stats-nsamples", "6", "--stats-seqlen", "96",
+                                "--json"))  # fmt: skip
     frame = _archive(out)
     assert len(frame) == summary["evaluations"] == 24
     assert list(frame["eval_id"]) == list(range(24))
@@ -79,6 +80,10 @@ def test_layerwise_search_end_to_end(model_dir: Path, tmp_path: Path) -> None:
     assert len(recipes) == len(summary["front"]) >= 1
     best = load_recipe(recipes[0])
     assert best.objectives["kl"] == pytest.approx(frame["kl"].min())
+    # The statistics came from their own windows; the fitness from the --nsamples ones.
+    calibration = best.provenance.calibration
+    assert (calibration.nsamples, calibration.seqlen) == (6, 96)
+    assert best.provenance.fitness["text"] == {"kind": "text", "sequences": 4, "seqlen": 64, "seed": 3}
     front = _run([sys.executable, "-m", "paretoprune", "front", str(out), "--json"])
     assert front["front"] == summary["front"]
 
