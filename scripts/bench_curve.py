@@ -28,7 +28,7 @@ from paretoprune.evaluators.perplexity import perplexity
 from paretoprune.evaluators.stats import collect_stats
 from paretoprune.models import find_layout, load_model
 
-from bench_io import read_rows, write_rows
+from bench_io import read_rows, save_figure_atomic, write_rows
 
 __all__ = ["CURVE_POINTS", "PPL_CURVE_COLUMNS", "CurveScorer", "best_so_far", "plot_ppl_curves", "update_ppl_curve"]
 
@@ -126,7 +126,4 @@ def plot_ppl_curves(rows: Sequence[Mapping[str, str]], path: Path, labels: Mappi
         axis.grid(alpha=0.3, which="both")
         axis.legend(fontsize=7)
     fig.tight_layout()
-    staging = path.with_name(f".{path.name}.tmp")
-    fig.savefig(staging, dpi=110, format="png")
-    plt.close(fig)
-    os.replace(staging, path)
+    save_figure_atomic(fig, path)

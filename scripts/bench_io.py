@@ -11,8 +11,10 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import io
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from paretoprune.errors import InputError
 from paretoprune.recipe import Recipe, recipe_from_data, write_text_atomic
@@ -28,6 +30,7 @@ __all__ = [
     "run_label",
     "write_rows",
     "write_text_atomic",
+    "save_figure_atomic",
 ]
 
 SMOLLM2_ALIAS = "smollm2-135m"
@@ -117,3 +120,13 @@ def run_label(run_dir: Path) -> str:
     if resolved.is_relative_to(REPO_ROOT):
         return str(resolved.relative_to(REPO_ROOT))
     return str(Path(resolved.parent.name) / resolved.name)
+
+
+def save_figure_atomic(fig: Any, path: Path) -> None:
+    """Save a matplotlib figure as PNG beside ``path``, then rename it into place; close it."""
+    import matplotlib.pyplot as plt
+
+    staging = path.with_name(f".{path.name}.tmp")
+    fig.savefig(staging, dpi=110, format="png")
+    plt.close(fig)
+    os.replace(staging, path)

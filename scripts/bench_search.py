@@ -68,6 +68,7 @@ from bench_io import (
     read_rows,
     row_key,
     run_label,
+    save_figure_atomic,
     write_rows,
     write_text_atomic,
 )
@@ -580,10 +581,7 @@ def plot_curves(rows: Sequence[Mapping[str, str]], path: Path) -> None:
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
     fig.tight_layout()
-    staging = path.with_name(f".{path.name}.tmp")
-    fig.savefig(staging, dpi=110, format="png")
-    plt.close(fig)
-    os.replace(staging, path)
+    save_figure_atomic(fig, path)
 
 
 def _panel(search: str, level: str) -> str:
