@@ -320,6 +320,16 @@ def _tournament_by_feasibility_then_value(pop: Any, P: np.ndarray, random_state:
     return winners[:, None]
 
 
+def swap_moves(genome: np.ndarray, width: np.ndarray, step: float, max_swaps: int, rng: np.random.Generator) -> np.ndarray:
+    """``genome`` after one to ``max_swaps`` moves of ``step * width`` from one gene to another."""
+    moved = np.array(genome, dtype=float)
+    for _ in range(rng.integers(1, max_swaps + 1)):
+        up, down = rng.choice(len(moved), size=2, replace=False)
+        moved[up] += step * width[up]
+        moved[down] -= step * width[down]
+    return moved
+
+
 class _SwapMutation(Mutation):
     """Moves ``step`` of the box width from one gene to another, one to three times per child.
 
@@ -333,14 +343,9 @@ class _SwapMutation(Mutation):
         self.step, self.max_swaps = float(step), int(max_swaps)
 
     def _do(self, problem: Problem, X: np.ndarray, *args: Any, random_state: Any = None, **kwargs: Any) -> np.ndarray:
-        X = np.array(X, dtype=float)
         width = problem.xu - problem.xl
-        for child in X:
-            for _ in range(random_state.integers(1, self.max_swaps + 1)):
-                up, down = random_state.choice(problem.n_var, size=2, replace=False)
-                child[up] += self.step * width[up]
-                child[down] -= self.step * width[down]
-        return np.clip(X, problem.xl, problem.xu)
+        moved = [swap_moves(child, width, self.step, self.max_swaps, random_state) for child in X]
+        return np.clip(np.array(moved, dtype=float).reshape(np.shape(X)), problem.xl, problem.xu)
 
 
 MUTATIONS = ("polynomial", "swap")
@@ -591,12 +596,7 @@ class SwapSearch(SearchAlgorithm):
         return self._repaired(np.stack([self._child() for _ in range(self.children)]))
 
     def _child(self) -> np.ndarray:
-        child = self._parent.copy()
-        for _ in range(self._rng.integers(1, self.max_swaps + 1)):
-            up, down = self._rng.choice(self.n_var, size=2, replace=False)
-            child[up] += self.step * (self.xu[up] - self.xl[up])
-            child[down] -= self.step * (self.xu[down] - self.xl[down])
-        return child
+        return swap_moves(self._parent, self.xu - self.xl, self.step, self.max_swaps, self._rng)
 
     def _tell(self, objectives: np.ndarray, failed: np.ndarray) -> None:
         values = np.where(failed, math.inf, objectives[:, 0])
