@@ -216,7 +216,12 @@ def search(
     gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", help="GPUs per actor"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="join this Ray cluster (e.g. auto)"),
     seed: Optional[int] = typer.Option(None, "--seed", help="random seed"),
-    algorithm: Optional[str] = typer.Option(None, "--algorithm", help="pymoo | optuna | swap (one objective)"),
+    algorithm: Optional[str] = typer.Option(
+        None, "--algorithm", help="pymoo | optuna | swap | sensitivity (the last two: one objective)"
+    ),
+    mutation: Optional[str] = typer.Option(None, "--mutation", help="pymoo's children: polynomial | swap"),
+    granularity: Optional[str] = typer.Option(None, "--granularity", help="layer genes: block | linear | block+kind"),
+    delta: Optional[float] = typer.Option(None, "--delta", help="how far a layer may stray from the target (0.15)"),
     storage: Optional[str] = typer.Option(None, "--storage", help="optuna storage URL"),
     stages: Optional[str] = typer.Option(None, "--stages", help="metric,layerwise: two-stage search"),
     task_dir: Optional[str] = typer.Option(None, "--task-dir", help="task files, for objectives like kl@arc_easy"),
@@ -250,7 +255,8 @@ def search(
             objectives=tuple(objectives.split(",")) if objectives else None, pop=pop,
             generations=generations, workers=workers, threads_per_worker=threads_per_worker,
             gpus_per_worker=gpus_per_worker, ray_address=ray_address, seed=seed, algorithm=algorithm,
-            storage=storage, out=out, stages=tuple(stages.split(",")) if stages else None,
+            mutation=mutation, granularity=granularity, delta=delta, storage=storage, out=out,
+            stages=tuple(stages.split(",")) if stages else None,
             task_dir=task_dir, task_calib_fraction=task_calib_fraction,
         )  # fmt: skip
         settings.update({key: value for key, value in given.items() if value is not None})
@@ -357,19 +363,26 @@ def _configure_logging() -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
-def _run(entry: Callable[[], Any]) -> int:
-    """Run a command and map how it ended to an exit code."""
+def _click_classes(name: str) -> tuple[type[BaseException], ...]:
+    """click's exception class ``name``, and its twin in the copy of click newer typers ship."""
     import click
 
+    vendored = [base for base in typer.BadParameter.__mro__ if base.__name__ == name]
+    vendored += [cls for cls in (getattr(typer, name, None),) if isinstance(cls, type)]
+    return tuple({getattr(click.exceptions, name), *vendored})
+
+
+def _run(entry: Callable[[], Any]) -> int:
+    """Run a command and map how it ended to an exit code."""
     try:
         returned = entry()
     except InputError as error:
         typer.echo(f"error: {error}", err=True)
         return 2
-    except click.exceptions.ClickException as error:  # a usage error: unknown option, bad type
-        typer.echo(f"error: {error.format_message()}", err=True)
+    except _click_classes("ClickException") as error:  # a usage error: unknown option, bad type
+        typer.echo(f"error: {error.format_message()}", err=True)  # type: ignore[attr-defined]
         return 2
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, *_click_classes("Abort")):
         typer.echo("interrupted", err=True)
         return 130
     return returned if isinstance(returned, int) else 0

@@ -99,6 +99,10 @@ PRUNERS = ("recipe", "sparsegpt")
 # Children per generation of the naive (1 + lambda) reference search, as in the anchor it
 # reproduces; its generations are set so that it evaluates as many candidates as the others.
 SWAP_CHILDREN = 4
+# The sensitivity search: rounds of 2 x blocks probes plus SENSITIVITY_STEPS model steps. Three
+# rounds (194 candidates for 30 blocks) stay within the others' budget; a fourth would not.
+SENSITIVITY_STEPS = 4
+SENSITIVITY_ROUNDS = 3
 # The columns of the tables and the panels of the curves, as (structure, sparsity).
 SHAPES = (("unstructured", 0.5), ("unstructured", 0.6), ("unstructured", 0.7), ("2:4", 0.5))
 RUN_LOG = "bench-search.json"  # beside the search's own files in each run folder
@@ -172,7 +176,8 @@ class SearchSpec:
     structure: str = "unstructured"  # or "2:4" (metric mode)
     sparsity: float | None = None  # fixed target (None under N:M or with a range)
     sparsity_range: tuple[float, float] | None = None
-    algorithm: str = "pymoo"  # or "swap": the naive reference, named "naive-..."
+    # or "swap": the naive reference, named "naive-..."; or "sensitivity", named "sensitivity-..."
+    algorithm: str = "pymoo"
     granularity: str = "block"  # the layer genes (search/space.py)
     delta: float = 0.15  # how far a layer may stray from the target
 
@@ -189,15 +194,16 @@ class SearchSpec:
 
     @property
     def kind(self) -> str:
-        """The method family: the mode, "naive" for the swap reference, "range" for the range search."""
-        if self.algorithm == "swap":
-            return "naive"
+        """The method family: the mode, "naive" for the swap reference, "sensitivity" for the
+        sensitivity search, "range" for the range search."""
+        if self.algorithm in ALGORITHM_PREFIXES:
+            return ALGORITHM_PREFIXES[self.algorithm]
         return "range" if self.sparsity_range is not None else self.mode
 
     @property
     def name(self) -> str:
         shape = structure_tag(self.structure)
-        prefix = "naive" if self.algorithm == "swap" else self.mode
+        prefix = ALGORITHM_PREFIXES.get(self.algorithm, self.mode)
         if self.sparsity_range is not None:
             low, high = self.sparsity_range
             return f"{prefix}-{shape}-{low:.2f}to{high:.2f}"
@@ -235,6 +241,8 @@ class SearchSpec:
         pop, generations = budget.pop, budget.generations
         if self.algorithm == "swap":
             pop, generations = SWAP_CHILDREN, max(1, budget.pop * budget.generations // SWAP_CHILDREN)
+        elif self.algorithm == "sensitivity":  # the start genomes, then probes and steps per round
+            pop, generations = SENSITIVITY_STEPS, 1 + 2 * SENSITIVITY_ROUNDS
         settings: dict[str, Any] = {
             "model": model,
             "out": str(run_dir),
@@ -261,12 +269,24 @@ class SearchSpec:
         return settings
 
 
+def sensitivity_candidates(blocks: int) -> int:
+    """What the planned sensitivity search evaluates: the 2 start genomes, then its rounds."""
+    return 2 + SENSITIVITY_ROUNDS * (2 * blocks + SENSITIVITY_STEPS)
+
+
+# Run names of the searches whose algorithm is not NSGA-III: the algorithm's, not the mode's.
+ALGORITHM_PREFIXES = {"swap": "naive", "sensitivity": "sensitivity"}
+
+
 def structure_tag(structure: str) -> str:
     """``2:4`` as ``2of4``: a colon is not allowed in Windows file names and confuses make."""
     return structure.replace(":", "of")
 
 
 NAIVE = SearchSpec("layerwise", sparsity=0.7, algorithm="swap", granularity="block", delta=0.15)
+# The sensitivity search gets a wider box: its model steps, unlike swaps, reach the edges fast,
+# and the first block wants far less than 70 % - 0.15.
+SENSITIVITY_DELTA = 0.3
 
 
 def plan() -> list[SearchSpec]:
@@ -279,7 +299,9 @@ def plan() -> list[SearchSpec]:
     anchor searched: one sparsity per block, in steps of 0.02. The range search is layerwise:
     its candidates reuse cached Wanda ranks, so it affords twice as many as a joint one.
     """
-    searches = [SearchSpec("layerwise", sparsity=0.7), NAIVE]
+    sensitivity = [SearchSpec("layerwise", sparsity=s, algorithm="sensitivity", delta=SENSITIVITY_DELTA)
+                   for s in (0.7, 0.6, 0.5)]  # fmt: skip
+    searches = [SearchSpec("layerwise", sparsity=0.7), NAIVE, *sensitivity]
     searches += [SearchSpec("layerwise", sparsity=s) for s in (0.6, 0.5)]
     searches.append(SearchSpec("metric", structure="2:4"))
     searches.append(SearchSpec("layerwise", sparsity_range=SPARSITY_RANGE))
@@ -673,6 +695,8 @@ BASELINE_METHODS = {  # (method, allocation) in baselines.csv -> label
 SEARCH_METHODS = {  # (kind, pruner) -> label; kind is the mode, or "range" for the range search
     ("naive", "recipe"): "naive swap search",
     ("naive", "sparsegpt"): "naive swap search → SparseGPT",
+    ("sensitivity", "recipe"): "sensitivity search",
+    ("sensitivity", "sparsegpt"): "sensitivity search → SparseGPT",
     ("layerwise", "recipe"): "layerwise search",
     ("layerwise", "sparsegpt"): "layerwise search → SparseGPT",
     ("metric", "recipe"): "metric search",
@@ -807,6 +831,13 @@ def _protocol_section(protocol: Protocol) -> str:
   0.02 of sparsity from one block to another one to three times, the best of parent and children
   kept; it starts from uniform Wanda and OWL. It stands for the EvoPress-style search the
   product must beat.
+- **Sensitivity search:** `--algorithm sensitivity --delta {SENSITIVITY_DELTA}`, the same fitness,
+  one sparsity per block within ±{SENSITIVITY_DELTA} of the target. From uniform Wanda and OWL, each
+  round probes every block 0.1 of sparsity below and above the best allocation so far (2 x
+  {protocol.blocks} candidates, all at the target after the repair), fits a quadratic per block
+  and asks for {SENSITIVITY_STEPS} steps toward the model's minimum (moves that sum to zero, at
+  most 0.15 per block); probe and radius shrink by 0.7 a round. {SENSITIVITY_ROUNDS} rounds:
+  {sensitivity_candidates(protocol.blocks)} candidates, fewer than the others.
 - **Picking:** at a fixed sparsity, the archive's best `kl` (`best:kl`, as `paretoprune export`);
   from the range search, the front member nearest to each of
   {", ".join(f"{level:.0%}" for level in RANGE_LEVELS)} (`sparsity:S`), whose sparsity may miss the

@@ -11,7 +11,9 @@ generation at a time. So every algorithm here is driven from outside:
 Two implementations of NSGA-III share the protocol: pymoo's (the default) and optuna's
 NSGAIIISampler (whose study can live in a database and be watched with optuna-dashboard). A
 third, ``swap``, is the naive reference the NSGA-III searches are measured against: a (1 + lambda)
-evolution that moves sparsity between two genes at a time, for one objective.
+evolution that moves sparsity between two genes at a time, for one objective. A fourth,
+``sensitivity``, is a model-based local search for one objective: it probes every gene on both
+sides, fits a quadratic per gene and steps to the model's minimum, round after round.
 
 Resuming must be exact: a run restored from ``state_dict()`` asks the same genomes as the
 run that was never interrupted. Both implementations therefore snapshot their whole state,
@@ -49,10 +51,13 @@ __all__ = [
     "PymooNSGA3",
     "RepairFn",
     "SearchAlgorithm",
+    "SensitivitySearch",
     "SwapSearch",
     "das_dennis",
     "failed_rows",
     "make_algorithm",
+    "model_step",
+    "quadratic_through",
     "reference_directions",
 ]
 
@@ -614,10 +619,157 @@ class SwapSearch(SearchAlgorithm):
 
 
 # ---------------------------------------------------------------------------------------------
+# A model-based local search: probe every gene, solve a separable quadratic, step
+# ---------------------------------------------------------------------------------------------
+
+
+def quadratic_through(
+    minus: np.ndarray, centre: float, plus: np.ndarray, below: np.ndarray, above: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Slope and curvature ``(g, a)`` of ``f(x) = centre + g x + a x**2`` through three points.
+
+    The points are ``(-below, minus)``, ``(0, centre)`` and ``(above, plus)`` per gene. A side
+    that was not probed (a zero offset, at a bound) or failed (a non-finite value) leaves a line
+    through the other side (curvature 0); a gene with neither side has slope and curvature 0.
+    """
+    minus, plus = np.asarray(minus, dtype=float), np.asarray(plus, dtype=float)
+    below, above = np.asarray(below, dtype=float), np.asarray(above, dtype=float)
+    has_minus = (below > 0) & np.isfinite(minus)
+    has_plus = (above > 0) & np.isfinite(plus)
+    rise = np.where(has_plus, (np.where(has_plus, plus, 0.0) - centre) / np.where(has_plus, above, 1.0), 0.0)
+    fall = np.where(has_minus, (np.where(has_minus, minus, 0.0) - centre) / np.where(has_minus, below, 1.0), 0.0)
+    both = has_minus & has_plus
+    curvature = np.where(both, (rise + fall) / np.where(both, above + below, 1.0), 0.0)
+    slope = np.where(both, rise - curvature * above, np.where(has_plus, rise, -fall))
+    return slope, curvature
+
+
+def model_step(slope: np.ndarray, curvature: np.ndarray, radius: float | np.ndarray) -> np.ndarray:
+    """The minimiser of ``sum(g x + a x**2)`` over ``|x_i| <= radius`` with ``sum(x) == 0``.
+
+    Moves that sum to zero keep the mean sparsity of equal layers, as swaps do (the repair
+    handles unequal ones). A gene whose curvature is not positive is moved to the edge its
+    slope points away from; the common shift ``lam`` is found by bisection.
+    """
+    slope, radius = np.asarray(slope, dtype=float), np.broadcast_to(np.asarray(radius, dtype=float), slope.shape)
+    curvature = np.maximum(np.asarray(curvature, dtype=float), 1e-9 * (np.abs(slope).max() + 1e-12))
+
+    def step_at(lam: float) -> np.ndarray:
+        return np.clip(-(slope + lam) / (2 * curvature), -radius, radius)
+
+    high = np.abs(slope).max() + (2 * curvature * radius).max() + 1.0  # every gene at -radius
+    low = -high  # every gene at +radius
+    for _ in range(100):  # step_at is decreasing in lam: find where the moves sum to zero
+        middle = 0.5 * (low + high)
+        if step_at(middle).sum() > 0:
+            low = middle
+        else:
+            high = middle
+    return step_at(0.5 * (low + high))
+
+
+class SensitivitySearch(SearchAlgorithm):
+    """Probe each gene on both sides, fit a quadratic per gene, move the centre to its minimum.
+
+    One round asks ``2 * n_var`` probes (the centre with one gene moved by ``probe`` times the
+    box width, up or down) and then ``pop_size`` steps toward the minimum of the separable
+    quadratic model fitted to them, within a trust radius and with moves that sum to zero: the
+    full step, and shorter ones. The best genome seen becomes the next centre. Every round
+    shrinks probe and radius by ``shrink``, a round that found nothing better by its square.
+
+    Unlike the swap search, a round's probes are all independent: a pool of many evaluators
+    scores them at once. The first generation evaluates the start genomes (the baselines; the
+    box's centre without them). One objective only.
+    """
+
+    name = "sensitivity"
+
+    def __init__(self, n_var: int, xl: Any, xu: Any, n_obj: int, pop_size: int, seed: int = 0,
+                 repair: RepairFn | None = None, initial: Any = None, probe: float = 1 / 6,
+                 radius: float = 1 / 4, shrink: float = 0.7) -> None:
+        if n_obj != 1:
+            raise InputError(
+                f"the sensitivity search optimises one objective, got {n_obj}; use pymoo or optuna for fronts"
+            )
+        if not (0 < probe <= 0.5 and 0 < radius <= 1 and 0 < shrink <= 1):
+            raise InputError(f"sensitivity search needs 0 < probe <= 0.5, 0 < radius <= 1, 0 < shrink <= 1; "
+                             f"got {probe}, {radius}, {shrink}")
+        starts = 0 if initial is None else len(np.atleast_2d(initial))
+        super().__init__(n_var, xl, xu, n_obj, max(pop_size, starts), seed, repair, initial)
+        self.steps, self.shrink = int(pop_size), float(shrink)
+        self._probe, self._radius = float(probe), float(radius)
+        self._centre: np.ndarray | None = None
+        self._centre_value = math.inf
+        self._phase = "start"  # start -> probe -> step -> probe -> ...
+        # The last round's probes: how far below and above the centre (its anchor) they went,
+        # and the model fitted to them.
+        self._anchor: np.ndarray | None = None
+        self._offsets: tuple[np.ndarray, np.ndarray] | None = None
+        self._model: tuple[np.ndarray, np.ndarray] | None = None
+        self._improved = False
+
+    @property
+    def _width(self) -> np.ndarray:
+        return self.xu - self.xl
+
+    def _ask(self) -> np.ndarray:
+        if self._phase == "start":
+            starts = self.initial if len(self.initial) else ((self.xl + self.xu) / 2)[None, :]
+            return self._repaired(starts)
+        if self._phase == "probe":
+            return self._repaired(self._probes())
+        return self._repaired(self._model_steps())
+
+    def _probes(self) -> np.ndarray:
+        assert self._centre is not None
+        reach = self._probe * self._width
+        self._anchor, self._improved = self._centre.copy(), False
+        below = np.minimum(reach, self._centre - self.xl)
+        above = np.minimum(reach, self.xu - self._centre)
+        self._offsets = (below, above)
+        eye = np.eye(self.n_var)
+        return np.concatenate([self._anchor - eye * below, self._anchor + eye * above])
+
+    def _model_steps(self) -> np.ndarray:
+        assert self._anchor is not None and self._model is not None
+        slope, curvature = self._model
+        move = model_step(slope, curvature, self._radius * self._width)
+        lengths = np.arange(self.steps, 0, -1) / self.steps  # the full step first
+        return np.clip(self._anchor + lengths[:, None] * move, self.xl, self.xu)
+
+    def _tell(self, objectives: np.ndarray, failed: np.ndarray) -> None:
+        values = np.where(failed, math.inf, objectives[:, 0])
+        if self._phase == "probe":
+            assert self._offsets is not None
+            below, above = self._offsets
+            minus, plus = values[: self.n_var], values[self.n_var :]
+            self._model = quadratic_through(minus, self._centre_value, plus, below, above)
+        best = int(np.argmin(values))
+        if values[best] < self._centre_value:
+            self._centre, self._centre_value = self._pending[best].copy(), float(values[best])
+            self._improved = True
+        if self._phase == "step":
+            factor = self.shrink if self._improved else self.shrink**2
+            self._probe, self._radius = self._probe * factor, self._radius * factor
+            self._improved = False
+        self._phase = "step" if self._phase == "probe" else "probe"
+
+    def _snapshot(self) -> dict[str, Any]:
+        keys = ("_centre", "_centre_value", "_phase", "_anchor", "_offsets", "_model", "_improved", "_probe", "_radius")
+        return {key: getattr(self, key) for key in keys}
+
+    def _restore(self, snapshot: dict[str, Any]) -> None:
+        for key, value in snapshot.items():
+            setattr(self, key, value)
+
+
+# ---------------------------------------------------------------------------------------------
 # Factory
 # ---------------------------------------------------------------------------------------------
 
-ALGORITHMS: dict[str, type[SearchAlgorithm]] = {"pymoo": PymooNSGA3, "optuna": OptunaNSGA3, "swap": SwapSearch}
+ALGORITHMS: dict[str, type[SearchAlgorithm]] = {
+    "pymoo": PymooNSGA3, "optuna": OptunaNSGA3, "swap": SwapSearch, "sensitivity": SensitivitySearch,
+}
 
 
 def make_algorithm(

@@ -72,7 +72,9 @@ class SearchConfig:
     threads_per_worker: int | None = None  # torch threads per actor (default: cores / workers)
     gpus_per_worker: float | None = None  # default: 1 where the cluster has GPUs, else 0
     ray_address: str | None = None  # join this cluster; None starts a local one
-    algorithm: str = "pymoo"  # pymoo | optuna | swap (the naive (1 + pop) reference; one objective)
+    # pymoo | optuna (NSGA-III) | swap (the naive (1 + pop) reference) | sensitivity (probe each
+    # gene, fit a quadratic, step); swap and sensitivity optimise one objective
+    algorithm: str = "pymoo"
     mutation: str = "polynomial"  # pymoo's children: polynomial mutation, or swap moves between genes
     storage: str | None = None  # optuna storage URL, e.g. sqlite:///run/optuna.db
     seed: int = 0

@@ -121,6 +121,18 @@ def test_the_naive_reference_spends_as_many_candidates_as_the_searches(tmp_path:
     assert load_config(naive_settings).granularity == "block"
 
 
+def test_the_sensitivity_search_stays_within_the_candidate_budget(tmp_path: Path) -> None:
+    budget = bench_search.Budget(pop=16, generations=15, nsamples=8, seqlen=256, workers=1, seed=0)
+    spec = bench_search.spec_named("sensitivity-unstructured-0.70")
+    assert spec is not None and bench_search.search_kind(spec.name) == "sensitivity"
+    settings = load_config(spec.settings("smollm2-135m", budget, tmp_path, tmp_path / "c4.jsonl"))
+    assert settings.algorithm == "sensitivity" and settings.delta == bench_search.SENSITIVITY_DELTA
+    blocks, starts = 30, 2  # SmolLM2-135M; uniform Wanda and OWL
+    rounds = (settings.generations - 1) // 2
+    candidates = starts + rounds * (2 * blocks + settings.pop)
+    assert candidates <= 16 * 15 < candidates + 2 * blocks + settings.pop  # one more round would not fit
+
+
 def test_zero_shot_page_has_one_column_per_finished_row(tmp_path: Path) -> None:
     def tasks(acc: float) -> dict:
         per_task = {name: {"acc": acc, "n": 100} for name in bench_zeroshot.task_names()}

@@ -142,6 +142,24 @@ def test_optuna_driver_end_to_end(model_dir: Path, tmp_path: Path) -> None:
     assert len(summary["front"]) >= 1
 
 
+def test_sensitivity_search_end_to_end(model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    summary = _run(_search_args(model_dir, out, "--mode", "layerwise", "--sparsity", "0.6", "--generations", "3",
+                                "--algorithm", "sensitivity", "--pop", "2", "--delta", "0.3",
+                                "--objectives", "kl", "--json"))  # fmt: skip
+    frame = _archive(out)
+    # The start genomes (uniform Wanda and OWL), a probe below and above each of the 3 blocks,
+    # then 2 model steps.
+    assert list(frame.groupby("generation").size()) == [2, 6, 2] and summary["evaluations"] == 10
+    assert (frame["status"] == "ok").all()
+    probes = [json.loads(c)["sparsities"] for c in frame.loc[frame["generation"] == 1, "candidate"]]
+    assert all(len(set(p.values())) > 1 for p in probes)  # each probe moves a block off the centre
+    assert len({tuple(sorted(p.items())) for p in probes}) == 6
+    assert frame["kl"].min() <= frame.loc[frame["generation"] == 0, "kl"].min()
+    best = load_recipe(sorted((out / "recipes").glob("*.yaml"))[0])
+    assert best.objectives["kl"] == pytest.approx(frame["kl"].min())
+
+
 def _rows(out: Path) -> int:
     try:
         return len(Archive.load(out).frame())
