@@ -632,16 +632,23 @@ def quadratic_through(
     that was not probed (a zero offset, at a bound) or failed (a non-finite value) leaves a line
     through the other side (curvature 0); a gene with neither side has slope and curvature 0.
     """
-    minus, plus = np.asarray(minus, dtype=float), np.asarray(plus, dtype=float)
-    below, above = np.asarray(below, dtype=float), np.asarray(above, dtype=float)
-    has_minus = (below > 0) & np.isfinite(minus)
-    has_plus = (above > 0) & np.isfinite(plus)
-    rise = np.where(has_plus, (np.where(has_plus, plus, 0.0) - centre) / np.where(has_plus, above, 1.0), 0.0)
-    fall = np.where(has_minus, (np.where(has_minus, minus, 0.0) - centre) / np.where(has_minus, below, 1.0), 0.0)
-    both = has_minus & has_plus
-    curvature = np.where(both, (rise + fall) / np.where(both, above + below, 1.0), 0.0)
-    slope = np.where(both, rise - curvature * above, np.where(has_plus, rise, -fall))
+    rise = _secant(plus, centre, above)  # NaN where that side tells nothing
+    fall = _secant(minus, centre, below)
+    has_plus, has_minus = ~np.isnan(rise), ~np.isnan(fall)
+    both = has_plus & has_minus
+    span = np.asarray(above, dtype=float) + np.asarray(below, dtype=float)
+    curvature = np.divide(rise + fall, span, out=np.zeros(span.shape), where=both)
+    one_sided = np.where(has_plus, rise, np.where(has_minus, -fall, 0.0))
+    slope = np.where(both, rise - curvature * above, one_sided)
     return slope, curvature
+
+
+def _secant(values: np.ndarray, centre: float, offsets: np.ndarray) -> np.ndarray:
+    """``(value - centre) / offset`` where that side was probed and scored; NaN elsewhere."""
+    values, offsets = np.asarray(values, dtype=float), np.asarray(offsets, dtype=float)
+    usable = (offsets > 0) & np.isfinite(values) & np.isfinite(centre)
+    differences = np.where(usable, values, 0.0) - (centre if np.isfinite(centre) else 0.0)
+    return np.divide(differences, offsets, out=np.full(values.shape, np.nan), where=usable)
 
 
 def model_step(slope: np.ndarray, curvature: np.ndarray, radius: float | np.ndarray) -> np.ndarray:
