@@ -28,7 +28,7 @@ import pickle
 import warnings
 from abc import ABC, abstractmethod
 from itertools import combinations
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 import optuna
@@ -603,6 +603,20 @@ class SwapSearch(SearchAlgorithm):
     def _child(self) -> np.ndarray:
         return swap_moves(self._parent, self.xu - self.xl, self.step, self.max_swaps, self._rng)
 
+    def _fitted(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The model of this round's probes: both sides, or one side with the curvatures kept."""
+        assert self._offsets is not None
+        if self._signed is None:
+            below, above = self._offsets
+            return quadratic_through(values[: self.n_var], self._centre_value, values[self.n_var :], below, above)
+        assert self._model is not None and self._predicted is not None
+        curvature, offsets = self._model[1], self._signed
+        # f(o) = f0 + g o + a o**2, so g = (f(o) - f0) / o - a o; a failed probe keeps the prediction.
+        usable = np.isfinite(values) & (offsets != 0) & np.isfinite(self._centre_value)
+        secant = np.divide(np.where(usable, values, 0.0) - np.where(usable, self._centre_value, 0.0), offsets,
+                           out=np.zeros(offsets.shape), where=usable)  # fmt: skip
+        return np.where(usable, secant - curvature * offsets, self._predicted), curvature
+
     def _tell(self, objectives: np.ndarray, failed: np.ndarray) -> None:
         values = np.where(failed, math.inf, objectives[:, 0])
         best = int(np.argmin(values))
@@ -684,6 +698,10 @@ class SensitivitySearch(SearchAlgorithm):
     full step, and shorter ones. The best genome seen becomes the next centre. Every round
     shrinks probe and radius by ``shrink``, a round that found nothing better by its square.
 
+    With ``two_sided_every`` k > 1, only every k-th round probes both sides; the rounds between
+    probe each gene once, on the side the last model says is downhill, and refit the slopes
+    with the curvatures kept: ``n_var`` probes instead of ``2 * n_var``.
+
     Unlike the swap search, a round's probes are all independent: a pool of many evaluators
     scores them at once. The first generation evaluates the start genomes (the baselines; the
     box's centre without them). One objective only.
@@ -693,17 +711,17 @@ class SensitivitySearch(SearchAlgorithm):
 
     def __init__(self, n_var: int, xl: Any, xu: Any, n_obj: int, pop_size: int, seed: int = 0,
                  repair: RepairFn | None = None, initial: Any = None, probe: float = 1 / 6,
-                 radius: float = 1 / 4, shrink: float = 0.7) -> None:
+                 radius: float = 1 / 4, shrink: float = 0.7, two_sided_every: int = 1) -> None:
         if n_obj != 1:
             raise InputError(
                 f"the sensitivity search optimises one objective, got {n_obj}; use pymoo or optuna for fronts"
             )
-        if not (0 < probe <= 0.5 and 0 < radius <= 1 and 0 < shrink <= 1):
-            raise InputError(f"sensitivity search needs 0 < probe <= 0.5, 0 < radius <= 1, 0 < shrink <= 1; "
-                             f"got {probe}, {radius}, {shrink}")
+        if not (0 < probe <= 0.5 and 0 < radius <= 1 and 0 < shrink <= 1 and int(two_sided_every) >= 1):
+            raise InputError("sensitivity search needs 0 < probe <= 0.5, 0 < radius <= 1, 0 < shrink <= 1 and "
+                             f"two_sided_every >= 1; got {probe}, {radius}, {shrink}, {two_sided_every}")
         starts = 0 if initial is None else len(np.atleast_2d(initial))
         super().__init__(n_var, xl, xu, n_obj, max(pop_size, starts), seed, repair, initial)
-        self.steps, self.shrink = int(pop_size), float(shrink)
+        self.steps, self.shrink, self.two_sided_every = int(pop_size), float(shrink), int(two_sided_every)
         self._probe, self._radius = float(probe), float(radius)
         self._centre: np.ndarray | None = None
         self._centre_value = math.inf
@@ -713,7 +731,10 @@ class SensitivitySearch(SearchAlgorithm):
         self._anchor: np.ndarray | None = None
         self._offsets: tuple[np.ndarray, np.ndarray] | None = None
         self._model: tuple[np.ndarray, np.ndarray] | None = None
+        self._signed: np.ndarray | None = None  # a one-sided round's offsets, signed
+        self._predicted: np.ndarray | None = None  # and the slopes the last model predicts there
         self._improved = False
+        self._rounds = 0
 
     @property
     def _width(self) -> np.ndarray:
@@ -730,12 +751,24 @@ class SensitivitySearch(SearchAlgorithm):
     def _probes(self) -> np.ndarray:
         assert self._centre is not None
         reach = self._probe * self._width
-        self._anchor, self._improved = self._centre.copy(), False
         below = np.minimum(reach, self._centre - self.xl)
         above = np.minimum(reach, self.xu - self._centre)
-        self._offsets = (below, above)
         eye = np.eye(self.n_var)
+        self._offsets, self._signed = (below, above), None
+        if self._model is not None and self._rounds % self.two_sided_every != 0:
+            self._predicted = self._slope_at(self._centre)
+            up = ((self._predicted < 0) & (above > 0)) | (below <= 0)
+            self._signed = np.where(up, above, -below)
+        self._anchor, self._improved = self._centre.copy(), False
+        if self._signed is not None:
+            return self._anchor + eye * self._signed
         return np.concatenate([self._anchor - eye * below, self._anchor + eye * above])
+
+    def _slope_at(self, genome: np.ndarray) -> np.ndarray:
+        """The last model's slope per gene, moved from its anchor to ``genome``."""
+        assert self._model is not None and self._anchor is not None
+        slope, curvature = self._model
+        return slope + 2 * curvature * (genome - self._anchor)
 
     def _model_steps(self) -> np.ndarray:
         assert self._anchor is not None and self._model is not None
@@ -744,13 +777,24 @@ class SensitivitySearch(SearchAlgorithm):
         lengths = np.arange(self.steps, 0, -1) / self.steps  # the full step first
         return np.clip(self._anchor + lengths[:, None] * move, self.xl, self.xu)
 
+    def _fitted(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The model of this round's probes: both sides, or one side with the curvatures kept."""
+        assert self._offsets is not None
+        if self._signed is None:
+            below, above = self._offsets
+            return quadratic_through(values[: self.n_var], self._centre_value, values[self.n_var :], below, above)
+        assert self._model is not None and self._predicted is not None
+        curvature, offsets = self._model[1], self._signed
+        # f(o) = f0 + g o + a o**2, so g = (f(o) - f0) / o - a o; a failed probe keeps the prediction.
+        usable = np.isfinite(values) & (offsets != 0) & np.isfinite(self._centre_value)
+        secant = np.divide(np.where(usable, values, 0.0) - np.where(usable, self._centre_value, 0.0), offsets,
+                           out=np.zeros(offsets.shape), where=usable)  # fmt: skip
+        return np.where(usable, secant - curvature * offsets, self._predicted), curvature
+
     def _tell(self, objectives: np.ndarray, failed: np.ndarray) -> None:
         values = np.where(failed, math.inf, objectives[:, 0])
         if self._phase == "probe":
-            assert self._offsets is not None
-            below, above = self._offsets
-            minus, plus = values[: self.n_var], values[self.n_var :]
-            self._model = quadratic_through(minus, self._centre_value, plus, below, above)
+            self._model = self._fitted(values)
         best = int(np.argmin(values))
         if values[best] < self._centre_value:
             self._centre, self._centre_value = self._pending[best].copy(), float(values[best])
@@ -758,11 +802,13 @@ class SensitivitySearch(SearchAlgorithm):
         if self._phase == "step":
             factor = self.shrink if self._improved else self.shrink**2
             self._probe, self._radius = self._probe * factor, self._radius * factor
+            self._rounds += 1
             self._improved = False
         self._phase = "step" if self._phase == "probe" else "probe"
 
     def _snapshot(self) -> dict[str, Any]:
-        keys = ("_centre", "_centre_value", "_phase", "_anchor", "_offsets", "_model", "_improved", "_probe", "_radius")
+        keys = ("_centre", "_centre_value", "_phase", "_anchor", "_offsets", "_model", "_signed", "_predicted",
+                "_improved", "_rounds", "_probe", "_radius")  # fmt: skip
         return {key: getattr(self, key) for key in keys}
 
     def _restore(self, snapshot: dict[str, Any]) -> None:
@@ -793,10 +839,18 @@ def make_algorithm(
     storage: str | None = None,
     study_name: str = "paretoprune",
     mutation: str = "polynomial",
+    options: Mapping[str, Any] | None = None,
 ) -> SearchAlgorithm:
-    """Build the algorithm called ``name`` ("pymoo", "optuna" or "swap")."""
+    """Build the algorithm called ``name`` ("pymoo", "optuna", "swap" or "sensitivity").
+
+    ``options`` are the settings of the one-objective searches beyond the common ones: the swap
+    search's ``step``, the sensitivity search's ``probe``, ``radius``, ``shrink`` and
+    ``two_sided_every``.
+    """
     if name not in ALGORITHMS:
         raise InputError(f"unknown search algorithm '{name}'; choose one of {', '.join(ALGORITHMS)}")
+    if options and name not in _OPTIONS:
+        raise InputError(f"algorithm_options are for the swap and sensitivity searches, not {name}; drop them")
     if mutation != "polynomial" and name != "pymoo":
         raise InputError(f"mutation {mutation!r} is a pymoo option; use --algorithm pymoo or drop it")
     common = dict(n_var=n_var, xl=xl, xu=xu, n_obj=n_obj, pop_size=pop_size, seed=seed, repair=repair, initial=initial)
@@ -806,4 +860,16 @@ def make_algorithm(
         raise InputError("--storage is an optuna option; add --algorithm optuna or drop --storage")
     if name == "pymoo":
         return PymooNSGA3(**common, mutation=mutation)
-    return ALGORITHMS[name](**common)
+    return ALGORITHMS[name](**common, **_checked_options(name, options or {}))
+
+
+_OPTIONS = {"swap": ("step",), "sensitivity": ("probe", "radius", "shrink", "two_sided_every")}
+
+
+def _checked_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    known = _OPTIONS.get(name, ())
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        choices = ", ".join(known) if known else "none"
+        raise InputError(f"algorithm option {unknown[0]!r} is not one of {name}'s: {choices}")
+    return dict(options)

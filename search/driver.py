@@ -76,6 +76,9 @@ class SearchConfig:
     # gene, fit a quadratic, step); swap and sensitivity optimise one objective
     algorithm: str = "pymoo"
     mutation: str = "polynomial"  # pymoo's children: polynomial mutation, or swap moves between genes
+    # Settings of the swap search (step) or the sensitivity search (probe, radius, shrink,
+    # two_sided_every); see search/algorithms.py. None: their defaults.
+    algorithm_options: dict[str, Any] | None = None
     storage: str | None = None  # optuna storage URL, e.g. sqlite:///run/optuna.db
     seed: int = 0
     granularity: str = "block"  # one sparsity gene per block, or per linear
@@ -333,7 +336,7 @@ class _Search:
             self.config.algorithm, n_var=space.n_var, xl=lower, xu=upper, n_obj=len(self.objectives),
             pop_size=self.config.pop, seed=self.config.seed, repair=space.repair,
             initial=np.stack(list(baselines.values())), storage=self.config.storage,
-            mutation=self.config.mutation,
+            mutation=self.config.mutation, options=self.config.algorithm_options,
         )  # fmt: skip
 
     def _generations(self, space, algorithm, archive: Archive, pool: EvaluatorPool, start: int) -> None:

@@ -409,3 +409,37 @@ def test_sensitivity_survives_failed_probes_and_refuses_fronts() -> None:
         build_sensitivity(n_obj=2)
     with pytest.raises(InputError, match="probe"):
         SensitivitySearch(n_var=6, xl=-1.0, xu=1.0, n_obj=1, pop_size=2, probe=0.0)
+
+
+def test_one_sided_rounds_probe_each_gene_once_downhill() -> None:
+    algorithm = build_sensitivity(options={"two_sided_every": 2})
+    sizes = [len(genomes) for genomes in run(algorithm, bowl, 7)]
+    assert sizes == [1, 12, 2, 6, 2, 12, 2]  # two-sided, one-sided, two-sided rounds
+
+
+def test_one_sided_rounds_keep_an_exact_model_exact() -> None:
+    # On a separable quadratic the kept curvatures are right, so one-sided slopes are exact too,
+    # and the steps of a one-sided round still head for the optimum.
+    asked = run(build_sensitivity(options={"two_sided_every": 3}), bowl, 9)
+    best = np.minimum.accumulate([bowl(genomes).min() for genomes in asked])
+    assert best[-1] < 1e-6 < best[0]
+    uninterrupted = run(build_sensitivity(options={"two_sided_every": 2}), bowl, 7)
+    interrupted = build_sensitivity(options={"two_sided_every": 2})
+    state = (run(interrupted, bowl, 4), interrupted.state_dict())
+    resumed = build_sensitivity(options={"two_sided_every": 2})
+    resumed.load_state_dict(state[1])
+    assert all(np.array_equal(a, b) for a, b in zip(uninterrupted, state[0] + run(resumed, bowl, 3)))
+
+
+def test_algorithm_options_are_checked() -> None:
+    coarse = build_swap(options={"step": 0.1}, initial=np.zeros((1, 6)))
+    start = coarse.ask()
+    coarse.tell(start, tilted(start))
+    steps = coarse.ask() / (0.1 * 2)  # the swap search's moves, in units of the step asked for
+    assert np.allclose(steps, np.round(steps)) and np.abs(steps).max() >= 1
+    with pytest.raises(InputError, match="not one of sensitivity's"):
+        build_sensitivity(options={"stepsize": 0.1})
+    with pytest.raises(InputError, match="not pymoo"):
+        build("pymoo", options={"probe": 0.1})
+    with pytest.raises(InputError, match="two_sided_every"):
+        build_sensitivity(options={"two_sided_every": 0})
