@@ -603,20 +603,6 @@ class SwapSearch(SearchAlgorithm):
     def _child(self) -> np.ndarray:
         return swap_moves(self._parent, self.xu - self.xl, self.step, self.max_swaps, self._rng)
 
-    def _fitted(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The model of this round's probes: both sides, or one side with the curvatures kept."""
-        assert self._offsets is not None
-        if self._signed is None:
-            below, above = self._offsets
-            return quadratic_through(values[: self.n_var], self._centre_value, values[self.n_var :], below, above)
-        assert self._model is not None and self._predicted is not None
-        curvature, offsets = self._model[1], self._signed
-        # f(o) = f0 + g o + a o**2, so g = (f(o) - f0) / o - a o; a failed probe keeps the prediction.
-        usable = np.isfinite(values) & (offsets != 0) & np.isfinite(self._centre_value)
-        secant = np.divide(np.where(usable, values, 0.0) - np.where(usable, self._centre_value, 0.0), offsets,
-                           out=np.zeros(offsets.shape), where=usable)  # fmt: skip
-        return np.where(usable, secant - curvature * offsets, self._predicted), curvature
-
     def _tell(self, objectives: np.ndarray, failed: np.ndarray) -> None:
         values = np.where(failed, math.inf, objectives[:, 0])
         best = int(np.argmin(values))
