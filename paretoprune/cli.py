@@ -363,26 +363,19 @@ def _configure_logging() -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
-def _click_classes(name: str) -> tuple[type[BaseException], ...]:
-    """click's exception class ``name``, and its twin in the copy of click newer typers ship."""
-    import click
-
-    vendored = [base for base in typer.BadParameter.__mro__ if base.__name__ == name]
-    vendored += [cls for cls in (getattr(typer, name, None),) if isinstance(cls, type)]
-    return tuple({getattr(click.exceptions, name), *vendored})
-
-
 def _run(entry: Callable[[], Any]) -> int:
     """Run a command and map how it ended to an exit code."""
+    import click
+
     try:
         returned = entry()
     except InputError as error:
         typer.echo(f"error: {error}", err=True)
         return 2
-    except _click_classes("ClickException") as error:  # a usage error: unknown option, bad type
-        typer.echo(f"error: {error.format_message()}", err=True)  # type: ignore[attr-defined]
+    except click.exceptions.ClickException as error:  # a usage error: unknown option, bad type
+        typer.echo(f"error: {error.format_message()}", err=True)
         return 2
-    except (KeyboardInterrupt, *_click_classes("Abort")):
+    except (KeyboardInterrupt, click.exceptions.Abort):
         typer.echo("interrupted", err=True)
         return 130
     return returned if isinstance(returned, int) else 0
