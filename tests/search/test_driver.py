@@ -89,7 +89,8 @@ def test_layerwise_search_end_to_end(model_dir: Path, tmp_path: Path) -> None:
 
 
 def test_sigint_then_resume_gives_the_uninterrupted_archive(model_dir: Path, tmp_path: Path) -> None:
-    args = ("--mode", "joint", "--sparsity", "0.5", "--generations", "4")
+    # Enough generations that the SIGINT lands before the search ends, even on a fast machine.
+    args = ("--mode", "joint", "--sparsity", "0.5", "--generations", "10")
     straight = tmp_path / "straight"
     _run(_search_args(model_dir, straight, *args))
 
@@ -101,7 +102,7 @@ def test_sigint_then_resume_gives_the_uninterrupted_archive(model_dir: Path, tmp
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-2000:]
     assert "resume" in stderr
-    assert _rows(interrupted) < 32
+    assert _rows(interrupted) < 80
 
     _run([sys.executable, "-m", "paretoprune", "search", "--resume", str(interrupted), "--quiet"])
     a, b = _comparable(_archive(straight)), _comparable(_archive(interrupted))
