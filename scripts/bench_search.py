@@ -103,6 +103,8 @@ SWAP_CHILDREN = 4
 # rounds (194 candidates for 30 blocks) stay within the others' budget; a fourth would not.
 SENSITIVITY_STEPS = 4
 SENSITIVITY_ROUNDS = 3
+# Run names of the searches whose algorithm is not NSGA-III: the algorithm's, not the mode's.
+ALGORITHM_PREFIXES = {"swap": "naive", "sensitivity": "sensitivity"}
 # The columns of the tables and the panels of the curves, as (structure, sparsity).
 SHAPES = (("unstructured", 0.5), ("unstructured", 0.6), ("unstructured", 0.7), ("2:4", 0.5))
 RUN_LOG = "bench-search.json"  # beside the search's own files in each run folder
@@ -196,9 +198,8 @@ class SearchSpec:
     def kind(self) -> str:
         """The method family: the mode, "naive" for the swap reference, "sensitivity" for the
         sensitivity search, "range" for the range search."""
-        if self.algorithm in ALGORITHM_PREFIXES:
-            return ALGORITHM_PREFIXES[self.algorithm]
-        return "range" if self.sparsity_range is not None else self.mode
+        family = "range" if self.sparsity_range is not None else self.mode
+        return ALGORITHM_PREFIXES.get(self.algorithm, family)
 
     @property
     def name(self) -> str:
@@ -272,10 +273,6 @@ class SearchSpec:
 def sensitivity_candidates(blocks: int) -> int:
     """What the planned sensitivity search evaluates: the 2 start genomes, then its rounds."""
     return 2 + SENSITIVITY_ROUNDS * (2 * blocks + SENSITIVITY_STEPS)
-
-
-# Run names of the searches whose algorithm is not NSGA-III: the algorithm's, not the mode's.
-ALGORITHM_PREFIXES = {"swap": "naive", "sensitivity": "sensitivity"}
 
 
 def structure_tag(structure: str) -> str:

@@ -644,9 +644,9 @@ def quadratic_through(
 
 
 def _secant(values: np.ndarray, centre: float, offsets: np.ndarray) -> np.ndarray:
-    """``(value - centre) / offset`` where that side was probed and scored; NaN elsewhere."""
+    """``(value - centre) / offset`` where a probe was made (offset != 0) and scored; NaN elsewhere."""
     values, offsets = np.asarray(values, dtype=float), np.asarray(offsets, dtype=float)
-    usable = (offsets > 0) & np.isfinite(values) & np.isfinite(centre)
+    usable = (offsets != 0) & np.isfinite(values) & np.isfinite(centre)
     differences = np.where(usable, values, 0.0) - (centre if np.isfinite(centre) else 0.0)
     return np.divide(differences, offsets, out=np.full(values.shape, np.nan), where=usable)
 
@@ -772,10 +772,8 @@ class SensitivitySearch(SearchAlgorithm):
         assert self._model is not None and self._predicted is not None
         curvature, offsets = self._model[1], self._signed
         # f(o) = f0 + g o + a o**2, so g = (f(o) - f0) / o - a o; a failed probe keeps the prediction.
-        usable = np.isfinite(values) & (offsets != 0) & np.isfinite(self._centre_value)
-        secant = np.divide(np.where(usable, values, 0.0) - np.where(usable, self._centre_value, 0.0), offsets,
-                           out=np.zeros(offsets.shape), where=usable)  # fmt: skip
-        return np.where(usable, secant - curvature * offsets, self._predicted), curvature
+        secant = _secant(values, self._centre_value, offsets)
+        return np.where(np.isnan(secant), self._predicted, secant - curvature * offsets), curvature
 
     def _tell(self, objectives: np.ndarray, failed: np.ndarray) -> None:
         values = np.where(failed, math.inf, objectives[:, 0])
@@ -789,7 +787,6 @@ class SensitivitySearch(SearchAlgorithm):
             factor = self.shrink if self._improved else self.shrink**2
             self._probe, self._radius = self._probe * factor, self._radius * factor
             self._rounds += 1
-            self._improved = False
         self._phase = "step" if self._phase == "probe" else "probe"
 
     def _snapshot(self) -> dict[str, Any]:
@@ -853,9 +850,8 @@ _OPTIONS = {"swap": ("step",), "sensitivity": ("probe", "radius", "shrink", "two
 
 
 def _checked_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    known = _OPTIONS.get(name, ())
+    known = _OPTIONS[name]
     unknown = sorted(set(options) - set(known))
     if unknown:
-        choices = ", ".join(known) if known else "none"
-        raise InputError(f"algorithm option {unknown[0]!r} is not one of {name}'s: {choices}")
+        raise InputError(f"algorithm option {unknown[0]!r} is not one of {name}'s: {', '.join(known)}")
     return dict(options)
