@@ -363,6 +363,19 @@ def _configure_logging() -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """The exception classes of a usage error (unknown option, bad value).
+
+    Newer typer releases ship their own copy of click and raise that copy's ``ClickException``;
+    older ones raise click's. Both are caught, found through ``typer.BadParameter``'s bases so
+    that no private typer module is imported by name.
+    """
+    import click
+
+    copies = [cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException"]
+    return tuple({click.exceptions.ClickException, *copies})
+
+
 def _run(entry: Callable[[], Any]) -> int:
     """Run a command and map how it ended to an exit code."""
     import click
@@ -372,10 +385,10 @@ def _run(entry: Callable[[], Any]) -> int:
     except InputError as error:
         typer.echo(f"error: {error}", err=True)
         return 2
-    except click.exceptions.ClickException as error:  # a usage error: unknown option, bad type
-        typer.echo(f"error: {error.format_message()}", err=True)
+    except _usage_errors() as error:
+        typer.echo(f"error: {error.format_message()}", err=True)  # type: ignore[attr-defined]
         return 2
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, click.exceptions.Abort, typer.Abort):
         typer.echo("interrupted", err=True)
         return 130
     return returned if isinstance(returned, int) else 0

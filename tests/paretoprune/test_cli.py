@@ -54,6 +54,8 @@ def test_prune_save_reload_gives_the_reported_perplexity(model_dir: Path, tmp_pa
         (["prune", "--model", "MODEL", "--method", "nope", "--sparsity", "0.5"], "unknown method"),
         (["eval", "--model", "MODEL", "--data", "wikitext2"], "local file"),
         (["front", "no-such-run"], "holds no search"),
+        (["prune", "--model", "MODEL", "--no-such-option"], "No such option: --no-such-option"),
+        (["prune", "--model", "MODEL", "--sparsity", "half"], "Invalid value for '--sparsity'"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(model_dir: Path, args: list[str], fragment: str) -> None:
