@@ -77,7 +77,7 @@ class SearchConfig:
     algorithm: str = "pymoo"
     mutation: str = "polynomial"  # pymoo's children: polynomial mutation, or swap moves between genes
     # Settings of the swap search (step) or the sensitivity search (probe, radius, shrink,
-    # two_sided_every); see search/algorithms.py. None: their defaults.
+    # two_sided_every); see search/algorithms/. None: their defaults.
     algorithm_options: dict[str, Any] | None = None
     storage: str | None = None  # optuna storage URL, e.g. sqlite:///run/optuna.db
     seed: int = 0

@@ -1,0 +1,44 @@
+"""Search algorithms behind one ask/tell protocol (see ``base``).
+
+Two implementations of NSGA-III: pymoo's (the default) and optuna's NSGAIIISampler (whose
+study can live in a database and be watched with optuna-dashboard). Two searches for one
+objective at a fixed sparsity: ``swap``, the naive reference the others are measured against,
+and ``sensitivity``, a model-based local search. ``make_algorithm`` builds one by name.
+"""
+
+from paretoprune.search.algorithms.base import RepairFn, SearchAlgorithm, failed_rows
+from paretoprune.search.algorithms.directions import das_dennis, reference_directions
+from paretoprune.search.algorithms.factory import ALGORITHMS, make_algorithm
+from paretoprune.search.algorithms.optuna_nsga3 import OptunaNSGA3
+from paretoprune.search.algorithms.pymoo_nsga3 import MUTATIONS, PymooNSGA3
+from paretoprune.search.algorithms.sensitivity import SensitivitySearch, model_step, quadratic_through
+from paretoprune.search.algorithms.swap import SwapSearch, swap_moves
+
+__all__ = [
+    "ALGORITHMS",
+    "MUTATIONS",
+    "OptunaNSGA3",
+    "PymooNSGA3",
+    "RepairFn",
+    "SearchAlgorithm",
+    "SensitivitySearch",
+    "SwapSearch",
+    "das_dennis",
+    "failed_rows",
+    "make_algorithm",
+    "model_step",
+    "quadratic_through",
+    "reference_directions",
+    "swap_moves",
+]
+
+# Checkpoints of pymoo searches written before these modules were split pickled pymoo's parts
+# under this package's name; these aliases keep such runs resumable.
+from paretoprune.search.algorithms.pymoo_nsga3 import (  # noqa: E402
+    _BoxProblem,
+    _CallableRepair,
+    _StartSampling,
+    _SwapMutation,
+    _tournament_by_feasibility,
+    _tournament_by_feasibility_then_value,
+)
