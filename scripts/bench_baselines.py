@@ -167,6 +167,7 @@ def plan(with_sparsegpt: bool = False) -> list[BenchConfig]:
         configs += _calibrated(structure, sparsity)
     if with_sparsegpt:
         configs += [BenchConfig("sparsegpt", target_sparsity=s, calibration="one-shot") for s in SPARSITIES]
+        configs.append(BenchConfig("sparsegpt", structure="2:4", target_sparsity=0.5, calibration="one-shot"))
     return configs
 
 

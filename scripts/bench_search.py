@@ -58,6 +58,7 @@ from paretoprune.search.driver import front_of, load_config, resume, run_search
 from paretoprune.search.export import pick as pick_member
 from paretoprune.workflows import apply_recipe
 
+from bench_allocation import block_sparsities, plot_allocations, update_allocations
 from bench_curve import CurveScorer, plot_ppl_curves, update_ppl_curve
 from bench_io import (
     check_same_protocol,
@@ -99,10 +100,11 @@ PRUNERS = ("recipe", "sparsegpt")
 # Children per generation of the naive (1 + lambda) reference search, as in the anchor it
 # reproduces; its generations are set so that it evaluates as many candidates as the others.
 SWAP_CHILDREN = 4
-# The sensitivity search: rounds of 2 x blocks probes plus SENSITIVITY_STEPS model steps. Three
-# rounds (194 candidates for 30 blocks) stay within the others' budget; a fourth would not.
+# The sensitivity search: rounds of 2 x blocks probes plus SENSITIVITY_STEPS model steps. Four
+# rounds are 258 candidates for 30 blocks, 18 more than the others' 240; the curves compare the
+# searches at equal counts, where three rounds (194) have finished.
 SENSITIVITY_STEPS = 4
-SENSITIVITY_ROUNDS = 3
+SENSITIVITY_ROUNDS = 4
 # Run names of the searches whose algorithm is not NSGA-III: the algorithm's, not the mode's.
 ALGORITHM_PREFIXES = {"swap": "naive", "sensitivity": "sensitivity"}
 # The columns of the tables and the panels of the curves, as (structure, sparsity).
@@ -765,8 +767,9 @@ def render_readme(
     protocol: Protocol,
     planned: Sequence[tuple[str, str, str]],
     ppl_curves: Sequence[Mapping[str, str]] = (),
+    allocations: Sequence[Mapping[str, str]] = (),
 ) -> str:
-    """The whole README.md: protocol, tables, cost, curves, recipes, then what is missing."""
+    """The whole README.md: protocol, tables, cost, curves, allocations, recipes, then what is missing."""
     base = baseline_entries(baselines, protocol)
     entries = base + searched_entries(rows)
     wanda = wanda_by_shape(base)
@@ -788,6 +791,7 @@ def render_readme(
         _ppl_curve_section(ppl_curves, wanda),
         "## Best kl so far\n",
         _curves_note(),
+        _allocation_section(allocations),
         "## Recipes\n",
         _recipe_table(rows),
         _missing_section(rows, planned, protocol.command),
@@ -834,7 +838,7 @@ def _protocol_section(protocol: Protocol) -> str:
   {protocol.blocks} candidates, all at the target after the repair), fits a quadratic per block
   and asks for {SENSITIVITY_STEPS} steps toward the model's minimum (moves that sum to zero, at
   most 0.15 per block); probe and radius shrink by 0.7 a round. {SENSITIVITY_ROUNDS} rounds:
-  {sensitivity_candidates(protocol.blocks)} candidates, fewer than the others.
+  {sensitivity_candidates(protocol.blocks)} candidates ({_against_budget(sensitivity_candidates(protocol.blocks), protocol.budget)}).
 - **Picking:** at a fixed sparsity, the archive's best `kl` (`best:kl`, as `paretoprune export`);
   from the range search, the front member nearest to each of
   {", ".join(f"{level:.0%}" for level in RANGE_LEVELS)} (`sparsity:S`), whose sparsity may miss the
@@ -865,6 +869,14 @@ def _protocol_section(protocol: Protocol) -> str:
 - **Reproduce:** `{protocol.command}` (it resumes: searches continue from their last finished
   generation, rows already in the CSV are skipped).
 """
+
+
+def _against_budget(candidates: int, budget: Budget) -> str:
+    """How a search's candidate count compares with the NSGA-III searches' pop x generations."""
+    others = budget.pop * budget.generations
+    if candidates == others:
+        return "as many as the others"
+    return f"{abs(candidates - others)} {'more' if candidates > others else 'fewer'} than the others' {others}"
 
 
 def _baseline_note(baselines: Sequence[Mapping[str, str]], shown: Sequence[Entry]) -> str:
@@ -1000,6 +1012,17 @@ def _curves_note() -> str:
         "evaluated, for every *n* (the range search: among the candidates at least as sparse as "
         "each level). WikiText-2 perplexity per candidate would cost a full evaluation each; `kl` "
         "is what the search minimises.\n\n![best kl so far](curves.png)\n"
+    )
+
+
+def _allocation_section(allocations: Sequence[Mapping[str, str]]) -> str:
+    if not allocations:
+        return ""
+    return (
+        "## Where the sparsity goes\n\n"
+        "Each searched recipe at a fixed unstructured sparsity, as the sparsity of every decoder "
+        "block (its linears' sparsities weighted by their sizes; `allocations.csv`). The dashed "
+        "line is the uniform allocation.\n\n![sparsity per block](allocations.png)\n"
     )
 
 
@@ -1197,7 +1220,8 @@ class Table:
         # Read afresh each time: the baseline table may be filling in while this one runs.
         baselines = read_rows(self.options.baselines)
         ppl_curves = read_rows(self.options.out / "ppl_curves.csv")
-        readme = render_readme(self.rows, baselines, self.protocol, self.planned, ppl_curves)
+        allocations = read_rows(self.options.out / "allocations.csv")
+        readme = render_readme(self.rows, baselines, self.protocol, self.planned, ppl_curves, allocations)
         write_text_atomic(self.options.out / "README.md", readme)
 
 
@@ -1207,6 +1231,8 @@ def run_one_search(spec: SearchSpec, table: Table, bench: Bench, order: Sequence
     todo = [(pick, pruner) for pick in spec.picks() for pruner in spec.pruners
             if (spec.name, f"{pick.level:g}", pruner) not in table.done]  # fmt: skip
     run_dir = options.runs / spec.name
+    if not todo and spec.has_ppl_curve:
+        backfill_allocation(spec, bench, options.out)
     if not todo and not (run_dir / "config.yaml").exists():
         return  # its rows came from elsewhere: no archive here to draw curves from
     calib = data_file(options.data_dir, CALIBRATION_FILE)
@@ -1222,6 +1248,8 @@ def run_one_search(spec: SearchSpec, table: Table, bench: Bench, order: Sequence
         table.save()  # the README shows the curves even when no row was missing
         return
     exported = {pick: export_pick(spec, pick, run_dir, options.out) for pick in spec.picks()}
+    if spec.has_ppl_curve:  # one fixed unstructured level: its allocation is what the search found
+        record_allocation(spec, exported[spec.picks()[0]].recipe, bench, options.out)
     for pick, pruner in todo:
         measured = measure_recipe(bench, exported[pick].recipe, pruner, table.protocol)
         row = {
@@ -1231,6 +1259,22 @@ def run_one_search(spec: SearchSpec, table: Table, bench: Bench, order: Sequence
         }  # fmt: skip
         _log_row(row)
         table.add(row)
+
+
+def record_allocation(spec: SearchSpec, recipe: Recipe, bench: Bench, out: Path) -> None:
+    """Add the recipe's per-block sparsities to ``allocations.csv`` and redraw ``allocations.png``."""
+    sparsities = block_sparsities(recipe, bench.curve_scorer().layout)
+    rows = update_allocations(out / "allocations.csv", spec.name, spec.target, sparsities)
+    labels = {name: SEARCH_METHODS[(search_kind(name), "recipe")] for name in {row["search"] for row in rows}}
+    plot_allocations(rows, out / "allocations.png", labels)
+
+
+def backfill_allocation(spec: SearchSpec, bench: Bench, out: Path) -> None:
+    """Record the allocation of a recipe exported before allocations were recorded."""
+    recipe_path = out / "recipes" / f"{spec.picks()[0].name}.yaml"
+    recorded = {row["search"] for row in read_rows(out / "allocations.csv")}
+    if spec.name not in recorded and recipe_path.exists():
+        record_allocation(spec, load_recipe(recipe_path), bench, out)
 
 
 def update_ppl_curves(spec: SearchSpec, frame: pd.DataFrame, table: Table, bench: Bench) -> None:
@@ -1281,6 +1325,7 @@ def run(options: Options) -> Table:
                 run_dense(table, bench)
         if with_dense and not searches:
             run_dense(table, bench)
+    table.save()  # figures that change no row (a backfilled allocation) still reach the README
     return table
 
 

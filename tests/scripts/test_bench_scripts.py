@@ -16,6 +16,7 @@ import pytest
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
+import bench_allocation  # noqa: E402
 import bench_baselines  # noqa: E402
 import bench_curve  # noqa: E402
 import bench_io  # noqa: E402
@@ -121,7 +122,7 @@ def test_the_naive_reference_spends_as_many_candidates_as_the_searches(tmp_path:
     assert load_config(naive_settings).granularity == "block"
 
 
-def test_the_sensitivity_search_stays_within_the_candidate_budget(tmp_path: Path) -> None:
+def test_the_sensitivity_search_plans_the_candidates_its_protocol_states(tmp_path: Path) -> None:
     budget = bench_search.Budget(pop=16, generations=15, nsamples=8, seqlen=256, workers=1, seed=0)
     spec = bench_search.spec_named("sensitivity-unstructured-0.70")
     assert spec is not None and bench_search.search_kind(spec.name) == "sensitivity"
@@ -130,7 +131,9 @@ def test_the_sensitivity_search_stays_within_the_candidate_budget(tmp_path: Path
     blocks, starts = 30, 2  # SmolLM2-135M; uniform Wanda and OWL
     rounds = (settings.generations - 1) // 2
     candidates = starts + rounds * (2 * blocks + settings.pop)
-    assert candidates <= 16 * 15 < candidates + 2 * blocks + settings.pop  # one more round would not fit
+    assert candidates == bench_search.sensitivity_candidates(blocks)
+    stated = bench_search._against_budget(candidates, budget)
+    assert stated.endswith("than the others' 240") and str(abs(candidates - 240)) in stated
 
 
 def test_zero_shot_page_has_one_column_per_finished_row(tmp_path: Path) -> None:
@@ -182,3 +185,36 @@ def test_ppl_curve_reuses_scored_points_and_keeps_other_searches(tmp_path: Path)
     rows = bench_curve.update_ppl_curve(path, "layerwise-unstructured-0.70", 0.7, frame, scorer=None)
     assert sorted(rows, key=lambda row: row["search"]) == [mine, other]
     assert bench_io.read_rows(path) == rows
+
+
+def test_sparsegpt_baselines_cover_every_shape_the_searches_report() -> None:
+    shapes = {c.shape for c in bench_baselines.plan(with_sparsegpt=True) if c.method == "sparsegpt"}
+    assert shapes == {"0.5", "0.6", "0.7", "2:4"}
+    assert not any(c.method == "sparsegpt" for c in bench_baselines.plan())
+
+
+def test_block_allocation_weights_each_linear_by_its_size(tmp_path: Path) -> None:
+    model = tiny_model("llama")
+    layout = find_layout(model)
+    first = layout.linears_of_block(0)
+    sparsities = {linear.name: 0.5 for linear in layout.linears}
+    sparsities[first[0].name] = 0.9  # one linear of block 0 much sparser than the others
+    recipe = Recipe.from_candidate(
+        Candidate(KNOWN_METRICS["wanda"], sparsities), model_name="tiny-llama", fingerprint=fingerprint(model),
+        family=layout.family, layer_numels=dict(zip(layout.names, layout.numels, strict=True)),
+        objectives={"kl": 0.5}, provenance=_recipe(model, "wanda", 0.5, "c4/c4.jsonl", "runs/r").provenance,
+    )  # fmt: skip
+    shares = bench_allocation.block_sparsities(recipe, layout)
+    expected = 0.5 + 0.4 * first[0].numel / sum(linear.numel for linear in first)
+    assert len(shares) == len(layout.blocks) and shares[0] == pytest.approx(expected)
+    assert shares[1:] == pytest.approx([0.5] * (len(layout.blocks) - 1))
+    path = tmp_path / "allocations.csv"
+    bench_allocation.update_allocations(path, "naive-unstructured-0.70", 0.7, [0.6, 0.8])
+    bench_allocation.update_allocations(path, "sensitivity-unstructured-0.70", 0.7, [0.5, 0.9])
+    rows = bench_allocation.update_allocations(path, "naive-unstructured-0.70", 0.7, [0.65, 0.75])  # replaces
+    assert [(r["search"], r["block"], r["sparsity"]) for r in rows] == [
+        ("naive-unstructured-0.70", "0", "0.6500"), ("naive-unstructured-0.70", "1", "0.7500"),
+        ("sensitivity-unstructured-0.70", "0", "0.5000"), ("sensitivity-unstructured-0.70", "1", "0.9000"),
+    ]  # fmt: skip
+    bench_allocation.plot_allocations(rows, tmp_path / "allocations.png", {})
+    assert (tmp_path / "allocations.png").stat().st_size > 0
