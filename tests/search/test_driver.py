@@ -113,6 +113,18 @@ def test_sigint_then_resume_gives_the_uninterrupted_archive(model_dir: Path, tmp
     )
 
 
+def _evaluator_hosts_under(pid: int) -> list[psutil.Process]:
+    """The Ray evaluator processes that descend from process ``pid`` (its local cluster's)."""
+    hosts = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if "EvaluatorHost" in " ".join(child.cmdline()):
+                hosts.append(child)
+        except psutil.NoSuchProcess:  # a worker that ended while we looked
+            continue
+    return hosts
+
+
 def test_a_killed_evaluator_is_replaced_and_nothing_is_lost(model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     process = subprocess.Popen(
@@ -120,7 +132,7 @@ def test_a_killed_evaluator_is_replaced_and_nothing_is_lost(model_dir: Path, tmp
         env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     _wait_for(lambda: _rows(out) >= 4, process)
-    victims = [p for p in psutil.process_iter(["cmdline"]) if "EvaluatorHost" in " ".join(p.info["cmdline"] or [])]
+    victims = _evaluator_hosts_under(process.pid)  # never another search's evaluators on this machine
     assert victims, "no evaluator process found"
     victims[0].send_signal(signal.SIGKILL)
     _, stderr = process.communicate(timeout=240)
