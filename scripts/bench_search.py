@@ -100,11 +100,11 @@ PRUNERS = ("recipe", "sparsegpt")
 # Children per generation of the naive (1 + lambda) reference search, as in the anchor it
 # reproduces; its generations are set so that it evaluates as many candidates as the others.
 SWAP_CHILDREN = 4
-# The sensitivity search: rounds of 2 x blocks probes plus SENSITIVITY_STEPS model steps. Four
-# rounds are 258 candidates for 30 blocks, 18 more than the others' 240; the curves compare the
-# searches at equal counts, where three rounds (194) have finished.
+# The sensitivity search: rounds of 2 x blocks probes plus SENSITIVITY_STEPS model steps. Three
+# rounds are 194 candidates for 30 blocks, within the others' 240; at 70 % a fourth round (258,
+# 18 more) goes after the 0.3x target. The curves compare the searches at equal counts.
 SENSITIVITY_STEPS = 4
-SENSITIVITY_ROUNDS = 4
+SENSITIVITY_ROUNDS = {0.7: 4, 0.6: 3, 0.5: 3}  # by target sparsity
 # Run names of the searches whose algorithm is not NSGA-III: the algorithm's, not the mode's.
 ALGORITHM_PREFIXES = {"swap": "naive", "sensitivity": "sensitivity"}
 # The columns of the tables and the panels of the curves, as (structure, sparsity).
@@ -184,6 +184,7 @@ class SearchSpec:
     algorithm: str = "pymoo"
     granularity: str = "block"  # the layer genes (search/space.py)
     delta: float = 0.15  # how far a layer may stray from the target
+    rounds: int = 0  # the sensitivity search's rounds of probes and steps
 
     @property
     def target(self) -> float:
@@ -245,7 +246,7 @@ class SearchSpec:
         if self.algorithm == "swap":
             pop, generations = SWAP_CHILDREN, max(1, budget.pop * budget.generations // SWAP_CHILDREN)
         elif self.algorithm == "sensitivity":  # the start genomes, then probes and steps per round
-            pop, generations = SENSITIVITY_STEPS, 1 + 2 * SENSITIVITY_ROUNDS
+            pop, generations = SENSITIVITY_STEPS, 1 + 2 * self.rounds
         settings: dict[str, Any] = {
             "model": model,
             "out": str(run_dir),
@@ -272,9 +273,9 @@ class SearchSpec:
         return settings
 
 
-def sensitivity_candidates(blocks: int) -> int:
-    """What the planned sensitivity search evaluates: the 2 start genomes, then its rounds."""
-    return 2 + SENSITIVITY_ROUNDS * (2 * blocks + SENSITIVITY_STEPS)
+def sensitivity_candidates(blocks: int, rounds: int) -> int:
+    """What a planned sensitivity search evaluates: the 2 start genomes, then its rounds."""
+    return 2 + rounds * (2 * blocks + SENSITIVITY_STEPS)
 
 
 def structure_tag(structure: str) -> str:
@@ -298,8 +299,8 @@ def plan() -> list[SearchSpec]:
     anchor searched: one sparsity per block, in steps of 0.02. The range search is layerwise:
     its candidates reuse cached Wanda ranks, so it affords twice as many as a joint one.
     """
-    sensitivity = [SearchSpec("layerwise", sparsity=s, algorithm="sensitivity", delta=SENSITIVITY_DELTA)
-                   for s in (0.7, 0.6, 0.5)]  # fmt: skip
+    sensitivity = [SearchSpec("layerwise", sparsity=s, algorithm="sensitivity", delta=SENSITIVITY_DELTA,
+                              rounds=rounds) for s, rounds in SENSITIVITY_ROUNDS.items()]  # fmt: skip
     searches = [SearchSpec("layerwise", sparsity=0.7), NAIVE, *sensitivity]
     searches += [SearchSpec("layerwise", sparsity=s) for s in (0.6, 0.5)]
     searches.append(SearchSpec("metric", structure="2:4"))
@@ -837,8 +838,7 @@ def _protocol_section(protocol: Protocol) -> str:
   round probes every block 0.1 of sparsity below and above the best allocation so far (2 x
   {protocol.blocks} candidates, all at the target after the repair), fits a quadratic per block
   and asks for {SENSITIVITY_STEPS} steps toward the model's minimum (moves that sum to zero, at
-  most 0.15 per block); probe and radius shrink by 0.7 a round. {SENSITIVITY_ROUNDS} rounds:
-  {sensitivity_candidates(protocol.blocks)} candidates ({_against_budget(sensitivity_candidates(protocol.blocks), protocol.budget)}).
+  most 0.15 per block); probe and radius shrink by 0.7 a round. {_sensitivity_rounds(protocol)}.
 - **Picking:** at a fixed sparsity, the archive's best `kl` (`best:kl`, as `paretoprune export`);
   from the range search, the front member nearest to each of
   {", ".join(f"{level:.0%}" for level in RANGE_LEVELS)} (`sparsity:S`), whose sparsity may miss the
@@ -869,6 +869,16 @@ def _protocol_section(protocol: Protocol) -> str:
 - **Reproduce:** `{protocol.command}` (it resumes: searches continue from their last finished
   generation, rows already in the CSV are skipped).
 """
+
+
+def _sensitivity_rounds(protocol: Protocol) -> str:
+    """Rounds and candidates at each level, e.g. "4 rounds at 70 % (258 candidates, ...)"."""
+    parts = []
+    for level, rounds in SENSITIVITY_ROUNDS.items():
+        candidates = sensitivity_candidates(protocol.blocks, rounds)
+        parts.append(f"{rounds} rounds at {level:.0%} ({candidates} candidates, "
+                     f"{_against_budget(candidates, protocol.budget)})")  # fmt: skip
+    return "; ".join(parts)
 
 
 def _against_budget(candidates: int, budget: Budget) -> str:

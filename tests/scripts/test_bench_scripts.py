@@ -124,16 +124,18 @@ def test_the_naive_reference_spends_as_many_candidates_as_the_searches(tmp_path:
 
 def test_the_sensitivity_search_plans_the_candidates_its_protocol_states(tmp_path: Path) -> None:
     budget = bench_search.Budget(pop=16, generations=15, nsamples=8, seqlen=256, workers=1, seed=0)
-    spec = bench_search.spec_named("sensitivity-unstructured-0.70")
-    assert spec is not None and bench_search.search_kind(spec.name) == "sensitivity"
-    settings = load_config(spec.settings("smollm2-135m", budget, tmp_path, tmp_path / "c4.jsonl"))
-    assert settings.algorithm == "sensitivity" and settings.delta == bench_search.SENSITIVITY_DELTA
     blocks, starts = 30, 2  # SmolLM2-135M; uniform Wanda and OWL
-    rounds = (settings.generations - 1) // 2
-    candidates = starts + rounds * (2 * blocks + settings.pop)
-    assert candidates == bench_search.sensitivity_candidates(blocks)
-    stated = bench_search._against_budget(candidates, budget)
-    assert stated.endswith("than the others' 240") and str(abs(candidates - 240)) in stated
+    for level, planned_rounds in bench_search.SENSITIVITY_ROUNDS.items():
+        spec = bench_search.spec_named(f"sensitivity-unstructured-{level:.2f}")
+        assert spec is not None and bench_search.search_kind(spec.name) == "sensitivity"
+        settings = load_config(spec.settings("smollm2-135m", budget, tmp_path, tmp_path / "c4.jsonl"))
+        assert settings.algorithm == "sensitivity" and settings.delta == bench_search.SENSITIVITY_DELTA
+        rounds = (settings.generations - 1) // 2
+        assert rounds == planned_rounds
+        candidates = starts + rounds * (2 * blocks + settings.pop)
+        assert candidates == bench_search.sensitivity_candidates(blocks, rounds)
+    assert bench_search._against_budget(258, budget) == "18 more than the others' 240"
+    assert bench_search._against_budget(194, budget) == "46 fewer than the others' 240"
 
 
 def test_zero_shot_page_has_one_column_per_finished_row(tmp_path: Path) -> None:
