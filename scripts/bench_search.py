@@ -838,7 +838,8 @@ def _protocol_section(protocol: Protocol) -> str:
   round probes every block 0.1 of sparsity below and above the best allocation so far (2 x
   {protocol.blocks} candidates, all at the target after the repair), fits a quadratic per block
   and asks for {SENSITIVITY_STEPS} steps toward the model's minimum (moves that sum to zero, at
-  most 0.15 per block); probe and radius shrink by 0.7 a round. {_sensitivity_rounds(protocol)}.
+  most 0.15 per block); probe and radius shrink by 0.7 a round.
+  {_sensitivity_rounds(protocol)}.
 - **Picking:** at a fixed sparsity, the archive's best `kl` (`best:kl`, as `paretoprune export`);
   from the range search, the front member nearest to each of
   {", ".join(f"{level:.0%}" for level in RANGE_LEVELS)} (`sparsity:S`), whose sparsity may miss the
@@ -878,7 +879,7 @@ def _sensitivity_rounds(protocol: Protocol) -> str:
         candidates = sensitivity_candidates(protocol.blocks, rounds)
         parts.append(f"{rounds} rounds at {level:.0%} ({candidates} candidates, "
                      f"{_against_budget(candidates, protocol.budget)})")  # fmt: skip
-    return "; ".join(parts)
+    return ";\n  ".join(parts)  # one per line, indented as the rest of the list item
 
 
 def _against_budget(candidates: int, budget: Budget) -> str:
