@@ -88,6 +88,12 @@ def test_layerwise_search_end_to_end(model_dir: Path, tmp_path: Path) -> None:
     assert front["front"] == summary["front"]
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """Let the child see SIGINT as Ctrl-C even when this suite runs as a shell's background job,
+    whose children inherit SIGINT ignored (and then Python never raises KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_then_resume_gives_the_uninterrupted_archive(model_dir: Path, tmp_path: Path) -> None:
     # Enough generations that the SIGINT lands before the search ends, even on a fast machine.
     args = ("--mode", "joint", "--sparsity", "0.5", "--generations", "10")
@@ -95,8 +101,8 @@ def test_sigint_then_resume_gives_the_uninterrupted_archive(model_dir: Path, tmp
     _run(_search_args(model_dir, straight, *args))
 
     interrupted = tmp_path / "interrupted"
-    process = subprocess.Popen(_search_args(model_dir, interrupted, *args), env=ENV,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    process = subprocess.Popen(_search_args(model_dir, interrupted, *args), env=ENV, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_as_in_a_terminal)  # fmt: skip
     _wait_for(lambda: (interrupted / "checkpoint.pkl").exists() and _rows(interrupted) >= 10, process)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
