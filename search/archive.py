@@ -134,6 +134,16 @@ def _file_identity(path: Path) -> tuple[int, int]:
     return stat.st_ino, stat.st_mtime_ns
 
 
+def _read_parquet(path: Path) -> pa.Table:
+    """The file read through one open handle.
+
+    pyarrow given a path may open it more than once (footer, then pages); a writer replacing
+    the file in between would mix two files. An open handle keeps reading the file it opened.
+    """
+    with open(path, "rb") as handle:
+        return pq.read_table(handle)
+
+
 def _write_parquet(path: Path, table: pa.Table) -> None:
     atomic_write(path, lambda handle: pq.write_table(table, handle))
 
@@ -210,7 +220,7 @@ class Archive:
         raise RuntimeError(f"the archive in {self.run_dir} kept changing while being read; try again")
 
     def _read_disk_once(self, expected_objectives: tuple[str, ...] | None) -> None:
-        table = pq.read_table(self._main_path)
+        table = _read_parquet(self._main_path)
         metadata = json.loads((table.schema.metadata or {}).get(_META_KEY, b"null"))
         if not isinstance(metadata, dict):
             raise InputError(f"{self._main_path} was not written by paretoprune")
@@ -223,7 +233,7 @@ class Archive:
         self._epoch = int(metadata["epoch"])
         # Casting pins the in-memory layout (Parquet may rename a list's child field).
         self._main = table.replace_schema_metadata(None).cast(self._schema)
-        self._parts = [pq.read_table(path).cast(self._schema) for path in self._current_part_paths()]
+        self._parts = [_read_parquet(path).cast(self._schema) for path in self._current_part_paths()]
 
     def _current_part_paths(self) -> list[Path]:
         if not self._parts_dir.is_dir():
