@@ -15,7 +15,7 @@ from pathlib import Path
 from paretoprune.models import ModelLayout
 from paretoprune.recipe import Recipe
 
-from bench_io import read_rows, save_figure_atomic, write_rows
+from bench_io import lines_by_search, panel_row, read_rows, save_figure_atomic, write_rows
 
 __all__ = ["ALLOCATION_COLUMNS", "block_sparsities", "plot_allocations", "update_allocations"]
 
@@ -45,19 +45,12 @@ def update_allocations(path: Path, search: str, level: float, sparsities: Sequen
 
 def plot_allocations(rows: Sequence[Mapping[str, str]], path: Path, labels: Mapping[str, str]) -> None:
     """One panel per level: sparsity against block index, a line per search, the level dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     levels = sorted({row["level"] for row in rows}, key=float)
     if not levels:
         return
-    fig, axes = plt.subplots(1, len(levels), figsize=(5.5 * len(levels), 4.0), squeeze=False)
-    for axis, level in zip(axes[0], levels):
-        for search in sorted({row["search"] for row in rows if row["level"] == level}):
-            points = sorted((int(r["block"]), float(r["sparsity"])) for r in rows
-                            if r["search"] == search and r["level"] == level)  # fmt: skip
+    fig, axes = panel_row(len(levels))
+    for axis, level in zip(axes, levels):
+        for search, points in lines_by_search(rows, level, "block", "sparsity").items():
             blocks, values = zip(*points)
             axis.plot(blocks, values, marker=".", label=labels.get(search, search))
         axis.axhline(float(level), linestyle="--", linewidth=1, color="grey")

@@ -28,7 +28,7 @@ from paretoprune.evaluators.perplexity import perplexity
 from paretoprune.evaluators.stats import collect_stats
 from paretoprune.models import find_layout, load_model
 
-from bench_io import read_rows, save_figure_atomic, write_rows
+from bench_io import lines_by_search, panel_row, read_rows, save_figure_atomic, write_rows
 
 __all__ = ["CURVE_POINTS", "PPL_CURVE_COLUMNS", "CurveScorer", "best_so_far", "plot_ppl_curves", "update_ppl_curve"]
 
@@ -101,20 +101,13 @@ def plot_ppl_curves(rows: Sequence[Mapping[str, str]], path: Path, labels: Mappi
                     references: Mapping[str, Mapping[str, float]]) -> None:
     """One panel per level: best-so-far WikiText-2 perplexity (log scale) against candidates,
     a line per search, and horizontal lines for the uniform baselines (``references``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     levels = sorted({row["level"] for row in rows}, key=float)
     if not levels:
         return
-    fig, axes = plt.subplots(1, len(levels), figsize=(5.5 * len(levels), 4.0), squeeze=False)
-    for axis, level in zip(axes[0], levels):
-        for search in sorted({row["search"] for row in rows if row["level"] == level}):
-            points = [(int(r["candidates"]), float(r["wikitext2_ppl"])) for r in rows
-                      if r["search"] == search and r["level"] == level]  # fmt: skip
-            xs, ys = zip(*sorted(points))
+    fig, axes = panel_row(len(levels))
+    for axis, level in zip(axes, levels):
+        for search, points in lines_by_search(rows, level, "candidates", "wikitext2_ppl").items():
+            xs, ys = zip(*points)
             axis.plot(xs, ys, marker="o", label=labels.get(search, search))
         for name, value in references.get(level, {}).items():
             axis.axhline(value, linestyle="--", linewidth=1, color="grey")

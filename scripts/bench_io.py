@@ -24,6 +24,8 @@ __all__ = [
     "describe_model_file",
     "file_sha256",
     "in_plan_order",
+    "lines_by_search",
+    "panel_row",
     "portable_recipe",
     "read_rows",
     "row_key",
@@ -120,6 +122,28 @@ def run_label(run_dir: Path) -> str:
     if resolved.is_relative_to(REPO_ROOT):
         return str(resolved.relative_to(REPO_ROOT))
     return str(Path(resolved.parent.name) / resolved.name)
+
+
+def panel_row(count: int, width: float = 5.5, height: float = 4.0) -> tuple[Any, list[Any]]:
+    """A figure of ``count`` panels side by side, drawn off-screen (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, count, figsize=(width * count, height), squeeze=False)
+    return fig, list(axes[0])
+
+
+def lines_by_search(
+    rows: Sequence[Mapping[str, str]], level: str, x: str, y: str
+) -> dict[str, list[tuple[int, float]]]:
+    """The rows at ``level`` as one sorted line of (int ``x``, float ``y``) points per search."""
+    lines: dict[str, list[tuple[int, float]]] = {}
+    for row in rows:
+        if row["level"] == level:
+            lines.setdefault(row["search"], []).append((int(row[x]), float(row[y])))
+    return {search: sorted(points) for search, points in sorted(lines.items())}
 
 
 def save_figure_atomic(fig: Any, path: Path) -> None:

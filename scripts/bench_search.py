@@ -65,6 +65,7 @@ from bench_io import (
     describe_model_file,
     file_sha256,
     in_plan_order,
+    panel_row,
     portable_recipe,
     read_rows,
     row_key,
@@ -578,11 +579,6 @@ def update_curves(spec: SearchSpec, frame: pd.DataFrame, out: Path, order: Seque
 
 def plot_curves(rows: Sequence[Mapping[str, str]], path: Path) -> None:
     """One panel per sparsity (2:4 apart), one line per search: best kl against candidates."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     curves: dict[tuple[str, str], list[tuple[int, float]]] = {}
     for row in rows:
         if row["best_kl"]:
@@ -592,8 +588,8 @@ def plot_curves(rows: Sequence[Mapping[str, str]], path: Path) -> None:
     panels = sorted({_panel(search, level) for search, level in curves}, key=order.index)
     if not panels:
         return
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False)
-    for axis, panel in zip(axes[0], panels):
+    fig, axes = panel_row(len(panels), width=4.5, height=3.8)
+    for axis, panel in zip(axes, panels):
         for (search, level), points in curves.items():
             if _panel(search, level) == panel:
                 xs, ys = zip(*points)
