@@ -7,29 +7,22 @@ what decides which rows they run, how they resume and what they write, without t
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-sys.path.insert(0, str(SCRIPTS))
+import bench_allocation
+import bench_baselines
+import bench_curve
+import bench_io
+import bench_zeroshot
 
-import bench_allocation  # noqa: E402
-import bench_baselines  # noqa: E402
-import bench_curve  # noqa: E402
-import bench_io  # noqa: E402
-import bench_search  # noqa: E402
-import bench_zeroshot  # noqa: E402
-
-from paretoprune.candidate import Candidate  # noqa: E402
-from paretoprune.errors import InputError  # noqa: E402
-from paretoprune.metrics.scores import KNOWN_METRICS  # noqa: E402
-from paretoprune.models import find_layout, fingerprint  # noqa: E402
-from paretoprune.recipe import Recipe, load_recipe, save_recipe  # noqa: E402
-from paretoprune.search.driver import load_config  # noqa: E402
-from paretoprune.testing import tiny_model  # noqa: E402
+from paretoprune.candidate import Candidate
+from paretoprune.metrics.scores import KNOWN_METRICS
+from paretoprune.models import find_layout, fingerprint
+from paretoprune.recipe import Recipe, load_recipe, save_recipe
+from paretoprune.testing import tiny_model
 
 
 def test_rows_round_trip_and_a_rewrite_leaves_no_temporary_file(tmp_path: Path) -> None:
@@ -97,45 +90,6 @@ def test_baseline_filters_pick_one_shape_and_calibration() -> None:
         ("wanda", "0.7", "one-shot"),
         ("wanda", "2:4", "one-shot"),
     }
-
-
-def test_search_plan_starts_with_the_headline_and_names_files_safely() -> None:
-    names = [spec.name for spec in bench_search.plan()]
-    assert names[0] == "layerwise-unstructured-0.70"
-    assert "metric-2of4-0.50" in names and not any(":" in name for name in names)
-    assert len(names) == len(set(names))
-    with pytest.raises(InputError, match="not known"):
-        bench_search.select(bench_search.plan(), ["layerwise-unstructured-0.99"])
-
-
-def test_the_naive_reference_spends_as_many_candidates_as_the_searches(tmp_path: Path) -> None:
-    budget = bench_search.Budget(pop=16, generations=15, nsamples=8, seqlen=256, workers=1, seed=0)
-    by_name = {spec.name: spec for spec in bench_search.plan()}
-    naive, searched = by_name["naive-unstructured-0.70"], by_name["layerwise-unstructured-0.70"]
-    naive_settings = naive.settings("smollm2-135m", budget, tmp_path, tmp_path / "c4.jsonl")
-    searched_settings = searched.settings("smollm2-135m", budget, tmp_path, tmp_path / "c4.jsonl")
-    assert naive_settings["algorithm"] == "swap" and naive_settings["pop"] == 4
-    assert naive_settings["pop"] * naive_settings["generations"] == 16 * 15
-    assert searched_settings["pop"] * searched_settings["generations"] == 16 * 15
-    assert bench_search.search_kind("naive-unstructured-0.70") == "naive"
-    # The settings load as a search configuration, as the driver will read them.
-    assert load_config(naive_settings).granularity == "block"
-
-
-def test_the_sensitivity_search_plans_the_candidates_its_protocol_states(tmp_path: Path) -> None:
-    budget = bench_search.Budget(pop=16, generations=15, nsamples=8, seqlen=256, workers=1, seed=0)
-    blocks, starts = 30, 2  # SmolLM2-135M; uniform Wanda and OWL
-    for level, planned_rounds in bench_search.SENSITIVITY_ROUNDS.items():
-        spec = bench_search.spec_named(f"sensitivity-unstructured-{level:.2f}")
-        assert spec is not None and bench_search.search_kind(spec.name) == "sensitivity"
-        settings = load_config(spec.settings("smollm2-135m", budget, tmp_path, tmp_path / "c4.jsonl"))
-        assert settings.algorithm == "sensitivity" and settings.delta == bench_search.SENSITIVITY_DELTA
-        rounds = (settings.generations - 1) // 2
-        assert rounds == planned_rounds
-        candidates = starts + rounds * (2 * blocks + settings.pop)
-        assert candidates == bench_search.sensitivity_candidates(blocks, rounds)
-    assert bench_search._against_budget(258, budget) == "18 more than the others' 240"
-    assert bench_search._against_budget(194, budget) == "46 fewer than the others' 240"
 
 
 def test_zero_shot_page_has_one_column_per_finished_row(tmp_path: Path) -> None:
