@@ -16,8 +16,10 @@ from paretoprune.errors import InputError
 from paretoprune.metrics.masks import parse_structure
 
 __all__ = [
+    "CALIBRATIONS",
     "COLUMNS",
     "DENSE",
+    "DENSE_KEY",
     "KEY_COLUMNS",
     "NAIVE",
     "Budget",
@@ -30,6 +32,7 @@ __all__ = [
     "select",
     "sensitivity_candidates",
     "spec_named",
+    "with_calibration",
 ]
 
 MODEL = "smollm2-135m"
@@ -45,6 +48,9 @@ EVALUATION_NAMES = {"wikitext2": "WikiText-2", "ptb": "PTB", "c4": "C4"}
 SPARSITY_RANGE = (0.4, 0.8)
 RANGE_LEVELS = (0.5, 0.6, 0.7)
 PRUNERS = ("recipe", "sparsegpt")
+# How a recipe is applied: one-shot (every block calibrated on the dense model's activations) or
+# sequential (each block on the already pruned blocks' outputs), as the baselines are.
+CALIBRATIONS = ("one-shot", "sequential")
 # Children per generation of the naive (1 + lambda) reference search, as in the anchor it
 # reproduces; its generations are set so that it evaluates as many candidates as the others.
 SWAP_CHILDREN = 4
@@ -64,6 +70,7 @@ COLUMNS = (
     "structure",
     "target_sparsity",
     "pruner",
+    "calibration",
     "achieved_sparsity",
     "wikitext2_ppl",
     "ptb_ppl",
@@ -90,7 +97,7 @@ COLUMNS = (
     "eval_windows",
     "eval_seqlen",
 )
-KEY_COLUMNS = ("search", "target_sparsity", "pruner")
+KEY_COLUMNS = ("search", "target_sparsity", "pruner", "calibration")
 
 
 
@@ -173,6 +180,16 @@ class SearchSpec:
     @property
     def pruners(self) -> tuple[str, ...]:
         return ("recipe",) if self.sparsity_range is not None else PRUNERS
+
+    @property
+    def calibrations(self) -> tuple[str, ...]:
+        """The range search's recipes are applied one-shot only: they are its by-products."""
+        return ("one-shot",) if self.sparsity_range is not None else CALIBRATIONS
+
+    def row_keys(self) -> list[tuple[str, str, str, str]]:
+        """(search, level, pruner, calibration) of every row this search gives, one-shot first."""
+        return [(self.name, f"{pick.level:g}", pruner, calibration) for pick in self.picks()
+                for calibration in self.calibrations for pruner in self.pruners]  # fmt: skip
 
     def picks(self) -> list[Pick]:
         if self.sparsity_range is None:
@@ -258,6 +275,7 @@ def plan() -> list[SearchSpec]:
 
 
 DENSE = "dense"  # the reference row: the unpruned model on the three sets
+DENSE_KEY = (DENSE, "0", "none", "none")
 
 
 def spec_named(name: str) -> SearchSpec | None:
@@ -282,12 +300,20 @@ def select(searches: Sequence[SearchSpec], only: Sequence[str]) -> list[SearchSp
     return [spec for spec in searches if spec.name in only]
 
 
-def planned_keys(searches: Sequence[SearchSpec]) -> list[tuple[str, str, str]]:
+def planned_keys(searches: Sequence[SearchSpec]) -> list[tuple[str, str, str, str]]:
     """The row keys a full run of ``searches`` writes, dense reference included, in plan order."""
-    keys = [(DENSE, "0", "none")]
+    keys = [DENSE_KEY]
     for spec in searches:
-        keys += [(spec.name, f"{p.level:g}", pruner) for p in spec.picks() for pruner in spec.pruners]
+        keys += spec.row_keys()
     return keys
+
+
+def with_calibration(row: dict[str, str]) -> dict[str, str]:
+    """A row of ``searched.csv``, filled in when it predates the calibration column: such rows
+    were all applied one-shot (the dense row was not pruned at all)."""
+    if row.get("calibration"):
+        return row
+    return {**row, "calibration": "none" if row["search"] == DENSE else "one-shot"}
 
 
 # --------------------------------------------------------------------------------------------

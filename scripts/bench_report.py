@@ -57,6 +57,9 @@ SEARCH_METHODS = {  # (kind, pruner) -> label; kind is the mode, or "range" for 
 }
 
 
+SEQUENTIAL = ", sequential"  # the label's suffix for a method applied sequentially
+
+
 @dataclass(frozen=True)
 class Entry:
     """One cell group of the tables: a method at one shape, whichever CSV it came from."""
@@ -73,7 +76,7 @@ def searched_entries(rows: Sequence[Mapping[str, str]]) -> list[Entry]:
     for row in rows:
         if row["search"] == DENSE:
             continue
-        label = SEARCH_METHODS[(search_kind(row["search"]), row["pruner"])]
+        label = method_label(SEARCH_METHODS[(search_kind(row["search"]), row["pruner"])], row["calibration"])
         shape = (row["structure"], float(row["target_sparsity"]))
         scores = {name: float(row[f"{name}_ppl"]) for name in EVALUATION_FILES}
         entries.append(Entry(label, shape, float(row["achieved_sparsity"]), scores, row))
@@ -81,21 +84,23 @@ def searched_entries(rows: Sequence[Mapping[str, str]]) -> list[Entry]:
 
 
 def baseline_entries(rows: Sequence[Mapping[str, str]], protocol: Protocol) -> list[Entry]:
-    """The one-shot rows of baselines.csv made with this table's calibration and windows.
-
-    The recipes here are applied one-shot (every block's statistics from the dense model), so
-    the one-shot baselines are the like-for-like comparison.
-    """
+    """The rows of baselines.csv made with this table's calibration and windows, one-shot and
+    sequential, each to be read against the searched rows applied the same way."""
     entries = []
     for row in rows:
-        label = BASELINE_METHODS.get((row["method"], row["allocation"]))
-        one_shot = row["calibration"] in ("one-shot", "none")
-        if label is None or not one_shot or not baseline_matches(row, protocol):
+        method = BASELINE_METHODS.get((row["method"], row["allocation"]))
+        if method is None or not baseline_matches(row, protocol):
             continue
+        label = method_label(method, row["calibration"])
         shape = (row["structure"], float(row["target_sparsity"]))
         scores = {"wikitext2": float(row["wikitext2_ppl"])}
         entries.append(Entry(label, shape, float(row["achieved_sparsity"]), scores))
     return entries
+
+
+def method_label(method: str, calibration: str) -> str:
+    """The table's name for a method applied one way: "Wanda", "Wanda, sequential"."""
+    return f"{method}{SEQUENTIAL}" if calibration == "sequential" else method
 
 
 def baseline_matches(row: Mapping[str, str], protocol: Protocol) -> bool:
@@ -116,7 +121,7 @@ def render_readme(
     rows: Sequence[Mapping[str, str]],
     baselines: Sequence[Mapping[str, str]],
     protocol: Protocol,
-    planned: Sequence[tuple[str, str, str]],
+    planned: Sequence[tuple[str, str, str, str]],
     ppl_curves: Sequence[Mapping[str, str]] = (),
     allocations: Sequence[Mapping[str, str]] = (),
 ) -> str:
@@ -197,11 +202,14 @@ def _protocol_section(protocol: Protocol) -> str:
   the calibration file relative to the shared data folder and the run relative to the repository,
   with the text's sha256 as the search recorded it. File names write `2:4` as `2of4` (a colon is
   not allowed in Windows file names).
-- **Applying:** `paretoprune.apply_recipe` on a freshly loaded model, one-shot (every block's
-  statistics from the dense model), calibrated on {protocol.calib_nsamples} windows of
-  {protocol.calib_seqlen} tokens of the same C4 file (seed {budget.seed}), as the one-shot baselines.
-  *search* rows use the recipe's own rule; *→ SparseGPT* rows give the recipe's per-layer
-  sparsities (and structure) to SparseGPT, which picks its own masks and updates the survivors.
+- **Applying:** `paretoprune.apply_recipe` on a freshly loaded model, calibrated on
+  {protocol.calib_nsamples} windows of {protocol.calib_seqlen} tokens of the same C4 file (seed
+  {budget.seed}), as the baselines: one-shot (every block's statistics from the dense model) and,
+  in the rows marked *sequential*, each block calibrated on the outputs of the blocks already
+  pruned (`--sequential`). The search scores its candidates one-shot, so the one-shot rows are the
+  recipes as chosen. *search* rows use the recipe's own rule; *→ SparseGPT* rows give the
+  recipe's per-layer sparsities (and structure) to SparseGPT, which picks its own masks and
+  updates the survivors.
 - **Evaluation:** the first {protocol.eval_windows} contiguous, non-overlapping windows of
   {protocol.eval_seqlen} tokens of each set, each window scored on its own:
 {sets}
@@ -249,8 +257,8 @@ def _baseline_note(baselines: Sequence[Mapping[str, str]], shown: Sequence[Entry
             "windows than this table, so its rows and the ratios to Wanda are left out.\n"
         )
     return (
-        "**Baselines:** the one-shot rows of `../baselines/baselines.csv` (WikiText-2 only), made with "
-        "the same calibration and evaluation windows.\n"
+        "**Baselines:** the rows of `../baselines/baselines.csv` (WikiText-2 only) made with the same "
+        "calibration and evaluation windows, one-shot and sequential.\n"
     )
 
 
@@ -268,7 +276,8 @@ def _shape_head(shape: tuple[str, float]) -> str:
 
 
 def _labels(entries: Sequence[Entry]) -> list[str]:
-    order = [*BASELINE_METHODS.values(), *SEARCH_METHODS.values()]
+    order = [label for method in (*BASELINE_METHODS.values(), *SEARCH_METHODS.values())
+             for label in (method, f"{method}{SEQUENTIAL}")]  # fmt: skip
     present = {entry.label for entry in entries}
     return [label for label in order if label in present]
 
@@ -402,13 +411,14 @@ def _recipe_table(rows: Sequence[Mapping[str, str]]) -> str:
 
 
 def _missing_section(
-    rows: Sequence[Mapping[str, str]], planned: Sequence[tuple[str, str, str]], command: str
+    rows: Sequence[Mapping[str, str]], planned: Sequence[tuple[str, str, str, str]], command: str
 ) -> str:
     done = {row_key(row, KEY_COLUMNS) for row in rows}
     missing = [key for key in planned if key not in done]
     if not missing:
         return f"All {len(planned)} planned rows are present.\n"
-    listed = "\n".join(f"- {search} at {float(level):.0%}, pruner {pruner}" for search, level, pruner in missing)
+    listed = "\n".join(f"- {search} at {float(level):.0%}, pruner {pruner}, {calibration}"
+                       for search, level, pruner, calibration in missing)  # fmt: skip
     return (
         f"## Not yet run\n\n{len(planned) - len(missing)} of {len(planned)} planned rows are present; "
         f"these are missing:\n\n{listed}\n\nFinish the table with `{command}` (it resumes).\n"

@@ -67,6 +67,7 @@ from bench_plan import (
     CALIBRATION_FILE,
     COLUMNS,
     DENSE,
+    DENSE_KEY,
     EVALUATION_FILES,
     KEY_COLUMNS,
     MODEL,
@@ -77,6 +78,7 @@ from bench_plan import (
     planned_keys,
     search_kind,
     select,
+    with_calibration,
 )
 from bench_report import SEARCH_METHODS, baseline_entries, render_readme
 from bench_runs import copy_front_plot, ensure_search, export_pick, recipe_fields, search_cost
@@ -124,11 +126,15 @@ def score_sets(bench: Bench, model: torch.nn.Module, protocol: Protocol) -> tupl
     return fields, time.perf_counter() - started
 
 
-def measure_recipe(bench: Bench, recipe: Recipe, pruner: str, protocol: Protocol) -> dict[str, str]:
-    """Prune a freshly loaded model with the recipe (one-shot) and score it."""
+def measure_recipe(
+    bench: Bench, recipe: Recipe, pruner: str, calibration: str, protocol: Protocol
+) -> dict[str, str]:
+    """Prune a freshly loaded model with the recipe (one-shot or sequential) and score it."""
     loaded = load_model(bench.model)
     started = time.perf_counter()
-    report = apply_recipe(loaded.model, recipe, bench.calibration, pruner=pruner, progress=False)
+    sequential = calibration == "sequential"
+    report = apply_recipe(loaded.model, recipe, bench.calibration, pruner=pruner, sequential=sequential,
+                          progress=False)  # fmt: skip
     prune_seconds = time.perf_counter() - started
     scores, eval_seconds = score_sets(bench, loaded.model, protocol)
     return {
@@ -145,7 +151,8 @@ def measure_dense(bench: Bench, protocol: Protocol) -> dict[str, str]:
     scores, eval_seconds = score_sets(bench, loaded.model, protocol)
     return {
         "search": DENSE, "mode": DENSE, "structure": "unstructured", "target_sparsity": "0",
-        "pruner": "none", "achieved_sparsity": f"{measure_sparsity(find_layout(loaded.model)).sparsity:.6f}",
+        "pruner": "none", "calibration": "none",
+        "achieved_sparsity": f"{measure_sparsity(find_layout(loaded.model)).sparsity:.6f}",
         **scores, "prune_seconds": "0.0", "eval_seconds": f"{eval_seconds:.1f}", **protocol.row_fields(),
     }  # fmt: skip
 
@@ -300,7 +307,7 @@ class Table:
 
     options: Options
     protocol: Protocol
-    planned: list[tuple[str, str, str]]
+    planned: list[tuple[str, str, str, str]]
     rows: list[dict[str, str]]
 
     @property
@@ -321,16 +328,31 @@ class Table:
         write_text_atomic(self.options.out / "README.md", readme)
 
 
+# What a row says about the search behind its recipe, the same in every row of that recipe.
+SEARCH_FACTS = ("candidates", "failed", "search_minutes", "fitness_minutes", "recipe", "eval_id", "kl", "rule",
+                "layer_min", "layer_max")  # fmt: skip
+RowKey = tuple[str, str, str, str]  # search, level, pruner, calibration
+Sources = dict[str, tuple[Recipe, dict[str, str]]]  # by level: the recipe and its search facts
+
+
 def run_one_search(spec: SearchSpec, table: Table, bench: Bench, order: Sequence[str]) -> None:
-    """Search (or resume), export the picks, and measure every row of this search not yet done."""
+    """Search (or resume), export the picks, and measure every row of this search not yet done.
+
+    When the run folder is gone but every pick was measured before, the search is not run
+    again: the missing rows apply the recipes exported then.
+    """
     options = table.options
-    todo = [(pick, pruner) for pick in spec.picks() for pruner in spec.pruners
-            if (spec.name, f"{pick.level:g}", pruner) not in table.done]  # fmt: skip
+    todo = [key for key in spec.row_keys() if key not in table.done]
     run_dir = options.runs / spec.name
     if not todo and spec.has_ppl_curve:
         backfill_allocation(spec, bench, options.out)
-    if not todo and not (run_dir / "config.yaml").exists():
-        return  # its rows came from elsewhere: no archive here to draw curves from
+    if not (run_dir / "config.yaml").exists():
+        if not todo:
+            return  # its rows came from elsewhere: no archive here to draw curves from
+        earlier = measured_before(spec, table)
+        if earlier is not None:
+            measure_rows(spec, todo, earlier, table, bench)
+            return
     calib = data_file(options.data_dir, CALIBRATION_FILE)
     stats = (options.calib_nsamples, options.calib_seqlen)
     ensure_search(spec, spec.settings(options.model, options.budget, run_dir, calib, stats), run_dir)
@@ -346,12 +368,33 @@ def run_one_search(spec: SearchSpec, table: Table, bench: Bench, order: Sequence
     exported = {pick: export_pick(spec, pick, run_dir, options.out) for pick in spec.picks()}
     if spec.has_ppl_curve:  # one fixed unstructured level: its allocation is what the search found
         record_allocation(spec, exported[spec.picks()[0]].recipe, bench, options.out)
-    for pick, pruner in todo:
-        measured = measure_recipe(bench, exported[pick].recipe, pruner, table.protocol)
+    sources = {f"{pick.level:g}": (found.recipe, {**cost.row_fields(), **recipe_fields(found, options.out)})
+               for pick, found in exported.items()}  # fmt: skip
+    measure_rows(spec, todo, sources, table, bench)
+
+
+def measured_before(spec: SearchSpec, table: Table) -> Sources | None:
+    """Each pick's exported recipe and the search facts of a row already measured with it;
+    None unless every pick has both."""
+    sources = {}
+    for pick in spec.picks():
+        level = f"{pick.level:g}"
+        rows = [row for row in table.rows if row["search"] == spec.name and row["target_sparsity"] == level]
+        path = table.options.out / "recipes" / f"{pick.name}.yaml"
+        if not rows or not path.exists():
+            return None
+        sources[level] = (load_recipe(path), {name: rows[0][name] for name in SEARCH_FACTS})
+    return sources
+
+
+def measure_rows(spec: SearchSpec, todo: Sequence[RowKey], sources: Sources, table: Table, bench: Bench) -> None:
+    """Apply each row's recipe as its key says, score it, and add the row to the table."""
+    for name, level, pruner, calibration in todo:
+        recipe, facts = sources[level]
+        measured = measure_recipe(bench, recipe, pruner, calibration, table.protocol)
         row = {
-            "search": spec.name, "mode": spec.mode, "structure": spec.structure,
-            "target_sparsity": f"{pick.level:g}", "pruner": pruner, **measured, **cost.row_fields(),
-            **recipe_fields(exported[pick], options.out), **table.protocol.row_fields(),
+            "search": name, "mode": spec.mode, "structure": spec.structure, "target_sparsity": level,
+            "pruner": pruner, "calibration": calibration, **measured, **facts, **table.protocol.row_fields(),
         }  # fmt: skip
         _log_row(row)
         table.add(row)
@@ -386,7 +429,7 @@ def update_ppl_curves(spec: SearchSpec, frame: pd.DataFrame, table: Table, bench
 
 
 def run_dense(table: Table, bench: Bench) -> None:
-    if (DENSE, "0", "none") in table.done:
+    if DENSE_KEY in table.done:
         return
     row = measure_dense(bench, table.protocol)
     _log_row(row)
@@ -394,9 +437,10 @@ def run_dense(table: Table, bench: Bench) -> None:
 
 
 def _log_row(row: Mapping[str, str]) -> None:
-    logger.info("%-32s %-9s at %-4s sparsity %.4f  ppl wikitext2 %.3f  ptb %.3f  c4 %.3f",
-                row["search"], row["pruner"], row["target_sparsity"], float(row["achieved_sparsity"]),
-                float(row["wikitext2_ppl"]), float(row["ptb_ppl"]), float(row["c4_ppl"]))  # fmt: skip
+    logger.info("%-32s %-9s %-10s at %-4s sparsity %.4f  ppl wikitext2 %.3f ptb %.3f c4 %.3f",
+                row["search"], row["pruner"], row["calibration"], row["target_sparsity"],
+                float(row["achieved_sparsity"]), float(row["wikitext2_ppl"]), float(row["ptb_ppl"]),
+                float(row["c4_ppl"]))  # fmt: skip
 
 
 def run(options: Options) -> Table:
@@ -405,7 +449,7 @@ def run(options: Options) -> Table:
     searches = select(everything, options.only)
     bench, protocol = prepare(options)
     csv_path = options.out / "searched.csv"
-    rows = read_rows(csv_path)
+    rows = [with_calibration(row) for row in read_rows(csv_path)]
     check_same_protocol(rows, protocol.row_fields(), csv_path)
     planned = planned_keys(everything)
     table = Table(options, protocol, planned, in_plan_order(rows, planned, KEY_COLUMNS))
@@ -427,10 +471,11 @@ def run(options: Options) -> Table:
 
 def print_summary(table: Table) -> None:
     """The final table on stdout: one line per row of the CSV."""
-    heads = ("search", "pruner", "target", "sparsity", "wikitext2", "ptb", "c4")
-    print(f"{heads[0]:34} {heads[1]:9} {heads[2]:>6} {heads[3]:>8} {heads[4]:>10} {heads[5]:>10} {heads[6]:>10}")
+    heads = ("search", "pruner", "calibration", "target", "sparsity", "wikitext2", "ptb", "c4")
+    print(f"{heads[0]:34} {heads[1]:9} {heads[2]:10} {heads[3]:>6} {heads[4]:>8} {heads[5]:>10} {heads[6]:>10} "
+          f"{heads[7]:>10}")
     for row in table.rows:
-        print(f"{row['search']:34} {row['pruner']:9} {row['target_sparsity']:>6} "
+        print(f"{row['search']:34} {row['pruner']:9} {row['calibration']:10} {row['target_sparsity']:>6} "
               f"{float(row['achieved_sparsity']):8.4f} {float(row['wikitext2_ppl']):10.3f} "
               f"{float(row['ptb_ppl']):10.3f} {float(row['c4_ppl']):10.3f}")  # fmt: skip
     print(f"{len(table.rows)} rows in {table.options.out / 'searched.csv'}")

@@ -51,13 +51,24 @@ def test_the_sensitivity_search_plans_the_candidates_its_protocol_states(tmp_pat
     assert bench_report._against_budget(194, budget) == "46 fewer than the others' 240"
 
 
-def test_planned_keys_list_the_dense_row_first_and_every_pick_and_pruner() -> None:
+def test_planned_keys_list_the_dense_row_first_and_every_pick_pruner_and_calibration() -> None:
     wanted = ("metric-2of4-0.50", "layerwise-unstructured-0.40to0.80")
     searches = [spec for spec in bench_plan.plan() if spec.name in wanted]
     keys = bench_plan.planned_keys(searches)
-    assert keys[0] == (bench_plan.DENSE, "0", "none")
-    assert ("metric-2of4-0.50", "0.5", "sparsegpt") in keys
-    # The range search gives one recipe per level, applied with its own rule only.
+    assert keys[0] == bench_plan.DENSE_KEY
+    assert [key for key in keys if key[0] == "metric-2of4-0.50"] == [
+        ("metric-2of4-0.50", "0.5", "recipe", "one-shot"), ("metric-2of4-0.50", "0.5", "sparsegpt", "one-shot"),
+        ("metric-2of4-0.50", "0.5", "recipe", "sequential"), ("metric-2of4-0.50", "0.5", "sparsegpt", "sequential"),
+    ]  # fmt: skip
+    # The range search gives one recipe per level, applied one-shot with its own rule only.
     range_keys = [key for key in keys if key[0] == "layerwise-unstructured-0.40to0.80"]
-    assert range_keys == [("layerwise-unstructured-0.40to0.80", f"{level:g}", "recipe")
+    assert range_keys == [("layerwise-unstructured-0.40to0.80", f"{level:g}", "recipe", "one-shot")
                           for level in bench_plan.RANGE_LEVELS]  # fmt: skip
+
+
+def test_rows_from_before_the_calibration_column_read_as_one_shot() -> None:
+    old = {"search": "metric-2of4-0.50", "pruner": "recipe"}
+    assert bench_plan.with_calibration(old)["calibration"] == "one-shot"
+    assert bench_plan.with_calibration({"search": bench_plan.DENSE})["calibration"] == "none"
+    sequential = {**old, "calibration": "sequential"}
+    assert bench_plan.with_calibration(sequential) == sequential

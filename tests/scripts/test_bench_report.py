@@ -15,12 +15,15 @@ PROTOCOL = bench_plan.Protocol(
 )  # fmt: skip
 
 
-def _searched(search: str, pruner: str, wikitext2: float, kl: float) -> dict[str, str]:
+def _searched(
+    search: str, pruner: str, wikitext2: float, kl: float, calibration: str = "one-shot"
+) -> dict[str, str]:
     spec = bench_plan.spec_named(search)
     assert spec is not None
     return {
         "search": search, "mode": spec.mode, "structure": spec.structure, "target_sparsity": f"{spec.target:g}",
-        "pruner": pruner, "achieved_sparsity": f"{spec.target:.6f}", "wikitext2_ppl": f"{wikitext2}",
+        "pruner": pruner, "calibration": calibration, "achieved_sparsity": f"{spec.target:.6f}",
+        "wikitext2_ppl": f"{wikitext2}",
         "ptb_ppl": "600.0", "c4_ppl": "200.0", "candidates": "258", "failed": "0", "search_minutes": "40.3",
         "fitness_minutes": "36.2", "recipe": f"recipes/{search}.yaml", "kl": f"{kl}", "rule": "wanda",
         "layer_min": "0.40", "layer_max": "0.99",
@@ -34,20 +37,26 @@ def _baseline(method: str, calibration: str, wikitext2: float, eval_tokens: int 
 
 
 def test_the_page_shows_ratios_to_one_shot_wanda_and_lists_what_is_missing() -> None:
-    rows = [_searched("sensitivity-unstructured-0.70", "recipe", 257.4148, 1.88)]
+    rows = [
+        _searched("sensitivity-unstructured-0.70", "recipe", 257.4148, 1.88),
+        _searched("sensitivity-unstructured-0.70", "recipe", 301.5, 1.88, calibration="sequential"),
+    ]
     baselines = [
         _baseline("wanda", "one-shot", 841.22),
-        _baseline("wanda", "sequential", 972.49),  # another calibration: not the reference
+        _baseline("wanda", "sequential", 972.49),  # its own line, not the reference
         _baseline("ria", "one-shot", 1.0, eval_tokens=16 * 511),  # other windows: left out
     ]
     planned = bench_plan.planned_keys([bench_plan.spec_named("sensitivity-unstructured-0.70")])
     page = bench_report.render_readme(rows, baselines, PROTOCOL, planned)
     assert "| sensitivity search |  |  | 257.41 (0.31×) |  |" in page
     assert "| Wanda |  |  | 841.22 (1.00×) |  |" in page
+    assert "| Wanda, sequential |  |  | 972.49 (1.16×) |  |" in page
+    assert "| sensitivity search, sequential |  |  | 301.50 (0.36×) |  |" in page
     assert "RIA" not in page.split("## WikiText-2 perplexity")[1].split("##")[0]
     assert "**Dense model:** not run yet." in page
-    assert "- sensitivity-unstructured-0.70 at 70%, pruner sparsegpt" in page
-    assert "- sensitivity-unstructured-0.70 at 70%, pruner recipe" not in page
+    assert "- sensitivity-unstructured-0.70 at 70%, pruner sparsegpt, one-shot" in page
+    assert "- sensitivity-unstructured-0.70 at 70%, pruner sparsegpt, sequential" in page
+    assert "pruner recipe" not in page
     assert "[sensitivity-unstructured-0.70.yaml](recipes/sensitivity-unstructured-0.70.yaml)" in page
 
 
