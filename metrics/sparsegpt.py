@@ -18,6 +18,9 @@ block the lowest ``w^2 / [H^-1]_qq^2`` of that block across all rows are pruned;
 start of each group of M columns the lowest M - N of each row's group. The unstructured count is
 spread over the blocks so that the layer loses exactly ``round(sparsity * out * in)`` weights.
 
+``sparsegpt_update`` runs the same sweep on a mask chosen beforehand (by Wanda, RIA or a searched
+rule): it only reconstructs, so any scoring rule's masks get SparseGPT's weight update.
+
 Inputs never seen in calibration (zero Hessian diagonal) carry no signal: their weights are
 zeroed and their Hessian entry set to 1 so the factorisation stays defined.
 """
@@ -35,7 +38,7 @@ from paretoprune.metrics.masks import (
     nm_ranks,
 )
 
-__all__ = ["sparsegpt_prune"]
+__all__ = ["sparsegpt_prune", "sparsegpt_update"]
 
 # Damping is multiplied by this factor and retried when the damped Hessian is still not
 # positive definite (numerically rank-deficient calibration data).
@@ -71,6 +74,36 @@ def sparsegpt_prune(
         end = min(start + step, result.shape[1])
         pruned_here = _block_budget(sparsity, result.shape[0], start, end)
         _prune_block(result, inverse_factor, start, end, structure, pruned_here)
+    return result
+
+
+def sparsegpt_update(
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    keep: torch.Tensor,
+    blocksize: int = 128,
+    damp: float = 0.01,
+) -> torch.Tensor:
+    """The weight [out, in] pruned to the given ``keep`` mask, its survivors updated to
+    reconstruct the layer's output, as a new fp32 tensor.
+
+    The same sweep as ``sparsegpt_prune``, with the weights to drop fixed: exactly the ``False``
+    entries of ``keep`` become zero (and the weights of inputs never seen in calibration, as
+    there). ``hessian`` and ``damp`` mean what they mean there.
+    """
+    _check_arguments(weight, hessian, None, blocksize, damp)
+    if keep.shape != weight.shape or keep.dtype != torch.bool:
+        raise InputError(f"the keep mask must be a bool tensor of the weight's shape {tuple(weight.shape)}")
+    result = weight.detach().float().clone()
+    dropped = ~keep.to(result.device)
+    if not bool(dropped.any()):
+        return result
+    hessian, dead = _without_dead_inputs(hessian, result.device)
+    result[:, dead] = 0.0
+    inverse_factor = _inverse_hessian_factor(hessian, damp)
+    for start in range(0, result.shape[1], blocksize):
+        end = min(start + blocksize, result.shape[1])
+        _prune_block(result, inverse_factor, start, end, None, 0, fixed=dropped[:, start:end])
     return result
 
 
@@ -143,13 +176,19 @@ def _prune_block(
     end: int,
     structure: tuple[int, int] | None,
     pruned_here: int,
+    fixed: torch.Tensor | None = None,
 ) -> None:
-    """Prune columns [start, end) of ``weight`` in place and push their error to the right."""
+    """Prune columns [start, end) of ``weight`` in place and push their error to the right.
+
+    The weights to drop are chosen here from the current weights, unless ``fixed`` gives them.
+    """
     block = weight[:, start:end].clone()
     factor = inverse_factor[start:end, start:end]
     pivots = torch.diagonal(factor)
     errors = torch.zeros_like(block)
-    pruned = None if structure is not None else _unstructured_block_mask(block, pivots, pruned_here)
+    pruned = fixed
+    if pruned is None and structure is None:
+        pruned = _unstructured_block_mask(block, pivots, pruned_here)
     for column in range(end - start):
         if structure is not None and column % structure[1] == 0:
             pruned = _nm_group_mask(block, pivots, column, structure, pruned)

@@ -88,6 +88,7 @@ def _format_ppl(value: Optional[float]) -> str:
 def prune(
     model: str = ModelOpt,
     method: str = typer.Option("wanda", "--method", help="magnitude | wanda | ria | sparsegpt"),
+    update: bool = typer.Option(False, "--update", help="reconstruct the kept weights, as SparseGPT does"),
     sparsity: Optional[float] = typer.Option(None, "--sparsity", help="fraction pruned, e.g. 0.5"),
     structure: Optional[str] = typer.Option(None, "--structure", help="N:M, e.g. 2:4"),
     allocation: str = typer.Option("uniform", "--allocation", help="uniform | owl"),
@@ -109,13 +110,13 @@ def prune(
     from paretoprune.workflows import PruneConfig, prune as run
 
     config = PruneConfig(
-        model=model, method=method, sparsity=sparsity, structure=structure,
+        model=model, method=method, update=update, sparsity=sparsity, structure=structure,
         allocation=allocation, calib=calib, nsamples=nsamples, seqlen=seqlen, seed=seed,
         sequential=sequential, save=save, eval=eval, max_windows=max_windows,
         tasks=_task_options(eval_tasks, task_dir, limit), progress=not quiet,
     )  # fmt: skip
     result = run(config)
-    lines = [f"sparsity   {result.sparsity:.4f}  ({method}, {structure or allocation})"]
+    lines = [f"sparsity   {result.sparsity:.4f}  ({method}{' + update' if update else ''}, {structure or allocation})"]
     if result.perplexity is not None:
         lines.append(f"perplexity {_format_ppl(result.perplexity)}  ({result.tokens} tokens of {eval})")
     if result.saved:
@@ -323,6 +324,7 @@ def apply(
     recipe: Path = typer.Argument(..., help="a recipe file (YAML or JSON)"),
     model: str = ModelOpt,
     pruner: str = typer.Option("recipe", "--pruner", help="recipe | magnitude | wanda | ria | sparsegpt"),
+    update: bool = typer.Option(False, "--update", help="reconstruct the kept weights, as SparseGPT does"),
     calib: str = CalibOpt,
     nsamples: int = NsamplesOpt,
     seqlen: int = SeqlenOpt,
@@ -342,12 +344,12 @@ def apply(
     from paretoprune.workflows import ApplyConfig, apply as run
 
     config = ApplyConfig(
-        recipe=recipe, model=model, pruner=pruner, calib=calib, nsamples=nsamples, seqlen=seqlen,
+        recipe=recipe, model=model, pruner=pruner, update=update, calib=calib, nsamples=nsamples, seqlen=seqlen,
         seed=seed, sequential=sequential, force=force, save=save, eval=eval,
         max_windows=max_windows, tasks=_task_options(eval_tasks, task_dir, limit), progress=not quiet,
     )  # fmt: skip
     result = run(config)
-    lines = [f"sparsity   {result.sparsity:.4f}  ({recipe.name} with {pruner})"]
+    lines = [f"sparsity   {result.sparsity:.4f}  ({recipe.name} with {pruner}{' + update' if update else ''})"]
     if result.perplexity is not None:
         lines.append(f"perplexity {_format_ppl(result.perplexity)}  ({result.tokens} tokens of {eval})")
     if result.saved:

@@ -2,7 +2,8 @@
 
 Per-layer sparsities come from the candidate; the weights to drop are chosen either by the
 candidate's scoring rule (magnitude, Wanda, RIA or any point of the meta-metric family) or by
-SparseGPT, which also updates the surviving weights to reconstruct each layer's output.
+SparseGPT, which also updates the surviving weights to reconstruct each layer's output. With
+``update=True`` a scoring rule's masks get that same update (``sparsegpt_update``).
 
 One-shot pruning calibrates every block on the dense model's activations; sequential pruning
 (``sequential=True``) calibrates each block on the outputs of the already pruned blocks, as the
@@ -28,7 +29,7 @@ from paretoprune.metrics.allocation import owl_block_sparsities, outlier_ratio
 from paretoprune.metrics import masks
 from paretoprune.metrics.masks import check_structure_fits, parse_structure
 from paretoprune.metrics.scores import KNOWN_METRICS, MetricSpec, compute_scores
-from paretoprune.metrics.sparsegpt import sparsegpt_prune
+from paretoprune.metrics.sparsegpt import sparsegpt_prune, sparsegpt_update
 from paretoprune.models import ModelLayout, PrunableLinear
 
 __all__ = [
@@ -159,28 +160,32 @@ def prune_model(
     tokens: torch.Tensor | None = None,
     *,
     method: str = "metric",
+    update: bool = False,
     sequential: bool = False,
     batch_size: int = 8,
     progress: bool = True,
 ) -> PruneReport:
     """Prune ``model`` in place as ``candidate`` says and report the sparsity reached.
 
-    ``method="metric"`` drops the lowest-scoring weights of the candidate's metric;
+    ``method="metric"`` drops the lowest-scoring weights of the candidate's metric, and with
+    ``update`` reconstructs each layer's output from the survivors as SparseGPT does;
     ``method="sparsegpt"`` uses SparseGPT at the candidate's sparsities and structure.
     ``tokens`` (calibration windows) are needed unless the metric ignores activations.
     """
     if method not in ("metric", "sparsegpt"):
         raise InputError(f"unknown pruning method {method!r}: use metric or sparsegpt")
+    if update and method == "sparsegpt":
+        raise InputError("--update goes with a scoring rule: SparseGPT already updates the weights it keeps")
     check_candidate(layout, candidate)
     started = time.perf_counter()
-    needs_data = method == "sparsegpt" or candidate.metric.uses_activations
+    needs_data = method == "sparsegpt" or update or candidate.metric.uses_activations
     if needs_data and tokens is None:
         raise InputError("this pruner needs calibration data: pass --calib SRC")
     if needs_data:
-        _prune_walking(model, layout, candidate, tokens, method, sequential, batch_size, progress)
+        _prune_walking(model, layout, candidate, tokens, method, update, sequential, batch_size, progress)
     else:
         for linear in tqdm(layout.linears, desc="pruning", disable=not progress):
-            _prune_linear(linear, None, candidate, method)
+            _prune_linear(linear, None, candidate, method, update=False)
     return measure_sparsity(layout, seconds=time.perf_counter() - started)
 
 
@@ -190,6 +195,7 @@ def _prune_walking(
     candidate: Candidate,
     tokens: torch.Tensor,
     method: str,
+    update: bool,
     sequential: bool,
     batch_size: int,
     progress: bool,
@@ -199,16 +205,16 @@ def _prune_walking(
         layout,
         tokens,
         batch_size=batch_size,
-        hessian=method == "sparsegpt",
+        hessian=method == "sparsegpt" or update,
         propagate="pruned" if sequential else "dense",
     )
     for step in tqdm(steps, total=len(layout.blocks), desc="pruning", disable=not progress):
         for linear in step.linears:
-            _prune_linear(linear, step.stats[linear.name], candidate, method)
+            _prune_linear(linear, step.stats[linear.name], candidate, method, update)
 
 
 def _prune_linear(
-    linear: PrunableLinear, stats: ChannelStats | None, candidate: Candidate, method: str
+    linear: PrunableLinear, stats: ChannelStats | None, candidate: Candidate, method: str, update: bool
 ) -> None:
     sparsity = candidate.sparsities.get(linear.name, 0.0)
     nm = parse_structure(candidate.structure)
@@ -224,6 +230,10 @@ def _prune_linear(
     mask = keep_mask(
         weight, act_norm, candidate.metric, sparsity, candidate.structure, candidate.group, linear.name
     )
+    if update:
+        assert stats is not None
+        weight.copy_(sparsegpt_update(weight.float(), stats.hessian(), mask).to(weight.dtype))
+        return
     weight.mul_(mask.to(weight.dtype))
 
 

@@ -65,6 +65,7 @@ class TaskOptions:
 class PruneConfig:
     model: str  # alias, folder, .gguf file or hub id
     method: str = "wanda"  # magnitude | wanda | ria | sparsegpt
+    update: bool = False  # reconstruct the survivors of a scoring rule's masks, as SparseGPT does
     sparsity: float | None = None  # fraction of weights pruned (unstructured)
     structure: str | None = None  # "N:M" instead of a sparsity
     allocation: str = "uniform"  # uniform | owl: how the sparsity is spread over the blocks
@@ -141,6 +142,12 @@ def check_prune_config(config: PruneConfig) -> None:
         parse_structure(config.structure)
     if config.nsamples <= 0 or config.seqlen <= 1:
         raise InputError("--nsamples must be positive and --seqlen at least 2")
+    _check_update(config.update, config.method)
+
+
+def _check_update(update: bool, pruner: str) -> None:
+    if update and pruner == "sparsegpt":
+        raise InputError("--update goes with a scoring rule (recipe, magnitude, wanda, ria): sparsegpt updates already")
 
 
 def prune(config: PruneConfig) -> PruneResult:
@@ -148,7 +155,7 @@ def prune(config: PruneConfig) -> PruneResult:
     task_dir = _task_dir(config.tasks)
     loaded = load_model(config.model)
     model, layout = loaded.model, find_layout(loaded.model)
-    needs_tokens = config.method != "magnitude" or config.allocation == "owl"
+    needs_tokens = config.method != "magnitude" or config.allocation == "owl" or config.update
     tokens = (
         calibration_windows(
             loaded.tokenizer, config.calib, config.nsamples, config.seqlen, config.seed
@@ -163,6 +170,7 @@ def prune(config: PruneConfig) -> PruneResult:
         candidate,
         tokens,
         method="sparsegpt" if config.method == "sparsegpt" else "metric",
+        update=config.update,
         sequential=config.sequential,
         batch_size=config.batch_size,
         progress=config.progress,
@@ -363,6 +371,7 @@ def apply_recipe(
     calib_tokens: torch.Tensor | None = None,
     *,
     pruner: str = "recipe",
+    update: bool = False,
     sequential: bool = False,
     force: bool = False,
     progress: bool = True,
@@ -370,7 +379,8 @@ def apply_recipe(
     """Prune a live model in place with a recipe's per-layer sparsities; returns a PruneReport.
 
     ``pruner="recipe"`` uses the recipe's own metric; ``magnitude``, ``wanda`` or ``ria`` swap in
-    that metric; ``sparsegpt`` reconstructs the surviving weights with SparseGPT.
+    that metric; ``sparsegpt`` reconstructs the surviving weights with SparseGPT. ``update``
+    gives a scoring rule's masks that reconstruction too.
     """
     from dataclasses import replace
 
@@ -378,6 +388,7 @@ def apply_recipe(
 
     if pruner not in APPLY_PRUNERS:
         raise InputError(f"unknown pruner {pruner!r}: use one of {', '.join(APPLY_PRUNERS)}")
+    _check_update(update, pruner)
     layout = find_layout(model)
     shapes = {linear.name: (linear.out_features, linear.in_features) for linear in layout.linears}
     match = recipe.check_model(fingerprint(model), shapes, force=force)
@@ -387,7 +398,7 @@ def apply_recipe(
     return prune_model(
         model, layout, candidate, calib_tokens,
         method="sparsegpt" if pruner == "sparsegpt" else "metric",
-        sequential=sequential, progress=progress,
+        update=update, sequential=sequential, progress=progress,
     )  # fmt: skip
 
 
@@ -396,6 +407,7 @@ class ApplyConfig:
     recipe: Path  # a recipe file (YAML or JSON)
     model: str
     pruner: str = "recipe"  # recipe | magnitude | wanda | ria | sparsegpt
+    update: bool = False  # reconstruct the survivors of the pruner's masks, as SparseGPT does
     calib: str = "builtin"
     nsamples: int = 128
     seqlen: int = 2048
@@ -417,12 +429,13 @@ def apply(config: ApplyConfig) -> PruneResult:
     recipe = load_recipe(config.recipe)
     if config.pruner not in APPLY_PRUNERS:
         raise InputError(f"unknown pruner {config.pruner!r}: use one of {', '.join(APPLY_PRUNERS)}")
+    _check_update(config.update, config.pruner)
     if config.save is not None and config.save.exists() and any(config.save.iterdir()):
         raise InputError(f"--save folder {config.save} is not empty: choose a new folder")
     task_dir = _task_dir(config.tasks)
     loaded = load_model(config.model)
     metric = recipe.to_candidate().metric
-    needs_tokens = config.pruner == "sparsegpt" or (
+    needs_tokens = config.pruner == "sparsegpt" or config.update or (
         metric.uses_activations if config.pruner == "recipe" else config.pruner != "magnitude"
     )
     tokens = (
@@ -431,7 +444,7 @@ def apply(config: ApplyConfig) -> PruneResult:
         else None
     )
     report = apply_recipe(
-        loaded.model, recipe, tokens, pruner=config.pruner, sequential=config.sequential,
+        loaded.model, recipe, tokens, pruner=config.pruner, update=config.update, sequential=config.sequential,
         force=config.force, progress=config.progress,
     )  # fmt: skip
     return _after_pruning(loaded, report, config, task_dir, {"recipe.yaml": recipe_yaml(recipe)})

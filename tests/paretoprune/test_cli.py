@@ -56,6 +56,7 @@ def test_prune_save_reload_gives_the_reported_perplexity(model_dir: Path, tmp_pa
         (["front", "no-such-run"], "holds no search"),
         (["prune", "--model", "MODEL", "--no-such-option"], "No such option: --no-such-option"),
         (["prune", "--model", "MODEL", "--sparsity", "half"], "Invalid value for '--sparsity'"),
+        (["prune", "--model", "MODEL", "--method", "sparsegpt", "--update", "--sparsity", "0.5"], "--update goes with"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(model_dir: Path, args: list[str], fragment: str) -> None:

@@ -93,6 +93,31 @@ def test_sparsegpt_reaches_the_sparsity_and_keeps_the_model_finite() -> None:
         assert torch.isfinite(model(_tokens(1)).logits).all()
 
 
+def test_update_keeps_the_rules_masks_and_brings_the_outputs_closer_to_the_dense_model() -> None:
+    dense = tiny_model("llama", layers=3)
+    tokens = _tokens()
+    with torch.no_grad():
+        reference = dense(tokens).logits
+    errors, masks = {}, {}
+    for update in (False, True):
+        model = tiny_model("llama", layers=3)
+        layout = find_layout(model)
+        report = prune_model(model, layout, _uniform(layout, "wanda", 0.6), tokens, update=update, progress=False)
+        assert report.sparsity == pytest.approx(0.6, abs=0.01)  # whole weights per row
+        masks[update] = {linear.name: linear.weight_matrix() != 0 for linear in layout.linears}
+        with torch.no_grad():
+            errors[update] = float((model(tokens).logits - reference).square().mean())
+    assert all(torch.equal(masks[False][name], masks[True][name]) for name in masks[False])
+    assert errors[True] < errors[False]
+
+
+def test_update_with_sparsegpt_is_refused() -> None:
+    model = tiny_model("llama")
+    layout = find_layout(model)
+    with pytest.raises(InputError, match="already updates"):
+        prune_model(model, layout, _uniform(layout, "wanda", 0.5), _tokens(), method="sparsegpt", update=True)
+
+
 def test_magnitude_needs_no_data_but_wanda_does() -> None:
     model = tiny_model("llama")
     layout = find_layout(model)
