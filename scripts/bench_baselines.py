@@ -15,7 +15,7 @@ configuration (method x allocation x structure x sparsity x calibration mode):
 A killed run resumes: rows already in the CSV (for the same protocol) are skipped.
 
     python scripts/bench_baselines.py                     # the full table (about an hour on 2 cores)
-    python scripts/bench_baselines.py --with-sparsegpt    # plus SparseGPT one-shot
+    python scripts/bench_baselines.py --with-sparsegpt    # plus SparseGPT and Wanda + update, one-shot
     python scripts/bench_baselines.py --quick             # tiny smoke run into a scratch folder
 """
 
@@ -46,7 +46,7 @@ from paretoprune.evaluators.perplexity import perplexity
 from paretoprune.evaluators.stats import ChannelStats, collect_stats
 from paretoprune.metrics.masks import parse_structure
 from paretoprune.metrics.scores import KNOWN_METRICS
-from paretoprune.metrics.sparsegpt import sparsegpt_prune
+from paretoprune.metrics.sparsegpt import sparsegpt_prune, sparsegpt_update
 from paretoprune.models import (
     LoadedModel,
     ModelLayout,
@@ -92,7 +92,9 @@ MODEL = "smollm2-135m"
 
 SPARSITIES = (0.5, 0.6, 0.7)
 STRUCTURES = ("2:4", "4:8")
-LABELS = ("dense", "magnitude", "wanda", "ria", "owl-wanda", "sparsegpt")
+LABELS = ("dense", "magnitude", "wanda", "ria", "owl-wanda", "sparsegpt", "wanda-update")
+# A method named "<rule>-update" keeps the rule's masks and updates the survivors as SparseGPT does.
+UPDATE_SUFFIX = "-update"
 
 # The columns the issue asks for, then what makes a row reproducible and its time complete.
 COLUMNS = (
@@ -121,7 +123,7 @@ KEY_COLUMNS = ("method", "allocation", "structure", "target_sparsity", "calibrat
 class BenchConfig:
     """One row of the table: which pruner, where its sparsity goes, how it is calibrated."""
 
-    method: str  # dense | magnitude | wanda | ria | sparsegpt
+    method: str  # dense | magnitude | wanda | ria | sparsegpt | wanda-update
     allocation: str = "uniform"  # uniform | owl (per-block sparsities from outlier ratios)
     structure: str = "unstructured"  # or "2:4", "4:8"
     target_sparsity: float = 0.0
@@ -131,6 +133,16 @@ class BenchConfig:
     def label(self) -> str:
         """The name ``--only`` filters on: the method, or ``owl-wanda`` for OWL + Wanda."""
         return f"owl-{self.method}" if self.allocation == "owl" else self.method
+
+    @property
+    def update(self) -> bool:
+        """Whether the survivors of the rule's masks get SparseGPT's weight update."""
+        return self.method.endswith(UPDATE_SUFFIX)
+
+    @property
+    def rule(self) -> str:
+        """The scoring rule that picks the masks (SparseGPT picks its own; magnitude stands in)."""
+        return "magnitude" if self.method == "sparsegpt" else self.method.removesuffix(UPDATE_SUFFIX)
 
     @property
     def shape(self) -> str:
@@ -165,9 +177,10 @@ def plan(with_sparsegpt: bool = False) -> list[BenchConfig]:
     configs += [BenchConfig("magnitude", target_sparsity=s) for s in SPARSITIES]
     for structure, sparsity in SHAPES_BY_PRIORITY:
         configs += _calibrated(structure, sparsity)
-    if with_sparsegpt:
-        configs += [BenchConfig("sparsegpt", target_sparsity=s, calibration="one-shot") for s in SPARSITIES]
-        configs.append(BenchConfig("sparsegpt", structure="2:4", target_sparsity=0.5, calibration="one-shot"))
+    if with_sparsegpt:  # the rows that need each layer's Hessian
+        for method in ("sparsegpt", "wanda-update"):
+            configs += [BenchConfig(method, target_sparsity=s, calibration="one-shot") for s in SPARSITIES]
+            configs.append(BenchConfig(method, structure="2:4", target_sparsity=0.5, calibration="one-shot"))
     return configs
 
 
@@ -298,7 +311,7 @@ class Bench:
 
 def candidate_for(bench: Bench, config: BenchConfig) -> Candidate:
     """The per-layer sparsities of a configuration (OWL from dense statistics, as OWL does)."""
-    metric = KNOWN_METRICS["magnitude" if config.method == "sparsegpt" else config.method]
+    metric = KNOWN_METRICS[config.rule]
     if config.structure != "unstructured":
         sparsities = {name: config.target_sparsity for name in bench.layout.names}
         return Candidate(metric=metric, sparsities=sparsities, structure=config.structure)
@@ -321,8 +334,11 @@ def owl_allocation(bench: Bench, target: float) -> dict[str, float]:
     return bench.owl[target]
 
 
-def prune_one_shot(layout: ModelLayout, candidate: Candidate, stats: dict[str, ChannelStats] | None) -> None:
-    """Mask every linear from statistics already gathered on the dense model."""
+def prune_one_shot(
+    layout: ModelLayout, candidate: Candidate, stats: dict[str, ChannelStats] | None, update: bool = False
+) -> None:
+    """Mask every linear from statistics already gathered on the dense model; with ``update``
+    (the statistics then hold Hessians) reconstruct the survivors as SparseGPT does."""
     for linear in layout.linears:
         act_norm = stats[linear.name].act_norm if stats is not None else None
         weight = linear.weight_matrix()
@@ -335,7 +351,11 @@ def prune_one_shot(layout: ModelLayout, candidate: Candidate, stats: dict[str, C
             candidate.group,
             linear.name,
         )
-        weight.mul_(mask.to(weight.dtype))
+        if update:
+            assert stats is not None
+            weight.copy_(sparsegpt_update(weight.float(), stats[linear.name].hessian(), mask).to(weight.dtype))
+        else:
+            weight.mul_(mask.to(weight.dtype))
 
 
 def prune_sparsegpt_one_shot(
@@ -367,12 +387,15 @@ def prune_config(bench: Bench, config: BenchConfig) -> float:
             bench.layout,
             candidate,
             bench.calibration,
+            update=config.update,
             sequential=True,
             batch_size=bench.batch_size,
             progress=False,
         )
     elif config.method == "sparsegpt":
         prune_sparsegpt_one_shot(bench.layout, candidate, bench.dense_hessians())
+    elif config.update:
+        prune_one_shot(bench.layout, candidate, bench.dense_hessians(), update=True)
     else:
         stats = bench.dense_stats() if candidate.metric.uses_activations else None
         prune_one_shot(bench.layout, candidate, stats)
@@ -381,10 +404,10 @@ def prune_config(bench: Bench, config: BenchConfig) -> float:
 
 def shared_pass_seconds(bench: Bench, config: BenchConfig) -> float:
     """Run the dense-model pass this row shares with others (once per run); return its cost."""
-    if config.method == "sparsegpt":
+    if config.method == "sparsegpt" or (config.update and config.calibration == "one-shot"):
         bench.dense_hessians()
         return bench.hessian_seconds
-    one_shot_data = config.calibration == "one-shot" and KNOWN_METRICS[config.method].uses_activations
+    one_shot_data = config.calibration == "one-shot" and KNOWN_METRICS[config.rule].uses_activations
     if config.allocation == "owl":
         owl_allocation(bench, config.target_sparsity)
         return bench.stats_seconds + bench.owl_seconds[config.target_sparsity]
@@ -429,6 +452,7 @@ METHOD_NAMES = {
     ("ria", "uniform"): "RIA",
     ("wanda", "owl"): "OWL + Wanda",
     ("sparsegpt", "uniform"): "SparseGPT",
+    ("wanda-update", "uniform"): "Wanda + update",
 }
 
 
@@ -488,6 +512,10 @@ def _protocol_section(protocol: Protocol, command: str) -> str:
   (M = 5, lambda = 0.08) at the exact parameter-weighted mean, in both modes.
 - **Scores and masks:** Wanda `|W| * ||X_j||`, RIA `(|W|/rowsum + |W|/colsum) * ||X_j||^0.5`,
   compared within each output row (N:M: within each group of M consecutive inputs of a row).
+- **SparseGPT** (`--with-sparsegpt`): blocks of 128 columns, damping 0.01 of the mean Hessian
+  diagonal; it picks its own masks. **Wanda + update**: Wanda's masks, then the same sweep on
+  those fixed masks updates the surviving weights (`paretoprune prune --update`), which tells
+  how much of SparseGPT's lead is its update rather than its masks.
 - **Sparsity:** `achieved_sparsity` is the fraction of zeros over all prunable weights, read
   back from the model.
 - **Times:** `prune_seconds` is what the configuration costs on its own (a one-shot row includes
@@ -590,7 +618,8 @@ def parse_options(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(LABELS)}")
     parser.add_argument("--shapes", default="", help="comma-separated sparsities or structures, e.g. 0.7,2:4")
     parser.add_argument("--calibrations", default="", help="comma-separated subset of one-shot,sequential")
-    parser.add_argument("--with-sparsegpt", action="store_true", help="add SparseGPT one-shot rows")
+    parser.add_argument("--with-sparsegpt", action="store_true",
+                        help="add the rows that need Hessians: SparseGPT and Wanda + update, one-shot")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
     args = parser.parse_args(argv)
     if args.quick:

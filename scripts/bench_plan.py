@@ -47,7 +47,9 @@ EVALUATION_NAMES = {"wikitext2": "WikiText-2", "ptb": "PTB", "c4": "C4"}
 
 SPARSITY_RANGE = (0.4, 0.8)
 RANGE_LEVELS = (0.5, 0.6, 0.7)
-PRUNERS = ("recipe", "sparsegpt")
+# How a recipe's sparsities are pruned: with its own rule; with its own rule, the survivors then
+# updated as SparseGPT does (``--update``); or by SparseGPT, which picks its own masks.
+PRUNERS = ("recipe", "update", "sparsegpt")
 # How a recipe is applied: one-shot (every block calibrated on the dense model's activations) or
 # sequential (each block on the already pruned blocks' outputs), as the baselines are.
 CALIBRATIONS = ("one-shot", "sequential")

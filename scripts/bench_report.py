@@ -41,17 +41,23 @@ BASELINE_METHODS = {  # (method, allocation) in baselines.csv -> label
     ("ria", "uniform"): "RIA",
     ("wanda", "owl"): "OWL + Wanda",
     ("sparsegpt", "uniform"): "SparseGPT",
+    ("wanda-update", "uniform"): "Wanda + update",
 }
 SEARCH_METHODS = {  # (kind, pruner) -> label; kind is the mode, or "range" for the range search
     ("naive", "recipe"): "naive swap search",
+    ("naive", "update"): "naive swap search + update",
     ("naive", "sparsegpt"): "naive swap search → SparseGPT",
     ("sensitivity", "recipe"): "sensitivity search",
+    ("sensitivity", "update"): "sensitivity search + update",
     ("sensitivity", "sparsegpt"): "sensitivity search → SparseGPT",
     ("layerwise", "recipe"): "layerwise search",
+    ("layerwise", "update"): "layerwise search + update",
     ("layerwise", "sparsegpt"): "layerwise search → SparseGPT",
     ("metric", "recipe"): "metric search",
+    ("metric", "update"): "metric search + update",
     ("metric", "sparsegpt"): "metric search → SparseGPT",
     ("joint", "recipe"): "joint search",
+    ("joint", "update"): "joint search + update",
     ("joint", "sparsegpt"): "joint search → SparseGPT",
     ("range", "recipe"): "layerwise range search",
 }
@@ -207,8 +213,9 @@ def _protocol_section(protocol: Protocol) -> str:
   {budget.seed}), as the baselines: one-shot (every block's statistics from the dense model) and,
   in the rows marked *sequential*, each block calibrated on the outputs of the blocks already
   pruned (`--sequential`). The search scores its candidates one-shot, so the one-shot rows are the
-  recipes as chosen. *search* rows use the recipe's own rule; *→ SparseGPT* rows give the
-  recipe's per-layer sparsities (and structure) to SparseGPT, which picks its own masks and
+  recipes as chosen. *search* rows use the recipe's own rule; *+ update* rows keep those masks
+  and update the surviving weights with SparseGPT's sweep (`--update`); *→ SparseGPT* rows give
+  the recipe's per-layer sparsities (and structure) to SparseGPT, which picks its own masks and
   updates the survivors.
 - **Evaluation:** the first {protocol.eval_windows} contiguous, non-overlapping windows of
   {protocol.eval_seqlen} tokens of each set, each window scored on its own:

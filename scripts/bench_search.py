@@ -65,12 +65,14 @@ from bench_io import (
 from bench_kl_curve import update_curves
 from bench_plan import (
     CALIBRATION_FILE,
+    CALIBRATIONS,
     COLUMNS,
     DENSE,
     DENSE_KEY,
     EVALUATION_FILES,
     KEY_COLUMNS,
     MODEL,
+    PRUNERS,
     Budget,
     Protocol,
     SearchSpec,
@@ -90,6 +92,12 @@ logger = logging.getLogger("bench_search")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 DEFAULT_BASELINES = REPO_ROOT / "results" / "baselines" / "baselines.csv"
+
+# What a row says about the search behind its recipe, the same in every row of that recipe.
+SEARCH_FACTS = ("candidates", "failed", "search_minutes", "fitness_minutes", "recipe", "eval_id", "kl", "rule",
+                "layer_min", "layer_max")  # fmt: skip
+RowKey = tuple[str, str, str, str]  # search, level, pruner, calibration
+Sources = dict[str, tuple[Recipe, dict[str, str]]]  # by level: the recipe and its search facts
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,9 +140,10 @@ def measure_recipe(
     """Prune a freshly loaded model with the recipe (one-shot or sequential) and score it."""
     loaded = load_model(bench.model)
     started = time.perf_counter()
-    sequential = calibration == "sequential"
-    report = apply_recipe(loaded.model, recipe, bench.calibration, pruner=pruner, sequential=sequential,
-                          progress=False)  # fmt: skip
+    report = apply_recipe(
+        loaded.model, recipe, bench.calibration, pruner="recipe" if pruner == "update" else pruner,
+        update=pruner == "update", sequential=calibration == "sequential", progress=False,
+    )  # fmt: skip
     prune_seconds = time.perf_counter() - started
     scores, eval_seconds = score_sets(bench, loaded.model, protocol)
     return {
@@ -175,8 +184,17 @@ class Options:
     eval_seqlen: int
     batch_size: int
     only: tuple[str, ...]
+    pruners: tuple[str, ...]  # empty: every pruner
+    calibrations: tuple[str, ...]  # empty: one-shot and sequential
     quick: bool
     command: str
+
+    def wants(self, key: RowKey) -> bool:
+        """Whether this run measures the row (``--pruners`` and ``--calibrations`` filter)."""
+        _, _, pruner, calibration = key
+        return (not self.pruners or pruner in self.pruners) and (
+            not self.calibrations or calibration in self.calibrations
+        )
 
 
 QUICK = {"pop": 4, "generations": 1, "nsamples": 2, "seqlen": 64, "calib_nsamples": 4, "calib_seqlen": 64,
@@ -208,6 +226,8 @@ def parse_options(argv: Sequence[str] | None) -> Options:
                         help="tokens per evaluation window")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
     parser.add_argument("--only", default="", help="comma-separated search names (and/or dense) to run")
+    parser.add_argument("--pruners", default="", help=f"comma-separated subset of {','.join(PRUNERS)}")
+    parser.add_argument("--calibrations", default="", help=f"comma-separated subset of {','.join(CALIBRATIONS)}")
     parser.add_argument("--quick", action="store_true", help="tiny budgets, first two searches, scratch folders")
     args = parser.parse_args(argv)
     if args.quick:
@@ -229,10 +249,24 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         eval_windows=args.eval_windows,
         eval_seqlen=args.eval_seqlen,
         batch_size=args.batch_size,
-        only=tuple(name.strip() for name in args.only.split(",") if name.strip()),
+        only=_words(args.only),
+        pruners=_chosen(args.pruners, PRUNERS, "--pruners"),
+        calibrations=_chosen(args.calibrations, CALIBRATIONS, "--calibrations"),
         quick=args.quick,
         command=_reproduce_command(args),
     )
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(word.strip() for word in text.split(",") if word.strip())
+
+
+def _chosen(text: str, known: Sequence[str], option: str) -> tuple[str, ...]:
+    words = _words(text)
+    unknown = sorted(set(words) - set(known))
+    if unknown:
+        raise InputError(f"{option} {','.join(unknown)} is not known; choose among {', '.join(known)}")
+    return words
 
 
 def _check_positive(args: argparse.Namespace) -> None:
@@ -328,13 +362,6 @@ class Table:
         write_text_atomic(self.options.out / "README.md", readme)
 
 
-# What a row says about the search behind its recipe, the same in every row of that recipe.
-SEARCH_FACTS = ("candidates", "failed", "search_minutes", "fitness_minutes", "recipe", "eval_id", "kl", "rule",
-                "layer_min", "layer_max")  # fmt: skip
-RowKey = tuple[str, str, str, str]  # search, level, pruner, calibration
-Sources = dict[str, tuple[Recipe, dict[str, str]]]  # by level: the recipe and its search facts
-
-
 def run_one_search(spec: SearchSpec, table: Table, bench: Bench, order: Sequence[str]) -> None:
     """Search (or resume), export the picks, and measure every row of this search not yet done.
 
@@ -342,7 +369,7 @@ def run_one_search(spec: SearchSpec, table: Table, bench: Bench, order: Sequence
     again: the missing rows apply the recipes exported then.
     """
     options = table.options
-    todo = [key for key in spec.row_keys() if key not in table.done]
+    todo = [key for key in spec.row_keys() if key not in table.done and options.wants(key)]
     run_dir = options.runs / spec.name
     if not todo and spec.has_ppl_curve:
         backfill_allocation(spec, bench, options.out)

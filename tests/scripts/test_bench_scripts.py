@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 import bench_allocation
 import bench_baselines
@@ -143,10 +144,30 @@ def test_ppl_curve_reuses_scored_points_and_keeps_other_searches(tmp_path: Path)
     assert bench_io.read_rows(path) == rows
 
 
-def test_sparsegpt_baselines_cover_every_shape_the_searches_report() -> None:
-    shapes = {c.shape for c in bench_baselines.plan(with_sparsegpt=True) if c.method == "sparsegpt"}
+@pytest.mark.parametrize("method", ["sparsegpt", "wanda-update"])
+def test_hessian_baselines_cover_every_shape_the_searches_report(method: str) -> None:
+    shapes = {c.shape for c in bench_baselines.plan(with_sparsegpt=True) if c.method == method}
     assert shapes == {"0.5", "0.6", "0.7", "2:4"}
-    assert not any(c.method == "sparsegpt" for c in bench_baselines.plan())
+    assert not any(c.method == method for c in bench_baselines.plan())
+
+
+def test_wanda_update_keeps_wandas_masks_and_changes_the_survivors() -> None:
+    from paretoprune.evaluators.stats import collect_stats
+
+    config = bench_baselines.BenchConfig("wanda-update", target_sparsity=0.5, calibration="one-shot")
+    assert (config.rule, config.update) == ("wanda", True) and config.label == "wanda-update"
+    tokens = torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(0))
+    weights = {}
+    for update in (False, True):
+        model = tiny_model("llama")
+        layout = find_layout(model)
+        stats = collect_stats(model, layout, tokens, hessian=update)
+        candidate = Candidate(KNOWN_METRICS[config.rule], {name: 0.5 for name in layout.names})
+        bench_baselines.prune_one_shot(layout, candidate, stats, update=update)
+        weights[update] = {linear.name: linear.weight_matrix().clone() for linear in layout.linears}
+    for name, masked in weights[False].items():
+        assert torch.equal(masked != 0, weights[True][name] != 0)
+    assert any(not torch.equal(masked, weights[True][name]) for name, masked in weights[False].items())
 
 
 def test_block_allocation_weights_each_linear_by_its_size(tmp_path: Path) -> None:

@@ -7,9 +7,11 @@ from pathlib import Path
 import bench_io
 import bench_plan
 import bench_search
+import pytest
 import torch
 
 from paretoprune.candidate import Candidate
+from paretoprune.errors import InputError
 from paretoprune.metrics.scores import KNOWN_METRICS
 from paretoprune.models import find_layout, fingerprint
 from paretoprune.recipe import Recipe, save_recipe
@@ -32,21 +34,26 @@ def _exported_recipe(model, out: Path) -> str:
     return f"recipes/{SEARCH}.yaml"
 
 
+def _options(tmp_path: Path, model_dir: Path, *filters: str) -> bench_search.Options:
+    return bench_search.parse_options([
+        "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs"), "--model", str(model_dir),
+        "--baselines", str(tmp_path / "none.csv"), "--calib-seqlen", str(SEQLEN), "--eval-seqlen", str(SEQLEN),
+        "--calib-nsamples", "2", "--eval-windows", "2", *filters,
+    ])  # fmt: skip
+
+
 def test_without_its_run_folder_a_search_measures_its_missing_rows_from_the_exported_recipe(
     tmp_path: Path,
 ) -> None:
-    model_dir, out, runs = tmp_path / "model", tmp_path / "out", tmp_path / "runs"
+    model_dir, out = tmp_path / "model", tmp_path / "out"
     model = tiny_model("llama", layers=2)
     model.save_pretrained(model_dir)
     byte_tokenizer().save_pretrained(model_dir)
-    options = bench_search.parse_options([
-        "--out", str(out), "--runs", str(runs), "--model", str(model_dir), "--baselines", str(tmp_path / "none.csv"),
-        "--calib-seqlen", str(SEQLEN), "--eval-seqlen", str(SEQLEN), "--calib-nsamples", "2", "--eval-windows", "2",
-    ])  # fmt: skip
     generator = torch.Generator().manual_seed(0)
     windows = {name: torch.randint(0, TINY_VOCAB - 2, (2, SEQLEN), generator=generator)
                for name in bench_plan.EVALUATION_FILES}  # fmt: skip
     bench = bench_search.Bench(str(model_dir), windows["c4"], windows, batch_size=2)
+    options = _options(tmp_path, model_dir)
     protocol = bench_plan.Protocol(
         model=str(model_dir), model_file="tiny", model_sha256="00", fingerprint=fingerprint(model), blocks=2,
         linears=14, calibration_sha256="11", evaluation_sha256={name: "22" for name in windows},
@@ -61,21 +68,35 @@ def test_without_its_run_folder_a_search_measures_its_missing_rows_from_the_expo
                **facts, **protocol.row_fields()}  # fmt: skip
     planned = bench_plan.planned_keys(bench_plan.plan())
     rows = [bench_plan.with_calibration(earlier)]  # written before the calibration column
-    table = bench_search.Table(options, protocol, planned, rows)
     spec = bench_plan.spec_named(SEARCH)
     assert spec is not None
+    order = [s.name for s in bench_plan.plan()]
 
-    bench_search.run_one_search(spec, table, bench, [s.name for s in bench_plan.plan()])
+    # First only the one-shot update row, as --pruners and --calibrations ask; then the rest.
+    filtered = _options(tmp_path, model_dir, "--pruners", "update", "--calibrations", "one-shot")
+    table = bench_search.Table(filtered, protocol, planned, rows)
+    bench_search.run_one_search(spec, table, bench, order)
+    measured = [(row["pruner"], row["calibration"]) for row in table.rows]
+    assert measured == [("recipe", "one-shot"), ("update", "one-shot")]
+    table = bench_search.Table(options, protocol, planned, table.rows)
+    bench_search.run_one_search(spec, table, bench, order)
 
-    assert not (runs / SEARCH).exists()  # the search was not run again
-    written = bench_io.read_rows(out / "searched.csv")
-    assert [(row["pruner"], row["calibration"]) for row in written] == [
-        ("recipe", "one-shot"), ("sparsegpt", "one-shot"), ("recipe", "sequential"), ("sparsegpt", "sequential")
-    ]
-    for row in written[1:]:
+    assert not (tmp_path / "runs" / SEARCH).exists()  # the search was not run again
+    written = {(row["pruner"], row["calibration"]): row for row in bench_io.read_rows(out / "searched.csv")}
+    assert list(written) == [(pruner, calibration) for calibration in bench_plan.CALIBRATIONS
+                             for pruner in bench_plan.PRUNERS]  # fmt: skip
+    for key, row in written.items():
         assert {name: row[name] for name in facts} == facts
         assert abs(float(row["achieved_sparsity"]) - 0.7) < 0.01
-        assert float(row["wikitext2_ppl"]) > 1  # measured, not copied from the earlier row
-    # Sequential SparseGPT calibrates the second block on the pruned first one: another model.
-    assert written[3]["wikitext2_ppl"] != written[1]["wikitext2_ppl"]
-    assert "sensitivity search, sequential" in (out / "README.md").read_text()
+        assert key == ("recipe", "one-shot") or float(row["wikitext2_ppl"]) > 1  # measured, not copied
+    # Each way of applying the recipe gives another model.
+    perplexities = [row["wikitext2_ppl"] for key, row in written.items() if key != ("recipe", "one-shot")]
+    assert len(set(perplexities)) == len(perplexities)
+    assert "sensitivity search + update, sequential" in (out / "README.md").read_text()
+
+
+def test_unknown_pruners_or_calibrations_are_refused_in_one_line() -> None:
+    with pytest.raises(InputError, match="--pruners wanda is not known"):
+        bench_search.parse_options(["--pruners", "wanda"])
+    with pytest.raises(InputError, match="--calibrations both is not known"):
+        bench_search.parse_options(["--calibrations", "both"])
