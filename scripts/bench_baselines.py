@@ -62,6 +62,7 @@ from paretoprune.pruning import (
 )
 
 from bench_io import (
+    BASELINE_METHODS,
     check_same_protocol,
     describe_model_file,
     file_sha256,
@@ -446,16 +447,6 @@ def run_config(bench: Bench, config: BenchConfig, protocol: Protocol) -> dict[st
 # The README: the protocol, the tables, what is missing and how to finish
 
 
-METHOD_NAMES = {
-    ("magnitude", "uniform"): "Magnitude",
-    ("wanda", "uniform"): "Wanda",
-    ("ria", "uniform"): "RIA",
-    ("wanda", "owl"): "OWL + Wanda",
-    ("sparsegpt", "uniform"): "SparseGPT",
-    ("wanda-update", "uniform"): "Wanda + update",
-}
-
-
 def render_readme(
     rows: Sequence[dict[str, str]], protocol: Protocol, planned: Sequence[BenchConfig], command: str
 ) -> str:
@@ -531,7 +522,7 @@ def _perplexity_table(rows: Sequence[dict[str, str]], shapes: Sequence[tuple[str
     header = "| method | " + " | ".join(f"{h} one-shot | {h} sequential" for h in heads) + " |"
     rule = "| --- |" + " ---: | ---: |" * len(shapes)
     lines = [header, rule]
-    for (method, allocation), name in METHOD_NAMES.items():
+    for (method, allocation), name in BASELINE_METHODS.items():
         cells = [
             _cell(rows, method, allocation, structure, sparsity, calibration)
             for structure, sparsity in shapes

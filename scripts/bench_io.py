@@ -20,6 +20,7 @@ from paretoprune.errors import InputError
 from paretoprune.recipe import Recipe, recipe_from_data, write_text_atomic
 
 __all__ = [
+    "BASELINE_METHODS",
     "check_same_protocol",
     "describe_model_file",
     "file_sha256",
@@ -36,6 +37,17 @@ __all__ = [
 ]
 
 SMOLLM2_ALIAS = "smollm2-135m"
+
+# The baseline table's methods, (method, allocation) in baselines.csv -> the name the pages show.
+BASELINE_METHODS = {
+    ("magnitude", "uniform"): "Magnitude",
+    ("wanda", "uniform"): "Wanda",
+    ("ria", "uniform"): "RIA",
+    ("wanda", "owl"): "OWL + Wanda",
+    ("sparsegpt", "uniform"): "SparseGPT",
+    ("wanda-update", "uniform"): "Wanda + update",
+}
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench_io import row_key
+from bench_io import BASELINE_METHODS, row_key
 from bench_plan import (
     CALIBRATION_FILE,
     DENSE,
@@ -33,16 +33,8 @@ from bench_plan import (
     sensitivity_candidates,
 )
 
-__all__ = ["BASELINE_METHODS", "SEARCH_METHODS", "Entry", "baseline_entries", "render_readme", "searched_entries"]
+__all__ = ["SEARCH_METHODS", "Entry", "baseline_entries", "render_readme", "searched_entries"]
 
-BASELINE_METHODS = {  # (method, allocation) in baselines.csv -> label
-    ("magnitude", "uniform"): "Magnitude",
-    ("wanda", "uniform"): "Wanda",
-    ("ria", "uniform"): "RIA",
-    ("wanda", "owl"): "OWL + Wanda",
-    ("sparsegpt", "uniform"): "SparseGPT",
-    ("wanda-update", "uniform"): "Wanda + update",
-}
 SEARCH_METHODS = {  # (kind, pruner) -> label; kind is the mode, or "range" for the range search
     ("naive", "recipe"): "naive swap search",
     ("naive", "update"): "naive swap search + update",
