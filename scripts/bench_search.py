@@ -137,7 +137,11 @@ def score_sets(bench: Bench, model: torch.nn.Module, protocol: Protocol) -> tupl
 def measure_recipe(
     bench: Bench, recipe: Recipe, pruner: str, calibration: str, protocol: Protocol
 ) -> dict[str, str]:
-    """Prune a freshly loaded model with the recipe (one-shot or sequential) and score it."""
+    """Prune a freshly loaded model with the recipe and score it.
+
+    ``pruner`` is one of ``PRUNERS`` (``update``: the recipe's rule, then SparseGPT's update of
+    the survivors); ``calibration`` one of ``CALIBRATIONS``.
+    """
     loaded = load_model(bench.model)
     started = time.perf_counter()
     report = apply_recipe(
