@@ -66,9 +66,7 @@ def sparsegpt_prune(
     total = round(sparsity * result.numel())
     if structure is None and total == 0:
         return result
-    hessian, dead = _without_dead_inputs(hessian, result.device)
-    result[:, dead] = 0.0
-    inverse_factor = _inverse_hessian_factor(hessian, damp)
+    inverse_factor = _prepare_sweep(result, hessian, damp)
     step = _aligned_blocksize(blocksize, structure)
     for start in range(0, result.shape[1], step):
         end = min(start + step, result.shape[1])
@@ -98,9 +96,7 @@ def sparsegpt_update(
     dropped = ~keep.to(result.device)
     if not bool(dropped.any()):
         return result
-    hessian, dead = _without_dead_inputs(hessian, result.device)
-    result[:, dead] = 0.0
-    inverse_factor = _inverse_hessian_factor(hessian, damp)
+    inverse_factor = _prepare_sweep(result, hessian, damp)
     for start in range(0, result.shape[1], blocksize):
         end = min(start + blocksize, result.shape[1])
         _prune_block(result, inverse_factor, start, end, None, 0, fixed=dropped[:, start:end])
@@ -127,6 +123,13 @@ def _check_arguments(
         raise InputError(f"blocksize must be >= 1, got {blocksize}")
     if not damp > 0:
         raise InputError(f"damp must be > 0, got {damp}")
+
+
+def _prepare_sweep(result: torch.Tensor, hessian: torch.Tensor, damp: float) -> torch.Tensor:
+    """Zero the weights of never-active inputs in ``result``; the inverse Hessian's factor."""
+    hessian, dead = _without_dead_inputs(hessian, result.device)
+    result[:, dead] = 0.0
+    return _inverse_hessian_factor(hessian, damp)
 
 
 def _without_dead_inputs(hessian: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -388,7 +388,6 @@ def apply_recipe(
 
     if pruner not in APPLY_PRUNERS:
         raise InputError(f"unknown pruner {pruner!r}: use one of {', '.join(APPLY_PRUNERS)}")
-    _check_update(update, pruner)
     layout = find_layout(model)
     shapes = {linear.name: (linear.out_features, linear.in_features) for linear in layout.linears}
     match = recipe.check_model(fingerprint(model), shapes, force=force)
