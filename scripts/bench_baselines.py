@@ -15,7 +15,7 @@ configuration (method x allocation x structure x sparsity x calibration mode):
 A killed run resumes: rows already in the CSV (for the same protocol) are skipped.
 
     python scripts/bench_baselines.py                     # the full table (about an hour on 2 cores)
-    python scripts/bench_baselines.py --with-sparsegpt    # plus SparseGPT and Wanda + update, one-shot
+    python scripts/bench_baselines.py --with-sparsegpt    # plus SparseGPT and Wanda + update
     python scripts/bench_baselines.py --quick             # tiny smoke run into a scratch folder
 """
 
@@ -178,10 +178,14 @@ def plan(with_sparsegpt: bool = False) -> list[BenchConfig]:
     configs += [BenchConfig("magnitude", target_sparsity=s) for s in SPARSITIES]
     for structure, sparsity in SHAPES_BY_PRIORITY:
         configs += _calibrated(structure, sparsity)
-    if with_sparsegpt:  # the rows that need each layer's Hessian
-        for method in ("sparsegpt", "wanda-update"):
-            configs += [BenchConfig(method, target_sparsity=s, calibration="one-shot") for s in SPARSITIES]
-            configs.append(BenchConfig(method, structure="2:4", target_sparsity=0.5, calibration="one-shot"))
+    if with_sparsegpt:  # the rows that need each layer's Hessian, one-shot first
+        shapes = [("unstructured", s) for s in SPARSITIES] + [("2:4", 0.5)]
+        configs += [
+            BenchConfig(method, structure=structure, target_sparsity=sparsity, calibration=calibration)
+            for calibration in ("one-shot", "sequential")
+            for method in ("sparsegpt", "wanda-update")
+            for structure, sparsity in shapes
+        ]
     return configs
 
 
@@ -405,7 +409,8 @@ def prune_config(bench: Bench, config: BenchConfig) -> float:
 
 def shared_pass_seconds(bench: Bench, config: BenchConfig) -> float:
     """Run the dense-model pass this row shares with others (once per run); return its cost."""
-    if config.method == "sparsegpt" or (config.update and config.calibration == "one-shot"):
+    hessians = config.method == "sparsegpt" or config.update
+    if hessians and config.calibration == "one-shot":
         bench.dense_hessians()
         return bench.hessian_seconds
     one_shot_data = config.calibration == "one-shot" and KNOWN_METRICS[config.rule].uses_activations
@@ -610,7 +615,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--shapes", default="", help="comma-separated sparsities or structures, e.g. 0.7,2:4")
     parser.add_argument("--calibrations", default="", help="comma-separated subset of one-shot,sequential")
     parser.add_argument("--with-sparsegpt", action="store_true",
-                        help="add the rows that need Hessians: SparseGPT and Wanda + update, one-shot")  # fmt: skip
+                        help="add the rows that need Hessians: SparseGPT and Wanda + update")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
     args = parser.parse_args(argv)
     if args.quick:

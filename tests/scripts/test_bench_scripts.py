@@ -146,8 +146,10 @@ def test_ppl_curve_reuses_scored_points_and_keeps_other_searches(tmp_path: Path)
 
 @pytest.mark.parametrize("method", ["sparsegpt", "wanda-update"])
 def test_hessian_baselines_cover_every_shape_the_searches_report(method: str) -> None:
-    shapes = {c.shape for c in bench_baselines.plan(with_sparsegpt=True) if c.method == method}
-    assert shapes == {"0.5", "0.6", "0.7", "2:4"}
+    configs = [c for c in bench_baselines.plan(with_sparsegpt=True) if c.method == method]
+    for calibration in ("one-shot", "sequential"):
+        assert {c.shape for c in configs if c.calibration == calibration} == {"0.5", "0.6", "0.7", "2:4"}
+    assert len(configs) == 8
     assert not any(c.method == method for c in bench_baselines.plan())
 
 
