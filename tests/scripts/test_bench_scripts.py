@@ -11,10 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 import bench_allocation
-import bench_baselines
 import bench_curve
 import bench_io
 import bench_zeroshot
@@ -77,22 +75,6 @@ def test_run_label_is_relative_to_the_repository() -> None:
     assert bench_io.run_label(Path("/elsewhere/deep/runs/a")) == "runs/a"
 
 
-def test_baseline_filters_pick_one_shape_and_calibration() -> None:
-    options = bench_baselines.parse_options(
-        ["--only", "wanda", "--shapes", "0.7,2:4", "--calibrations", "one-shot"]
-    )
-    assert options.shapes == ("0.7", "2:4") and options.calibrations == ("one-shot",)
-    chosen = [
-        config
-        for config in bench_baselines.select(bench_baselines.plan(), options.only)
-        if config.shape in options.shapes and config.calibration in options.calibrations
-    ]
-    assert {(c.method, c.shape, c.calibration) for c in chosen} == {
-        ("wanda", "0.7", "one-shot"),
-        ("wanda", "2:4", "one-shot"),
-    }
-
-
 def test_zero_shot_page_has_one_column_per_finished_row(tmp_path: Path) -> None:
     def tasks(acc: float) -> dict:
         per_task = {name: {"acc": acc, "n": 100} for name in bench_zeroshot.task_names()}
@@ -142,34 +124,6 @@ def test_ppl_curve_reuses_scored_points_and_keeps_other_searches(tmp_path: Path)
     rows = bench_curve.update_ppl_curve(path, "layerwise-unstructured-0.70", 0.7, frame, scorer=None)
     assert sorted(rows, key=lambda row: row["search"]) == [mine, other]
     assert bench_io.read_rows(path) == rows
-
-
-@pytest.mark.parametrize("method", ["sparsegpt", "wanda-update"])
-def test_hessian_baselines_cover_every_shape_the_searches_report(method: str) -> None:
-    configs = [c for c in bench_baselines.plan(with_sparsegpt=True) if c.method == method]
-    for calibration in ("one-shot", "sequential"):
-        assert {c.shape for c in configs if c.calibration == calibration} == {"0.5", "0.6", "0.7", "2:4"}
-    assert len(configs) == 8
-    assert not any(c.method == method for c in bench_baselines.plan())
-
-
-def test_wanda_update_keeps_wandas_masks_and_changes_the_survivors() -> None:
-    from paretoprune.evaluators.stats import collect_stats
-
-    config = bench_baselines.BenchConfig("wanda-update", target_sparsity=0.5, calibration="one-shot")
-    assert (config.rule, config.update) == ("wanda", True) and config.label == "wanda-update"
-    tokens = torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(0))
-    weights = {}
-    for update in (False, True):
-        model = tiny_model("llama")
-        layout = find_layout(model)
-        stats = collect_stats(model, layout, tokens, hessian=update)
-        candidate = Candidate(KNOWN_METRICS[config.rule], {name: 0.5 for name in layout.names})
-        bench_baselines.prune_one_shot(layout, candidate, stats, update=update)
-        weights[update] = {linear.name: linear.weight_matrix().clone() for linear in layout.linears}
-    for name, masked in weights[False].items():
-        assert torch.equal(masked != 0, weights[True][name] != 0)
-    assert any(not torch.equal(masked, weights[True][name]) for name, masked in weights[False].items())
 
 
 def test_block_allocation_weights_each_linear_by_its_size(tmp_path: Path) -> None:
