@@ -8,7 +8,8 @@ and scored on the WikiText-2 windows. WikiText-2 only measures here; ``kl`` alon
 
 Used by ``scripts/bench_search.py`` after each search at a fixed unstructured sparsity; the
 rows are cached in ``ppl_curves.csv`` by (search, eval_id), so a point costs one evaluation
-the first time only.
+the first time only. A cached point counts only while its ``best_kl`` is the run's: a search
+run again from scratch may put another candidate under the same eval_id.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ __all__ = ["CURVE_POINTS", "PPL_CURVE_COLUMNS", "CurveScorer", "best_so_far", "p
 
 # Candidate counts at which the best-so-far recipe is scored (the last is the whole budget).
 CURVE_POINTS = (16, 48, 96, 160, 240)
+# How far a cached point's kl may be from the run's and still be the same candidate: the same
+# candidate scored again differs in the last digits only (threads sum in another order).
+SAME_KL = 1e-4
 PPL_CURVE_COLUMNS = ("search", "level", "candidates", "eval_id", "best_kl", "wikitext2_ppl")
 
 
@@ -79,12 +83,12 @@ def update_ppl_curve(
     """Score this search's missing points (scorer None: only report the cached ones) and
     rewrite ``path``; returns every row of the file."""
     rows = read_rows(path)
-    cached = {(row["search"], row["eval_id"]): row["wikitext2_ppl"] for row in rows}
+    cached = {(row["search"], row["eval_id"]): row for row in rows}
     kept = [row for row in rows if row["search"] != search]
     candidates = frame.set_index("eval_id")["candidate"]
     mine = []
     for point in best_so_far(frame, CURVE_POINTS):
-        ppl = cached.get((search, str(point.eval_id)))
+        ppl = _cached_ppl(cached.get((search, str(point.eval_id))), point.kl)
         if ppl is None and scorer is not None:
             candidate = Candidate.from_dict(json.loads(candidates[point.eval_id]))  # the archive stores JSON
             ppl = f"{scorer.perplexity(candidate):.4f}"
@@ -94,6 +98,13 @@ def update_ppl_curve(
     rows = sorted([*kept, *mine], key=lambda row: (row["level"], row["search"], int(row["candidates"])))
     write_rows(path, rows, PPL_CURVE_COLUMNS)
     return rows
+
+
+def _cached_ppl(row: Mapping[str, str] | None, kl: float) -> str | None:
+    """The cached perplexity, if the cached point is this candidate (its kl matches)."""
+    if row is None or abs(float(row["best_kl"]) - kl) > SAME_KL * max(1.0, abs(kl)):
+        return None
+    return row["wikitext2_ppl"]
 
 
 def plot_ppl_curves(rows: Sequence[Mapping[str, str]], path: Path, labels: Mapping[str, str],

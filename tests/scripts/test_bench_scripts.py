@@ -124,6 +124,10 @@ def test_ppl_curve_reuses_scored_points_and_keeps_other_searches(tmp_path: Path)
     rows = bench_curve.update_ppl_curve(path, "layerwise-unstructured-0.70", 0.7, frame, scorer=None)
     assert sorted(rows, key=lambda row: row["search"]) == [mine, other]
     assert bench_io.read_rows(path) == rows
+    # Run again from scratch, eval 7 is another candidate (another kl): its cached point is stale.
+    frame.loc[7, "kl"] = 2.3
+    rows = bench_curve.update_ppl_curve(path, "layerwise-unstructured-0.70", 0.7, frame, scorer=None)
+    assert rows == [other]
 
 
 def test_block_allocation_weights_each_linear_by_its_size(tmp_path: Path) -> None:
