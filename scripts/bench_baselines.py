@@ -223,7 +223,7 @@ def prune_config(bench: Bench, config: BenchConfig) -> float:
             bench.layout,
             candidate,
             bench.calibration,
-            method="sparsegpt" if config.method == "sparsegpt" else "metric",
+            method=config.pruner,
             update=config.update,
             sequential=True,
             batch_size=bench.batch_size,

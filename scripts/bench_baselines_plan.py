@@ -89,6 +89,11 @@ class BenchConfig:
         return "magnitude" if self.method == "sparsegpt" else self.method.removesuffix(UPDATE_SUFFIX)
 
     @property
+    def pruner(self) -> str:
+        """The pruning driver's ``method``: SparseGPT picks its masks, every other rule scores."""
+        return "sparsegpt" if self.method == "sparsegpt" else "metric"
+
+    @property
     def shape(self) -> str:
         """The name ``--shapes`` filters on: the structure, or the sparsity when unstructured."""
         return self.structure if self.structure != "unstructured" else f"{self.target_sparsity:g}"

@@ -52,8 +52,7 @@ def test_a_sequential_row_prunes_with_its_own_method(method: str) -> None:
     got = _weights(bench)
     bench.restore_dense_weights()
     candidate = bench_baselines.candidate_for(bench, config)
-    pruner = "sparsegpt" if method == "sparsegpt" else "metric"
-    prune_model(bench.loaded.model, bench.layout, candidate, bench.calibration, method=pruner,
+    prune_model(bench.loaded.model, bench.layout, candidate, bench.calibration, method=config.pruner,
                 update=config.update, sequential=True, batch_size=2, progress=False)  # fmt: skip
     assert all(torch.equal(got[name], weight) for name, weight in _weights(bench).items())
     bench.restore_dense_weights()  # the rule alone (magnitude stands in for SparseGPT) differs
