@@ -15,6 +15,7 @@ run again from scratch may put another candidate under the same eval_id.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,9 +103,10 @@ def update_ppl_curve(
 
 def _cached_ppl(row: Mapping[str, str] | None, kl: float) -> str | None:
     """The cached perplexity, if the cached point is this candidate (its kl matches)."""
-    if row is None or abs(float(row["best_kl"]) - kl) > SAME_KL * max(1.0, abs(kl)):
+    if row is None:
         return None
-    return row["wikitext2_ppl"]
+    same_candidate = math.isclose(float(row["best_kl"]), kl, rel_tol=SAME_KL, abs_tol=SAME_KL)
+    return row["wikitext2_ppl"] if same_candidate else None
 
 
 def plot_ppl_curves(rows: Sequence[Mapping[str, str]], path: Path, labels: Mapping[str, str],
