@@ -46,7 +46,7 @@ from bench_baselines_plan import (
 from bench_baselines_report import render_readme
 from bench_io import (
     check_same_protocol,
-    describe_model_file,
+    describe_model,
     file_sha256,
     in_plan_order,
     read_rows,
@@ -74,7 +74,6 @@ from paretoprune.models import (
     LoadedModel,
     ModelLayout,
     find_layout,
-    fingerprint,
     load_model,
 )
 from paretoprune.pruning import (
@@ -379,14 +378,8 @@ def prepare(options: Options) -> tuple[Bench, Protocol]:
     evaluation = evaluation_windows(loaded.tokenizer, eval_text, options.seqlen, options.windows)
     bench = Bench(loaded, layout, calibration, evaluation, options.batch_size)
     bench.keep_dense_weights()
-    model_file, model_sha = describe_model_file(options.model)
     protocol = Protocol(
-        model=options.model,
-        model_file=model_file,
-        model_sha256=model_sha,
-        fingerprint=fingerprint(loaded.model),
-        blocks=len(layout.blocks),
-        linears=len(layout.linears),
+        model=describe_model(options.model, loaded.model, layout),
         calibration_file=CALIBRATION_FILE,
         calibration_file_sha256=file_sha256(options.data_dir / CALIBRATION_FILE),
         calibration_sha256=calib_text.sha256,

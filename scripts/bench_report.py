@@ -162,10 +162,10 @@ def _protocol_section(protocol: Protocol) -> str:
     )
     return f"""## Protocol
 
-- **Model:** `{protocol.model}`, loaded with `load_model("{protocol.model}")`: {protocol.model_file},
-  sha256 `{protocol.model_sha256}`, dequantized to fp32 (architecture fingerprint `{protocol.fingerprint}`).
+- **Model:** `{protocol.model.spec}`, loaded with `load_model("{protocol.model.spec}")`: {protocol.model.file},
+  sha256 `{protocol.model.sha256}`, dequantized to fp32 (architecture fingerprint `{protocol.model.fingerprint}`).
   It is the 4-bit GGUF of the *Instruct* model, so its dense perplexity is not the bf16 base
-  model's. {protocol.blocks} decoder blocks; their {protocol.linears} linears are pruned (embeddings
+  model's. {protocol.model.blocks} decoder blocks; their {protocol.model.linears} linears are pruned (embeddings
   and `lm_head` never).
 - **Search:** `paretoprune.search.driver.run_search` (pymoo NSGA-III, seed {budget.seed}),
   population {budget.pop}, generations {budget.generations}, Ray workers {budget.workers}. Fitness:
@@ -189,7 +189,7 @@ def _protocol_section(protocol: Protocol) -> str:
 - **Sensitivity search:** `--algorithm sensitivity --delta {SENSITIVITY_DELTA}`, the same fitness,
   one sparsity per block within ±{SENSITIVITY_DELTA} of the target. From uniform Wanda and OWL, each
   round probes every block 0.1 of sparsity below and above the best allocation so far (2 x
-  {protocol.blocks} candidates, all at the target after the repair), fits a quadratic per block
+  {protocol.model.blocks} candidates, all at the target after the repair), fits a quadratic per block
   and asks for {SENSITIVITY_STEPS} steps toward the model's minimum (moves that sum to zero, at
   most 0.15 per block); probe and radius shrink by 0.7 a round.
   {_sensitivity_rounds(protocol)}.
@@ -233,7 +233,7 @@ def _sensitivity_rounds(protocol: Protocol) -> str:
     """Rounds and candidates at each level, e.g. "4 rounds at 70 % (258 candidates, ...)"."""
     parts = []
     for level, rounds in SENSITIVITY_ROUNDS.items():
-        candidates = sensitivity_candidates(protocol.blocks, rounds)
+        candidates = sensitivity_candidates(protocol.model.blocks, rounds)
         parts.append(f"{rounds} rounds at {level:.0%} ({candidates} candidates, "
                      f"{_against_budget(candidates, protocol.budget)})")  # fmt: skip
     return ";\n  ".join(parts)  # one per line, indented as the rest of the list item

@@ -44,7 +44,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from paretoprune.data import calibration_windows, evaluation_windows, load_text
 from paretoprune.errors import InputError
 from paretoprune.evaluators.perplexity import perplexity
-from paretoprune.models import find_layout, fingerprint, load_model
+from paretoprune.models import find_layout, load_model
 from paretoprune.pruning import measure_sparsity
 from paretoprune.recipe import Recipe, load_recipe
 from paretoprune.search.archive import Archive
@@ -54,7 +54,7 @@ from bench_allocation import block_sparsities, plot_allocations, update_allocati
 from bench_curve import CurveScorer, plot_ppl_curves, update_ppl_curve
 from bench_io import (
     check_same_protocol,
-    describe_model_file,
+    describe_model,
     file_sha256,
     in_plan_order,
     read_rows,
@@ -318,14 +318,8 @@ def prepare(options: Options) -> tuple[Bench, Protocol]:
         name: evaluation_windows(loaded.tokenizer, load_text(path), options.eval_seqlen, options.eval_windows)
         for name, path in eval_paths.items()
     }
-    model_file, model_sha = describe_model_file(options.model)
     protocol = Protocol(
-        model=options.model,
-        model_file=model_file,
-        model_sha256=model_sha,
-        fingerprint=fingerprint(loaded.model),
-        blocks=len(layout.blocks),
-        linears=len(layout.linears),
+        model=describe_model(options.model, loaded.model, layout),
         calibration_sha256=file_sha256(calib_path),
         evaluation_sha256={name: file_sha256(path) for name, path in eval_paths.items()},
         evaluation_tokens={name: int(w.shape[0]) * (options.eval_seqlen - 1) for name, w in evaluation.items()},

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from bench_baselines_plan import BenchConfig, Protocol, plan
 from bench_baselines_report import render_readme
+from bench_io import ModelRecord
 
 PROTOCOL = Protocol(
-    model="smollm2-135m", model_file="model.gguf", model_sha256="ab" * 32, fingerprint="llama-30",
-    blocks=30, linears=210, calibration_file="c4/train.jsonl", calibration_file_sha256="cd" * 32,
+    model=ModelRecord("smollm2-135m", "model.gguf", "ab" * 32, "llama-30", blocks=30, linears=210),
+    calibration_file="c4/train.jsonl", calibration_file_sha256="cd" * 32,
     calibration_sha256="ef" * 32, nsamples=32, seqlen=512, seed=0, evaluation_file="wikitext2/test.raw",
     evaluation_sha256="01" * 32, eval_windows=32, eval_tokens=32 * 511,
 )  # fmt: skip

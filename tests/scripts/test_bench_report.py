@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import bench_plan
 import bench_report
+from bench_io import ModelRecord
 
 BUDGET = bench_plan.Budget(pop=16, generations=15, nsamples=8, seqlen=256, workers=1, seed=0)
 PROTOCOL = bench_plan.Protocol(
-    model="smollm2-135m", model_file="model.gguf", model_sha256="00" * 32, fingerprint="abc", blocks=30,
-    linears=210, calibration_sha256="11" * 32,
+    model=ModelRecord("smollm2-135m", "model.gguf", "00" * 32, "abc", blocks=30, linears=210),
+    calibration_sha256="11" * 32,
     evaluation_sha256={name: "22" * 32 for name in bench_plan.EVALUATION_FILES},
     evaluation_tokens={name: 32 * 511 for name in bench_plan.EVALUATION_FILES}, budget=BUDGET, calib_nsamples=32,
     calib_seqlen=512, eval_windows=32, eval_seqlen=512, command="python scripts/bench_search.py",

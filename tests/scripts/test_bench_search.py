@@ -55,8 +55,8 @@ def test_without_its_run_folder_a_search_measures_its_missing_rows_from_the_expo
     bench = bench_search.Bench(str(model_dir), windows["c4"], windows, batch_size=2)
     options = _options(tmp_path, model_dir)
     protocol = bench_plan.Protocol(
-        model=str(model_dir), model_file="tiny", model_sha256="00", fingerprint=fingerprint(model), blocks=2,
-        linears=14, calibration_sha256="11", evaluation_sha256={name: "22" for name in windows},
+        model=bench_io.ModelRecord(str(model_dir), "tiny", "00", fingerprint(model), blocks=2, linears=14),
+        calibration_sha256="11", evaluation_sha256={name: "22" for name in windows},
         evaluation_tokens={name: 2 * (SEQLEN - 1) for name in windows}, budget=options.budget, calib_nsamples=2,
         calib_seqlen=SEQLEN, eval_windows=2, eval_seqlen=SEQLEN, command="python scripts/bench_search.py",
     )  # fmt: skip
