@@ -21,6 +21,7 @@ from bench_plan import (
     NAIVE,
     RANGE_LEVELS,
     SENSITIVITY_DELTA,
+    SENSITIVITY_LEVELS,
     SENSITIVITY_ROUNDS,
     SENSITIVITY_STEPS,
     SHAPES,
@@ -230,13 +231,11 @@ def _protocol_section(protocol: Protocol) -> str:
 
 
 def _sensitivity_rounds(protocol: Protocol) -> str:
-    """Rounds and candidates at each level, e.g. "4 rounds at 70 % (258 candidates, ...)"."""
-    parts = []
-    for level, rounds in SENSITIVITY_ROUNDS.items():
-        candidates = sensitivity_candidates(protocol.model.blocks, rounds)
-        parts.append(f"{rounds} rounds at {level:.0%} ({candidates} candidates, "
-                     f"{_against_budget(candidates, protocol.budget)})")  # fmt: skip
-    return ";\n  ".join(parts)  # one per line, indented as the rest of the list item
+    """The rounds and what they cost, e.g. "4 rounds at every level (258 candidates, ...)"."""
+    candidates = sensitivity_candidates(protocol.model.blocks, SENSITIVITY_ROUNDS)
+    levels = ", ".join(f"{level:.0%}" for level in SENSITIVITY_LEVELS)
+    return (f"{SENSITIVITY_ROUNDS} rounds at every level ({levels}): {candidates} candidates, "
+            f"{_against_budget(candidates, protocol.budget)}")  # fmt: skip
 
 
 def _against_budget(candidates: int, budget: Budget) -> str:

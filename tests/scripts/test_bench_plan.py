@@ -38,13 +38,13 @@ def test_the_naive_reference_spends_as_many_candidates_as_the_searches(tmp_path:
 def test_the_sensitivity_search_plans_the_candidates_its_protocol_states(tmp_path: Path) -> None:
     budget = bench_plan.Budget(pop=16, generations=15, nsamples=8, seqlen=256, workers=1, seed=0)
     blocks, starts = 30, 2  # SmolLM2-135M; uniform Wanda and OWL
-    for level, planned_rounds in bench_plan.SENSITIVITY_ROUNDS.items():
+    for level in bench_plan.SENSITIVITY_LEVELS:
         spec = bench_plan.spec_named(f"sensitivity-unstructured-{level:.2f}")
         assert spec is not None and bench_plan.search_kind(spec.name) == "sensitivity"
         settings = load_config(spec.settings("smollm2-135m", budget, tmp_path, tmp_path / "c4.jsonl"))
         assert settings.algorithm == "sensitivity" and settings.delta == bench_plan.SENSITIVITY_DELTA
         rounds = (settings.generations - 1) // 2
-        assert rounds == planned_rounds
+        assert rounds == bench_plan.SENSITIVITY_ROUNDS
         candidates = starts + rounds * (2 * blocks + settings.pop)
         assert candidates == bench_plan.sensitivity_candidates(blocks, rounds)
     assert bench_report._against_budget(258, budget) == "18 more than the others' 240"
