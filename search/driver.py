@@ -103,7 +103,7 @@ class SearchConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["objectives"] = list(self.objectives)
+        data["objectives"] = list(self.objectives) if self.objectives is not None else None  # None: the default
         data["sparsity_range"] = list(self.sparsity_range) if self.sparsity_range else None
         data["stages"] = list(self.stages) if self.stages else None
         return data
