@@ -47,6 +47,7 @@ bench: install
 	$(PY) scripts/bench_fitness.py --data-dir $(DATA_DIR) --candidates 30 --eval-windows 16
 	$(PY) scripts/bench_zeroshot.py --data-dir $(DATA_DIR) --limit 100
 	$(PY) scripts/bench_search.py --data-dir $(DATA_DIR)
+	$(PY) scripts/bench_fitness_noise.py --run runs/bench-search/sensitivity-unstructured-0.50 --top 8 --large 16x512
 
 # Parse exported recipes with llm-compressor itself, in its own venv (it pins older transformers).
 check-llmcompressor:
