@@ -112,7 +112,7 @@ def summarize(frame: pd.DataFrame, fresh: Sequence[str], large: str) -> dict[str
     ranks = frame.rank()
     pairs = list(itertools.combinations(fresh, 2))
     fresh_mean = frame[list(fresh)].mean(axis=1)
-    large_ranks = frame[large].rank()
+    large_ranks = ranks[large]
     return {
         "candidates": float(len(frame)),
         "spread": float((search.max() - search.min()) / search.min()),
