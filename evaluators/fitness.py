@@ -29,6 +29,7 @@ from torch.nn.utils import parametrize
 from paretoprune.candidate import Candidate
 from paretoprune.errors import InputError
 from paretoprune.evaluators.stats import ChannelStats
+from paretoprune.registry import Registry
 from paretoprune.metrics.masks import layer_ranks, parse_structure, pruned_count, row_ranks
 from paretoprune.metrics.scores import MetricSpec, compute_scores
 from paretoprune.models import ModelLayout, PrunableLinear, final_hidden_states, logits_from_hidden
@@ -54,16 +55,18 @@ class Objective:
     description: str
 
 
-OBJECTIVES: dict[str, Objective] = {
-    o.name: o
-    for o in (
-        Objective("kl", "minimize", "probs", "mean next-token KL(dense || pruned) per token"),
-        Objective("logits_mse", "minimize", "logits", "squared Frobenius error of logits per token"),
-        Objective("hidden_mse", "minimize", "hidden", "squared error of final hidden states per token"),
-        Objective("sparsity", "maximize", None, "fraction of prunable weights removed"),
-        Objective("params", "minimize", None, "prunable weights that remain"),
-    )
-}
+# What a search can trade off; ``--objectives``, the run table's columns and the front's
+# directions read this registry. An objective with a ``target`` compares the pruned model's
+# outputs with the dense model's and can be measured on its own tokens (``kl@SOURCE``).
+OBJECTIVES: Registry[Objective] = Registry("objective", option="--objectives")
+for _objective in (
+    Objective("kl", "minimize", "probs", "mean next-token KL(dense || pruned) per token"),
+    Objective("logits_mse", "minimize", "logits", "squared Frobenius error of logits per token"),
+    Objective("hidden_mse", "minimize", "hidden", "squared error of final hidden states per token"),
+    Objective("sparsity", "maximize", None, "fraction of prunable weights removed"),
+    Objective("params", "minimize", None, "prunable weights that remain"),
+):
+    OBJECTIVES.register(_objective.name, _objective, summary=f"{_objective.description} ({_objective.direction})")
 
 
 def split_objective(name: str) -> tuple[str, str | None]:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from paretoprune.errors import InputError
+from paretoprune.registry import Registry
 
 __all__ = [
     "TASKS",
@@ -358,72 +359,74 @@ def _spec(
 
 _ACC, _ACC_NORM = ("acc",), ("acc", "acc_norm")
 
-TASKS: dict[str, TaskSpec] = {
-    spec.name: spec
-    for spec in (
-        _spec("boolq", "multiple_choice", _ACC, read_boolq, Layout(("boolq/val.jsonl",))),
-        _spec(
-            "piqa",
-            "multiple_choice",
-            _ACC_NORM,
-            read_piqa,
-            Layout(("piqa/valid.jsonl", "piqa/valid-labels.lst")),
-            Layout(("piqa/dev.jsonl", "piqa/dev-labels.lst")),
+# The evaluation tasks: ``eval --tasks``, ``prune/apply --eval-tasks`` and the ``objective@TASK``
+# objectives of a search read this registry.
+TASKS: Registry[TaskSpec] = Registry("evaluation task", option="--tasks")
+_BUILTIN_TASKS = (
+    _spec("boolq", "multiple_choice", _ACC, read_boolq, Layout(("boolq/val.jsonl",))),
+    _spec(
+        "piqa",
+        "multiple_choice",
+        _ACC_NORM,
+        read_piqa,
+        Layout(("piqa/valid.jsonl", "piqa/valid-labels.lst")),
+        Layout(("piqa/dev.jsonl", "piqa/dev-labels.lst")),
+    ),
+    _spec(
+        "hellaswag",
+        "multiple_choice",
+        _ACC_NORM,
+        read_hellaswag,
+        Layout(("hellaswag/hellaswag_val.jsonl",)),
+        Layout(("hellaswag/hellaswag_val_full.txt.bz2",), HELLASWAG_DERIVED_NOTE),
+        Layout(("hellaswag/hellaswag_val_full.txt",), HELLASWAG_DERIVED_NOTE),
+    ),
+    _spec(
+        "winogrande",
+        "multiple_choice",
+        _ACC,
+        read_winogrande,
+        Layout(("winogrande/dev.jsonl",)),
+    ),
+    _spec(
+        "arc_easy", "multiple_choice", _ACC_NORM, read_arc, Layout(("arc/ARC-Easy-Test.jsonl",))
+    ),
+    _spec(
+        "arc_challenge",
+        "multiple_choice",
+        _ACC_NORM,
+        read_arc,
+        Layout(("arc/ARC-Challenge-Test.jsonl",)),
+    ),
+    _spec(
+        "openbookqa",
+        "multiple_choice",
+        _ACC_NORM,
+        read_openbookqa,
+        Layout(("openbookqa/test.jsonl",)),
+        Layout(("openbookqa/test.tsv",)),
+    ),
+    _spec(
+        "rte",
+        "multiple_choice",
+        _ACC,
+        read_rte,
+        Layout(("rte/glue_rte_validation.parquet",)),
+        Layout(
+            ("rte/val.jsonl",),
+            "RTE read from SuperGLUE's val.jsonl (6 texts lack a leading quote that GLUE has)",
         ),
-        _spec(
-            "hellaswag",
-            "multiple_choice",
-            _ACC_NORM,
-            read_hellaswag,
-            Layout(("hellaswag/hellaswag_val.jsonl",)),
-            Layout(("hellaswag/hellaswag_val_full.txt.bz2",), HELLASWAG_DERIVED_NOTE),
-            Layout(("hellaswag/hellaswag_val_full.txt",), HELLASWAG_DERIVED_NOTE),
-        ),
-        _spec(
-            "winogrande",
-            "multiple_choice",
-            _ACC,
-            read_winogrande,
-            Layout(("winogrande/dev.jsonl",)),
-        ),
-        _spec(
-            "arc_easy", "multiple_choice", _ACC_NORM, read_arc, Layout(("arc/ARC-Easy-Test.jsonl",))
-        ),
-        _spec(
-            "arc_challenge",
-            "multiple_choice",
-            _ACC_NORM,
-            read_arc,
-            Layout(("arc/ARC-Challenge-Test.jsonl",)),
-        ),
-        _spec(
-            "openbookqa",
-            "multiple_choice",
-            _ACC_NORM,
-            read_openbookqa,
-            Layout(("openbookqa/test.jsonl",)),
-            Layout(("openbookqa/test.tsv",)),
-        ),
-        _spec(
-            "rte",
-            "multiple_choice",
-            _ACC,
-            read_rte,
-            Layout(("rte/glue_rte_validation.parquet",)),
-            Layout(
-                ("rte/val.jsonl",),
-                "RTE read from SuperGLUE's val.jsonl (6 texts lack a leading quote that GLUE has)",
-            ),
-        ),
-        _spec(
-            "lambada",
-            "loglikelihood",
-            ("acc", "perplexity"),
-            read_lambada,
-            Layout(("lambada/lambada_test.jsonl",)),
-        ),
-    )
-}
+    ),
+    _spec(
+        "lambada",
+        "loglikelihood",
+        ("acc", "perplexity"),
+        read_lambada,
+        Layout(("lambada/lambada_test.jsonl",)),
+    ),
+)
+for _task in _BUILTIN_TASKS:
+    TASKS.register(_task.name, _task, summary=f"{_task.kind.replace('_', ' ')}, scored by {', '.join(_task.metrics)}")
 
 
 def task_names() -> list[str]:
@@ -442,9 +445,7 @@ class LoadedTask:
 
 
 def _spec_for(task: str) -> TaskSpec:
-    if task not in TASKS:
-        raise InputError(f"unknown zero-shot task {task!r}: choose from {', '.join(TASKS)}")
-    return TASKS[task]
+    return TASKS.lookup(task)
 
 
 def _shared_names() -> set[str]:

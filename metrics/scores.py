@@ -50,12 +50,14 @@ from typing import Any, Callable, Mapping
 import torch
 
 from paretoprune.errors import InputError
+from paretoprune.registry import Registry
 
 __all__ = [
     "ABS_SCALES",
     "CONTINUOUS_FIELDS",
     "KNOWN_METRICS",
     "NORMALISERS",
+    "SCORING_RULES",
     "TRANSFORMS",
     "WEIGHT_NORMALISERS",
     "MetricSpec",
@@ -255,19 +257,25 @@ class MetricSpec:
         return f" * {term}"
 
 
-KNOWN_METRICS: dict[str, MetricSpec] = {
-    "magnitude": MetricSpec(name="magnitude"),
-    "wanda": MetricSpec(name="wanda", act_power=1.0),
-    "ria": MetricSpec(name="ria", row_coef=1.0, col_coef=1.0, abs_coef=0.0, act_power=0.5),
-}
+# The named scoring rules: each one a point of the family. ``prune --method``, ``apply
+# --pruner``, the recipe validator and the search's baselines all read this registry.
+SCORING_RULES: Registry[MetricSpec] = Registry("scoring rule")
+SCORING_RULES.register("magnitude", MetricSpec(name="magnitude"), summary="|W|: the weight's size alone")
+SCORING_RULES.register(
+    "wanda", MetricSpec(name="wanda", act_power=1.0), summary="|W| times the norm of its input channel (Wanda)"
+)
+SCORING_RULES.register(
+    "ria", MetricSpec(name="ria", row_coef=1.0, col_coef=1.0, abs_coef=0.0, act_power=0.5),
+    summary="relative importance in its row and column, times the input norm to the power 0.5 (RIA)",
+)  # fmt: skip
+
+# The name older code and scripts use for the same registry.
+KNOWN_METRICS = SCORING_RULES
 
 
 def metric_by_name(name: str) -> MetricSpec:
-    """The known metric called ``name`` (case-insensitive)."""
-    spec = KNOWN_METRICS.get(name.strip().lower())
-    if spec is None:
-        raise InputError(f"unknown metric {name!r}; choose one of {', '.join(KNOWN_METRICS)}")
-    return spec
+    """The scoring rule called ``name`` (case-insensitive); one-line error for unknown names."""
+    return SCORING_RULES.lookup(name)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -284,7 +284,7 @@ def test_load_task_finds_layout_or_flat_files_and_names_what_is_missing(tmp_path
     assert load_task("arc_challenge", tmp_path / "flat").examples == nested.examples
     with pytest.raises(InputError, match="task piqa: no data file .*piqa/valid.jsonl.*--task-dir"):
         load_task("piqa", tmp_path / "nested")
-    with pytest.raises(InputError, match="unknown zero-shot task 'mmlu'.*boolq"):
+    with pytest.raises(InputError, match="unknown evaluation task 'mmlu' for --tasks: choose one of boolq"):
         load_task("mmlu", tmp_path)
     with pytest.raises(InputError, match="does not exist"):
         load_task("boolq", tmp_path / "nowhere")
@@ -628,7 +628,7 @@ def test_bad_task_names_and_missing_files_fail_before_any_scoring(
     tmp_path: Path, tokenizer: Any
 ) -> None:
     _many_arc(tmp_path, 2)
-    with pytest.raises(InputError, match="unknown zero-shot task 'arc'"):
+    with pytest.raises(InputError, match="unknown evaluation task 'arc' for --tasks"):
         evaluate_tasks(
             BigramLM(tokenizer), tokenizer, ["arc_easy", "arc"], tmp_path, progress=False
         )

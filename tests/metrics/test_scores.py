@@ -213,7 +213,7 @@ def test_bad_specs_are_input_errors(fields: dict) -> None:
 
 
 def test_unknown_names_and_fields_are_input_errors() -> None:
-    with pytest.raises(InputError, match="unknown metric"):
+    with pytest.raises(InputError, match="unknown scoring rule .sparsegpt-ish.: choose one of magnitude, wanda, ria"):
         metric_by_name("sparsegpt-ish")
     with pytest.raises(InputError, match="unknown metric fields"):
         MetricSpec.from_dict({"name": "wanda", "alpha": 0.5})
