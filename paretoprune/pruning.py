@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,10 +29,14 @@ from paretoprune.metrics.allocation import owl_block_sparsities, outlier_ratio
 from paretoprune.metrics import masks
 from paretoprune.metrics.masks import check_structure_fits, parse_structure
 from paretoprune.metrics.scores import KNOWN_METRICS, MetricSpec, compute_scores
-from paretoprune.metrics.sparsegpt import sparsegpt_prune, sparsegpt_update
+from paretoprune.metrics.solvers import SOLVERS
+from paretoprune.metrics.sparsegpt import sparsegpt_prune
 from paretoprune.models import ModelLayout, PrunableLinear
+from paretoprune.registry import Registry
 
 __all__ = [
+    "LAYER_ALLOCATIONS",
+    "LayerAllocation",
     "PruneReport",
     "check_candidate",
     "keep_mask",
@@ -85,19 +89,42 @@ def owl_sparsities(
     return {linear.name: float(per_block[linear.block_index]) for linear in layout.linears}
 
 
+AllocateFn = Callable[[ModelLayout, Mapping[str, ChannelStats] | None, float], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class LayerAllocation:
+    """A rule that spreads a target sparsity over the layers (their weighted mean is exact)."""
+
+    allocate: AllocateFn
+    needs_stats: bool  # activation statistics of the calibration data
+
+
+def _uniform(layout: ModelLayout, stats: Mapping[str, ChannelStats] | None, sparsity: float) -> dict[str, float]:
+    return uniform_sparsities(layout, sparsity)
+
+
+def _owl(layout: ModelLayout, stats: Mapping[str, ChannelStats] | None, sparsity: float) -> dict[str, float]:
+    if stats is None:
+        raise ValueError("OWL allocation needs activation statistics")
+    return owl_sparsities(layout, stats, sparsity)
+
+
+LAYER_ALLOCATIONS: Registry[LayerAllocation] = Registry("layer allocation", option="--allocation")
+LAYER_ALLOCATIONS.register("uniform", LayerAllocation(_uniform, needs_stats=False),
+                           summary="every layer at the target sparsity")
+LAYER_ALLOCATIONS.register("owl", LayerAllocation(_owl, needs_stats=True),
+                           summary="OWL: blocks with more activation outliers keep more weights")
+
+
 def layer_sparsities(
     layout: ModelLayout,
     sparsity: float,
     allocation: str,
     stats: Mapping[str, ChannelStats] | None = None,
 ) -> dict[str, float]:
-    if allocation == "uniform":
-        return uniform_sparsities(layout, sparsity)
-    if allocation == "owl":
-        if stats is None:
-            raise ValueError("OWL allocation needs activation statistics")
-        return owl_sparsities(layout, stats, sparsity)
-    raise InputError(f"unknown allocation {allocation!r}: use uniform or owl")
+    """Each layer's sparsity under the registered ``allocation`` rule."""
+    return LAYER_ALLOCATIONS.lookup(allocation).allocate(layout, stats, sparsity)
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,7 +259,8 @@ def _prune_linear(
     )
     if update:
         assert stats is not None
-        weight.copy_(sparsegpt_update(weight.float(), stats.hessian(), mask).to(weight.dtype))
+        solved, _ = SOLVERS.lookup("update").solve(weight.float(), mask, stats.hessian())
+        weight.copy_(solved.to(weight.dtype))
         return
     weight.mul_(mask.to(weight.dtype))
 

@@ -138,3 +138,12 @@ def test_bad_candidates_are_refused_in_one_line(sparsities, message) -> None:
     with pytest.raises(InputError, match=message) as info:
         prune_model(model, layout, candidate, None)
     assert "\n" not in str(info.value)
+
+
+def test_layer_allocations_are_registered_and_unknown_ones_name_the_choices() -> None:
+    from paretoprune.pruning import LAYER_ALLOCATIONS
+
+    assert LAYER_ALLOCATIONS.names() == ("uniform", "owl")
+    assert LAYER_ALLOCATIONS["owl"].needs_stats and not LAYER_ALLOCATIONS["uniform"].needs_stats
+    with pytest.raises(InputError, match="unknown layer allocation 'evenly' for --allocation: choose one of uniform, owl"):
+        layer_sparsities(None, 0.5, "evenly")  # type: ignore[arg-type]
