@@ -32,13 +32,3 @@ __all__ = [
     "swap_moves",
 ]
 
-# Checkpoints of pymoo searches written before these modules were split pickled pymoo's parts
-# under this package's name; these aliases keep such runs resumable.
-from paretoprune.search.algorithms.pymoo_nsga3 import (  # noqa: E402
-    _BoxProblem,
-    _CallableRepair,
-    _StartSampling,
-    _SwapMutation,
-    _tournament_by_feasibility,
-    _tournament_by_feasibility_then_value,
-)

@@ -10,8 +10,11 @@ generation at a time. So every algorithm is driven from outside:
 
 Resuming must be exact: a run restored from ``state_dict()`` asks the same genomes as the
 run that was never interrupted. Implementations therefore snapshot their whole state, random
-generators included. The optional repair function is never part of the snapshot (it may be a
-closure); the restoring side passes it to the constructor again.
+generators included, as plain data that a checkpoint can store without pickling (dicts, lists,
+tuples, numbers, strings, numpy arrays; see ``paretoprune.search.checkpoint``): never a
+library object, which ``_restore`` builds again from that data. The optional repair function
+is never part of the snapshot (it may be a closure); the restoring side passes it to the
+constructor again.
 """
 
 from __future__ import annotations
@@ -114,7 +117,7 @@ class SearchAlgorithm(ABC):
         self.generation += 1
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly, as plain picklable data."""
+        """Everything needed to continue exactly, as plain data (no library objects)."""
         if self._pending is not None:
             raise RuntimeError("state_dict() between ask() and tell(): checkpoint after tell()")
         return {"algorithm": self.name, "generation": self.generation, "state": self._snapshot()}

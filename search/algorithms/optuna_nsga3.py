@@ -3,7 +3,7 @@ be watched with optuna-dashboard."""
 
 from __future__ import annotations
 
-import pickle
+import copy
 import warnings
 from typing import Any
 
@@ -43,17 +43,18 @@ class OptunaNSGA3(SearchAlgorithm):
         self.gene_names = [f"g{i:04d}" for i in range(self.n_var)]
         self._study: Any = None  # created on the first ask, or restored from a checkpoint
         self._trials: list[Any] = []
-        self._backend: Any = None  # the database connection, opened once
+        self._backend: optuna.storages.BaseStorage | None = None  # the study's storage, opened once
 
     # -- study -------------------------------------------------------------------------------
 
-    def _storage(self) -> Any:
-        """None (the study lives in memory) or this algorithm's one connection to the database."""
-        if self.storage is not None and self._backend is None:
-            self._backend = optuna.storages.get_storage(self.storage)
+    def _storage(self) -> optuna.storages.BaseStorage:
+        """This algorithm's one connection to the database, or the storage of its in-memory study."""
+        if self._backend is None:
+            self._backend = (optuna.storages.InMemoryStorage() if self.storage is None
+                             else optuna.storages.get_storage(self.storage))  # fmt: skip
         return self._backend
 
-    def _sampler(self) -> optuna.samplers.BaseSampler:
+    def _sampler(self) -> optuna.samplers.NSGAIIISampler:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.NSGAIIISampler(
@@ -62,13 +63,16 @@ class OptunaNSGA3(SearchAlgorithm):
                 reference_points=reference_directions(self.n_obj, self.pop_size),
             )
 
-    def _new_study(self) -> optuna.Study:
+    def _create_study(self, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
         try:
-            study = optuna.create_study(storage=self._storage(), sampler=self._sampler(), study_name=self.study_name,
-                                        directions=["minimize"] * self.n_obj)
+            return optuna.create_study(storage=self._storage(), sampler=sampler, study_name=self.study_name,
+                                       directions=["minimize"] * self.n_obj)  # fmt: skip
         except optuna.exceptions.DuplicatedStudyError:
             raise InputError(f"optuna study '{self.study_name}' already exists in {self.storage}; "
                              "choose another study name or resume that run") from None
+
+    def _new_study(self) -> optuna.Study:
+        study = self._create_study(self._sampler())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             for genome in self.initial:
@@ -97,28 +101,100 @@ class OptunaNSGA3(SearchAlgorithm):
         self._trials = []
 
     # -- snapshots ---------------------------------------------------------------------------
+    #
+    # The sampler keeps nothing between generations but its random generators: it caches each
+    # generation's parents in the study's system attributes and reads everything else from the
+    # trials. A snapshot is therefore those generators and, for a study in memory, every trial
+    # and the study's attributes; a database keeps the trials itself.
 
     def _snapshot(self) -> dict[str, Any]:
         if self._study is None:
             return {"study": None}
-        if self.storage is None:
-            return {"study": pickle.dumps(self._study, protocol=pickle.HIGHEST_PROTOCOL)}
-        # The database holds the trials; the sampler's random state lives only here.
+        random_states = _random_states(self._study.sampler)
         backend = self._storage()
         study_id = backend.get_study_id_from_name(self.study_name)
-        return {"sampler": pickle.dumps(self._study.sampler, protocol=pickle.HIGHEST_PROTOCOL),
-                "n_trials": len(self._study.trials),
-                "study_attrs": sorted(backend.get_study_system_attrs(study_id))}
+        if self.storage is None:
+            # Copies: the study goes on changing these dicts in place after the snapshot.
+            return {"study": "memory", "random": random_states, "trials": self._trials_state(),
+                    "study_attrs": copy.deepcopy(backend.get_study_system_attrs(study_id))}  # fmt: skip
+        return {"study": "storage", "random": random_states, "n_trials": len(self._study.trials),
+                "study_attrs": sorted(backend.get_study_system_attrs(study_id))}  # fmt: skip
 
     def _restore(self, snapshot: dict[str, Any]) -> None:
         self._trials = []
-        if "sampler" not in snapshot:
-            self._study = None if snapshot["study"] is None else pickle.loads(snapshot["study"])
-            return
+        kind = snapshot["study"]
+        if kind is None:
+            self._study = None
+        elif kind == "memory":
+            self._restore_memory_study(snapshot)
+        elif kind == "storage":
+            self._restore_stored_study(snapshot)
+        else:
+            raise InputError(f"the checkpoint holds an optuna study of unknown kind {kind!r}; "
+                             "resume with the release that wrote it")  # fmt: skip
+
+    def _trials_state(self) -> dict[str, Any]:
+        """Every trial of the in-memory study, as columns (one row per trial, in order).
+
+        Each trial is asked and told within one generation, and suggests every gene, so that
+        between generations all of them are complete and share the genes' distributions.
+        """
+        trials = self._study.get_trials(deepcopy=False)
+        distributions = trials[0].distributions if trials else {}
+        for trial in trials:
+            if trial.state != optuna.trial.TrialState.COMPLETE or trial.distributions != distributions:
+                raise RuntimeError(f"trial {trial.number} is {trial.state.name} or suggested other genes: "
+                                   "the in-memory study can be snapshotted only between generations")  # fmt: skip
+        return {
+            "numbers": np.array([trial.number for trial in trials], dtype=np.int64),
+            "ids": np.array([trial._trial_id for trial in trials], dtype=np.int64),
+            "distributions": {name: optuna.distributions.distribution_to_json(distribution)
+                              for name, distribution in distributions.items()},  # fmt: skip
+            "params": np.array([[trial.params[name] for name in distributions] for trial in trials], dtype=float),
+            "values": np.array([trial.values for trial in trials], dtype=float).reshape(len(trials), self.n_obj),
+            "user_attrs": [copy.deepcopy(trial.user_attrs) for trial in trials],
+            "system_attrs": [copy.deepcopy(trial.system_attrs) for trial in trials],
+        }
+
+    def _restore_memory_study(self, snapshot: dict[str, Any]) -> None:
+        """A new in-memory study holding the snapshot's trials, study attributes and generators."""
+        if self.storage is not None:
+            raise InputError("this checkpoint was written by an optuna search without --storage; drop --storage")
+        self._backend = None  # a new storage numbers its trials from zero again, as the first one did
+        sampler = self._sampler()
+        _set_random_states(sampler, snapshot["random"])
+        self._study = self._create_study(sampler)
+        self._add_trials(snapshot["trials"])
+        backend = self._storage()
+        study_id = backend.get_study_id_from_name(self.study_name)
+        for key, value in snapshot["study_attrs"].items():
+            backend.set_study_system_attr(study_id, key, value)
+
+    def _add_trials(self, trials: dict[str, Any]) -> None:
+        distributions = {name: optuna.distributions.json_to_distribution(text)
+                         for name, text in trials["distributions"].items()}  # fmt: skip
+        rows = zip(trials["params"], trials["values"], trials["user_attrs"], trials["system_attrs"])
+        for params, values, user_attrs, system_attrs in rows:
+            self._study.add_trial(optuna.trial.create_trial(
+                params={name: float(value) for name, value in zip(distributions, params)},
+                distributions=distributions,
+                values=[float(value) for value in values],
+                user_attrs=user_attrs,
+                system_attrs=system_attrs,
+            ))  # fmt: skip
+        # The cached parents name trials by id: the new study must have given the same ones.
+        added = self._study.get_trials(deepcopy=False)
+        numbers, ids = [trial.number for trial in added], [trial._trial_id for trial in added]
+        if numbers != trials["numbers"].tolist() or ids != trials["ids"].tolist():
+            raise RuntimeError("the restored optuna study numbered its trials differently from the checkpoint")
+
+    def _restore_stored_study(self, snapshot: dict[str, Any]) -> None:
+        """Reopen the study in the database, as it was when the snapshot was taken."""
         if self.storage is None:
             raise InputError("this checkpoint was written by an optuna search with --storage; pass the same storage")
         self._forget_later_parent_choices(set(snapshot["study_attrs"]))
-        sampler = pickle.loads(snapshot["sampler"])
+        sampler = self._sampler()
+        _set_random_states(sampler, snapshot["random"])
         self._study = optuna.load_study(study_name=self.study_name, storage=self._storage(), sampler=sampler)
         self._fail_later_trials(int(snapshot["n_trials"]))
 
@@ -151,3 +227,24 @@ class OptunaNSGA3(SearchAlgorithm):
             elif trial.state != optuna.trial.TrialState.FAIL:
                 raise InputError(f"optuna study '{self.study_name}' holds trials newer than the checkpoint; "
                                  "resume from a copy of the storage taken with the checkpoint")
+
+
+# -- the sampler's random generators ----------------------------------------------------------
+
+
+def _generators(sampler: optuna.samplers.NSGAIIISampler) -> dict[str, np.random.RandomState]:
+    """Every random generator the sampler draws from, by name.
+
+    The sampler's own generator is shared with its parent selection, crossover and mutation;
+    the random sampler it holds fills the first generation and any gene the GA leaves open.
+    """
+    return {"sampler": sampler._rng.rng, "random_sampler": sampler._random_sampler._rng.rng}
+
+
+def _random_states(sampler: optuna.samplers.NSGAIIISampler) -> dict[str, dict[str, Any]]:
+    return {name: generator.get_state(legacy=False) for name, generator in _generators(sampler).items()}
+
+
+def _set_random_states(sampler: optuna.samplers.NSGAIIISampler, states: dict[str, dict[str, Any]]) -> None:
+    for name, generator in _generators(sampler).items():
+        generator.set_state(states[name])

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import pickle
+import time
 from typing import Any
 
 import numpy as np
 from pymoo.algorithms.moo.nsga3 import NSGA3
 from pymoo.core.evaluator import Evaluator
 from pymoo.core.mutation import Mutation
+from pymoo.core.population import Population
 from pymoo.core.problem import Problem
 from pymoo.core.repair import Repair
 from pymoo.core.sampling import Sampling
@@ -56,30 +57,22 @@ class _StartSampling(Sampling):
 
 
 class _CallableRepair(Repair):
-    """Wraps a plain ``genomes -> genomes`` function as a pymoo Repair.
+    """Wraps a plain ``genomes -> genomes`` function as a pymoo Repair."""
 
-    The function is not pickled (it may be a closure over a model's layout); whoever restores
-    a snapshot sets ``function`` again.
-    """
-
-    def __init__(self, function: RepairFn | None) -> None:
+    def __init__(self, function: RepairFn) -> None:
         super().__init__()
         self.function = function
 
     def _do(self, problem: Problem, X: np.ndarray, **kwargs: Any) -> np.ndarray:
-        if self.function is None:
-            raise RuntimeError("the repair function was not restored after loading a checkpoint")
         return self.function(X)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "function": None}
 
 
 def _tournament_by_feasibility(pop: Any, P: np.ndarray, random_state: Any = None, **kwargs: Any) -> np.ndarray:
     """NSGA-III's binary tournament: the smaller constraint violation wins, else a coin flip.
 
-    pymoo ships this rule, but wrapped by a decorator that cannot be pickled, and a checkpoint
-    must pickle the whole algorithm; hence this plain module-level copy of the rule.
+    pymoo ships this rule, but breaks a tie between two equally infeasible parents with a new,
+    unseeded generator: runs would not repeat, and a resumed run would not continue exactly.
+    This copy flips every coin with the algorithm's own seeded generator.
     """
     violation = pop.get("CV")[:, 0]
     winners = np.empty(len(P), dtype=int)
@@ -183,12 +176,86 @@ class PymooNSGA3(SearchAlgorithm):
         self._population = None
 
     def _snapshot(self) -> dict[str, Any]:
-        # The repair wrapper drops its function when pickled (see _CallableRepair).
-        return {"pymoo_algorithm": pickle.dumps(self._algorithm, protocol=pickle.HIGHEST_PROTOCOL)}
+        return _algorithm_state(self._algorithm)
 
     def _restore(self, snapshot: dict[str, Any]) -> None:
-        algorithm = pickle.loads(snapshot["pymoo_algorithm"])
-        # One wrapper object serves initialization and mating; give it this run's repair.
-        algorithm.repair.function = self._repaired
-        self._algorithm = algorithm
+        # The parts made from the constructor's arguments (directions, operators, the repair of
+        # this run) are built afresh; only what the generations changed is put back.
+        self._algorithm = self._build()
+        _set_algorithm_state(self._algorithm, snapshot)
         self._population = None
+
+
+# -- snapshots of pymoo's NSGA3 ---------------------------------------------------------------
+#
+# What one generation hands to the next: the surviving population (mating breeds from it and
+# survival merges it with the children), the survival's normalisation (ideal, worst and nadir
+# points and extreme points, each updated from the last), the best individuals found, the
+# random generator, and the counters. The last children (``off``) are never read again, and the
+# wall-clock start (pymoo reports run times from it) restarts with the resumed run.
+
+
+def _algorithm_state(algorithm: NSGA3) -> dict[str, Any]:
+    survival, normalisation = algorithm.survival, algorithm.survival.norm
+    return {
+        "initialized": bool(algorithm.is_initialized),
+        "n_iter": algorithm.n_iter,
+        "n_eval": int(algorithm.evaluator.n_eval),
+        "terminated": bool(algorithm.termination.force_termination),
+        "random": algorithm.random_state.bit_generator.state,
+        "population": _population_state(algorithm.pop),
+        "optimum": _population_state(algorithm.opt),
+        "survival": {
+            "optimum": _population_state(survival.opt),
+            "ideal": normalisation.ideal_point,
+            "worst": normalisation.worst_point,
+            "nadir": normalisation.nadir_point,
+            "extremes": normalisation.extreme_points,
+        },
+    }
+
+
+def _set_algorithm_state(algorithm: NSGA3, state: dict[str, Any]) -> None:
+    """Put ``_algorithm_state`` back into a freshly built and set up ``algorithm``."""
+    algorithm.is_initialized = bool(state["initialized"])
+    algorithm.n_iter = state["n_iter"]
+    algorithm.evaluator.n_eval = int(state["n_eval"])
+    algorithm.termination.force_termination = bool(state["terminated"])
+    algorithm.start_time = time.time() if algorithm.is_initialized else None  # pymoo reports run times from it
+    algorithm.random_state.bit_generator.state = state["random"]
+    algorithm.pop = _population_from(state["population"])
+    algorithm.opt = _population_from(state["optimum"])
+    survival, normalisation = state["survival"], algorithm.survival.norm
+    algorithm.survival.opt = _population_from(survival["optimum"])
+    normalisation.ideal_point, normalisation.worst_point = survival["ideal"], survival["worst"]
+    normalisation.nadir_point, normalisation.extreme_points = survival["nadir"], survival["extremes"]
+
+
+def _population_state(population: Population | None) -> dict[str, Any] | None:
+    """A population as arrays, one row per individual: what it is, scored, and was labelled.
+
+    Besides genomes, objectives and constraints, pymoo labels individuals (the generation that
+    made them, their front and niche); labels every individual carries are kept.
+    """
+    if population is None:
+        return None
+    labels = set.intersection(*(set(individual.data) for individual in population)) if len(population) else set()
+    return {
+        "X": population.get("X"),
+        "F": population.get("F"),
+        "G": population.get("G"),
+        "H": population.get("H"),
+        "CV": population.get("CV"),
+        "evaluated": [sorted(individual.evaluated) for individual in population],
+        "labels": {label: population.get(label) for label in sorted(labels)},
+    }
+
+
+def _population_from(state: dict[str, Any] | None) -> Population | None:
+    if state is None:
+        return None
+    population = Population.new("X", state["X"])
+    population.set("F", state["F"], "G", state["G"], "H", state["H"], "CV", state["CV"], **state["labels"])
+    for individual, evaluated in zip(population, state["evaluated"]):
+        individual.evaluated = set(evaluated)
+    return population

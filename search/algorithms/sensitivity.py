@@ -184,11 +184,14 @@ class SensitivitySearch(SearchAlgorithm):
             self._rounds += 1
         self._phase = "step" if self._phase == "probe" else "probe"
 
+    # Everything a round changes; the settings come from the constructor again.
+    _STATE = ("_centre", "_centre_value", "_phase", "_anchor", "_offsets", "_model", "_signed", "_predicted",
+              "_improved", "_rounds", "_probe", "_radius")  # fmt: skip
+
     def _snapshot(self) -> dict[str, Any]:
-        keys = ("_centre", "_centre_value", "_phase", "_anchor", "_offsets", "_model", "_signed", "_predicted",
-                "_improved", "_rounds", "_probe", "_radius")  # fmt: skip
-        return {key: getattr(self, key) for key in keys}
+        # Plain values, arrays and tuples of arrays: what a checkpoint stores as it is.
+        return {key: getattr(self, key) for key in self._STATE}
 
     def _restore(self, snapshot: dict[str, Any]) -> None:
-        for key, value in snapshot.items():
-            setattr(self, key, value)
+        for key in self._STATE:
+            setattr(self, key, snapshot[key])

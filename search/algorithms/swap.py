@@ -70,6 +70,7 @@ class SwapSearch(SearchAlgorithm):
             self._parent, self._parent_value = self._pending[best].copy(), float(values[best])
 
     def _snapshot(self) -> dict[str, Any]:
+        # The generator's state is a dict of plain numbers: a checkpoint stores it as it is.
         return {"rng": self._rng.bit_generator.state, "parent": self._parent, "value": self._parent_value}
 
     def _restore(self, snapshot: dict[str, Any]) -> None:

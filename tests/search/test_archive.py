@@ -1,10 +1,9 @@
-"""The archive (crash-safe parquet of every evaluation, its Pareto front) and the checkpoint."""
+"""The archive: crash-safe parquet of every evaluation, and its Pareto front."""
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -18,13 +17,6 @@ import pytest
 from paretoprune.errors import InputError
 from paretoprune.search import checkpoint as checkpoint_module
 from paretoprune.search.archive import EVALUATIONS_FILE, PARTS_FOLDER, Archive, non_dominated_mask
-from paretoprune.search.checkpoint import (
-    capture_rng_state,
-    has_checkpoint,
-    load_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-)
 
 OBJECTIVES = ["kl", "sparsity"]
 
@@ -246,34 +238,3 @@ def test_discard_after_drops_an_interrupted_generation_for_good(tmp_path: Path) 
     assert reopened.frame()["eval_id"].tolist() == list(range(30))
     assert reopened.append(generation=3, genome=[0.0], status="failed") == 30
 
-
-def test_checkpoint_round_trip_and_atomic_replace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert not has_checkpoint(tmp_path)
-    with pytest.raises(InputError, match="no checkpoint"):
-        load_checkpoint(tmp_path)
-    save_checkpoint(tmp_path, {"generation": 3, "state": np.arange(4)})
-    (tmp_path / ".checkpoint.pkl.1.cafe.tmp").write_bytes(b"torn")
-
-    def crash(*args: object) -> None:
-        raise OSError("power cut")
-
-    monkeypatch.setattr(checkpoint_module.os, "replace", crash)
-    with pytest.raises(OSError):
-        save_checkpoint(tmp_path, {"generation": 4})
-    monkeypatch.undo()
-
-    state = load_checkpoint(tmp_path)
-    assert state["generation"] == 3 and state["state"].tolist() == [0, 1, 2, 3]
-    assert not list(tmp_path.glob("*.tmp"))
-    (tmp_path / "checkpoint.pkl").write_bytes(b"not a pickle")
-    with pytest.raises(InputError, match="cannot be read"):
-        load_checkpoint(tmp_path)
-
-
-def test_rng_state_capture_and_restore() -> None:
-    import torch
-
-    state = capture_rng_state()
-    first = (random.random(), np.random.rand(), torch.rand(1).item())
-    restore_rng_state(state)
-    assert (random.random(), np.random.rand(), torch.rand(1).item()) == first

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
+from contextlib import contextmanager
+from typing import Any, Iterator
+
 import numpy as np
+import pytest
 
 from paretoprune.search.algorithms import SearchAlgorithm, make_algorithm
 from paretoprune.search.archive import non_dominated_mask
@@ -78,3 +83,47 @@ OPTIMUM = np.array([0.6, 0.2, 0.0, 0.0, -0.2, -0.6])  # sums to zero: reachable 
 def bowl(genomes: np.ndarray) -> np.ndarray:
     """A separable quadratic with its minimum 0 at OPTIMUM."""
     return (CURVATURES * (genomes - OPTIMUM) ** 2).sum(axis=1)[:, None]
+
+
+@contextmanager
+def pickle_disabled(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Within this block any pickling or unpickling fails, numpy's pickled arrays included.
+
+    Checkpoints are plain data: saving, loading and resuming must never need pickle.
+    """
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("pickle was used")
+
+    real_load = np.load
+
+    def load_without_pickle(*args: Any, allow_pickle: bool = False, **kwargs: Any) -> Any:
+        if allow_pickle:
+            raise AssertionError("np.load was asked to unpickle")
+        return real_load(*args, allow_pickle=False, **kwargs)
+
+    with monkeypatch.context() as patch:
+        for name in ("load", "loads", "Unpickler", "dump", "dumps", "Pickler"):
+            patch.setattr(pickle, name, refuse)
+        patch.setattr(np, "load", load_without_pickle)
+        yield
+
+
+def assert_same_state(loaded: Any, expected: Any, path: str = "state") -> None:
+    """Equal state trees: the same values of exactly the same types, arrays of the same dtype and shape."""
+    assert type(loaded) is type(expected), path
+    if isinstance(expected, np.ndarray):
+        assert loaded.dtype == expected.dtype and loaded.shape == expected.shape, path
+        assert np.array_equal(loaded, expected, equal_nan=expected.dtype.kind in "fc"), path
+    elif isinstance(expected, dict):
+        assert list(loaded) == list(expected), path
+        for key in expected:
+            assert_same_state(loaded[key], expected[key], f"{path}[{key!r}]")
+    elif isinstance(expected, (list, tuple)):
+        assert len(loaded) == len(expected), path
+        for index, (a, b) in enumerate(zip(loaded, expected)):
+            assert_same_state(a, b, f"{path}[{index}]")
+    elif isinstance(expected, float) and np.isnan(expected):
+        assert np.isnan(loaded), path
+    else:
+        assert loaded == expected, path

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from paretoprune.errors import InputError
-from paretoprune.search.algorithms import OptunaNSGA3, failed_rows
+from paretoprune.search.algorithms import OptunaNSGA3, SearchAlgorithm, failed_rows
+from paretoprune.search.algorithms.optuna_nsga3 import _generators
 from paretoprune.search.checkpoint import load_checkpoint, save_checkpoint
-from tests.search.algorithms.problems import NAMES, build, hypervolume_2d, run, zdt1, zdt1_with_failures
+from tests.search.algorithms.problems import (
+    NAMES,
+    assert_same_state,
+    build,
+    hypervolume_2d,
+    pickle_disabled,
+    run,
+    zdt1,
+    zdt1_with_failures,
+)
 
 
 def test_failed_rows_are_nan_or_infinite() -> None:
@@ -74,29 +86,43 @@ def test_same_seed_gives_same_genomes(name: str) -> None:
     assert not np.array_equal(first[0], other[0])
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_resume_from_checkpoint_continues_exactly(name: str, tmp_path) -> None:
+def _build_resumable(case: str, tmp_path: Path, **overrides: object) -> SearchAlgorithm:
+    """``case`` is an algorithm's name, or "optuna-storage": optuna with its study in a database."""
+    if case == "optuna-storage":
+        return build("optuna", storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="run", **overrides)
+    return build(case, **overrides)
+
+
+@pytest.mark.parametrize("case", [*NAMES, "optuna-storage"])
+def test_resume_from_checkpoint_continues_exactly(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     offset = 0.05
 
-    def shifted_grid(genomes: np.ndarray) -> np.ndarray:  # a closure: never pickled
+    def shifted_grid(genomes: np.ndarray) -> np.ndarray:  # a closure: never part of a checkpoint
         return np.clip(np.round(genomes * 20) / 20 + offset, 0.0, 1.0)
 
-    initial = [[0.5] * 6]
-    uninterrupted = run(build(name, repair=shifted_grid, initial=initial), zdt1_with_failures, 8)
+    settings = dict(repair=shifted_grid, initial=[[0.5] * 6])
+    straight = build(case.removesuffix("-storage"), **settings)  # in memory: a database is slow
+    uninterrupted = run(straight, zdt1_with_failures, 8)
 
-    interrupted = build(name, repair=shifted_grid, initial=initial)
+    interrupted = _build_resumable(case, tmp_path, **settings)
     before = run(interrupted, zdt1_with_failures, 4)
-    save_checkpoint(tmp_path, {"algorithm": interrupted.state_dict()})
-    del interrupted
+    with pickle_disabled(monkeypatch):  # a checkpoint is plain data: no step may need pickle
+        saved = interrupted.state_dict()
+        save_checkpoint(tmp_path / "run", {"algorithm": saved})
+        del interrupted
 
-    resumed = build(name, repair=shifted_grid, initial=initial)
-    resumed.load_state_dict(load_checkpoint(tmp_path)["algorithm"])
-    assert resumed.generation == 4
-    after = run(resumed, zdt1_with_failures, 4)
+        resumed = _build_resumable(case, tmp_path, **settings)
+        resumed.load_state_dict(load_checkpoint(tmp_path / "run")["algorithm"])
+        assert resumed.generation == 4
+        assert_same_state(resumed.state_dict(), saved)  # every part of the snapshot was put back
+        after = run(resumed, zdt1_with_failures, 4)
     assert all(np.array_equal(a, b) for a, b in zip(uninterrupted, before + after))
+    assert len(before + after) == len(uninterrupted) == 8
+    if case != "optuna-storage":  # a database holds what the in-memory study snapshots
+        assert_same_state(resumed.state_dict(), straight.state_dict())
 
 
-def test_optuna_storage_resume_after_an_interrupted_generation(tmp_path) -> None:
+def test_optuna_storage_resume_after_an_interrupted_generation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     small = dict(n_var=3, pop_size=6)  # a database commit per trial is slow: keep it small
     interrupted = build("optuna", storage=storage, study_name="run", **small)
@@ -106,12 +132,53 @@ def test_optuna_storage_resume_after_an_interrupted_generation(tmp_path) -> None
     del interrupted
 
     resumed = build("optuna", storage=storage, study_name="run", **small)
-    resumed.load_state_dict(load_checkpoint(tmp_path)["algorithm"])
-    assert np.array_equal(resumed.ask(), lost)
+    with pickle_disabled(monkeypatch):
+        resumed.load_state_dict(load_checkpoint(tmp_path)["algorithm"])
+        assert np.array_equal(resumed.ask(), lost)
 
     reference = build("optuna", **small)
     run(reference, zdt1, 2)
     assert np.array_equal(reference.ask(), lost)
+
+
+def test_optuna_snapshot_holds_every_generator_of_the_sampler() -> None:
+    algorithm = build("optuna", pop_size=4)
+    run(algorithm, zdt1, 2)
+    sampler = algorithm._study.sampler
+    found = _generators_inside(sampler)
+    assert len(found) >= 2  # the GA's and the random sampler's
+    assert {id(generator) for generator in found} == {id(generator) for generator in _generators(sampler).values()}
+
+
+def _generators_inside(root: object) -> list[object]:
+    """Every numpy random generator reachable from ``root`` through optuna's objects."""
+    found, seen, pending = [], set(), [root]
+    while pending:
+        item = pending.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, (np.random.RandomState, np.random.Generator)):
+            found.append(item)
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple, set)):
+            pending.extend(item)
+        elif type(item).__module__.startswith("optuna") and hasattr(item, "__dict__"):
+            pending.extend(vars(item).values())
+    return found
+
+
+def test_optuna_checkpoint_must_match_the_storage_setting(tmp_path: Path) -> None:
+    in_memory = build("optuna", pop_size=4)
+    run(in_memory, zdt1, 1)
+    stored = build("optuna", pop_size=4, storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="run")
+    run(stored, zdt1, 1)
+    with pytest.raises(InputError, match="without --storage"):
+        build("optuna", pop_size=4, storage=f"sqlite:///{tmp_path / 'optuna.db'}").load_state_dict(
+            in_memory.state_dict())
+    with pytest.raises(InputError, match="with --storage"):
+        build("optuna", pop_size=4).load_state_dict(stored.state_dict())
 
 
 def test_optuna_refuses_to_overwrite_a_stored_study(tmp_path) -> None:

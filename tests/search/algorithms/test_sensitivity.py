@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from paretoprune.errors import InputError
 from paretoprune.search.algorithms import SensitivitySearch, model_step, quadratic_through
 from paretoprune.search.checkpoint import load_checkpoint, save_checkpoint
-from tests.search.algorithms.problems import OPTIMUM, bowl, build_sensitivity, build_swap, run
+from tests.search.algorithms.problems import (
+    OPTIMUM,
+    assert_same_state,
+    bowl,
+    build_sensitivity,
+    build_swap,
+    pickle_disabled,
+    run,
+)
 
 
 def test_quadratic_through_recovers_slope_and_curvature() -> None:
@@ -70,15 +80,26 @@ def test_sensitivity_search_beats_the_swap_search_on_a_bowl_at_equal_evaluations
     assert best(sensitivity) < best(swap) / 10
 
 
-def test_sensitivity_resume_continues_exactly(tmp_path) -> None:
-    uninterrupted = run(build_sensitivity(), bowl, 7)
-    interrupted = build_sensitivity()
-    before = run(interrupted, bowl, 4)
-    save_checkpoint(tmp_path, {"algorithm": interrupted.state_dict()})
-    resumed = build_sensitivity()
-    resumed.load_state_dict(load_checkpoint(tmp_path)["algorithm"])
-    after = run(resumed, bowl, 3)
+@pytest.mark.parametrize("two_sided_every", [1, 2])
+@pytest.mark.parametrize("generations", [0, 3, 4])  # before the start, after a step round, after a probe round
+def test_sensitivity_resume_continues_exactly(
+    two_sided_every: int, generations: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    options = {"two_sided_every": two_sided_every}
+    straight = build_sensitivity(options=options)
+    uninterrupted = run(straight, bowl, 7)
+    interrupted = build_sensitivity(options=options)
+    before = run(interrupted, bowl, generations)
+    with pickle_disabled(monkeypatch):  # a checkpoint is plain data: no step may need pickle
+        saved = interrupted.state_dict()
+        save_checkpoint(tmp_path, {"algorithm": saved})
+        resumed = build_sensitivity(options=options)
+        resumed.load_state_dict(load_checkpoint(tmp_path)["algorithm"])
+        assert_same_state(resumed.state_dict(), saved)  # every part of the snapshot was put back
+        after = run(resumed, bowl, 7 - generations)
+    assert len(before + after) == 7
     assert all(np.array_equal(a, b) for a, b in zip(uninterrupted, before + after))
+    assert_same_state(resumed.state_dict(), straight.state_dict())
 
 
 def test_sensitivity_survives_failed_probes_and_refuses_fronts() -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from paretoprune.errors import InputError
 from paretoprune.search.checkpoint import load_checkpoint, save_checkpoint
-from tests.search.algorithms.problems import build, build_swap, run, tilted
+from tests.search.algorithms.problems import assert_same_state, build, build_swap, pickle_disabled, run, tilted
 
 
 def test_swap_children_keep_the_gene_sum_and_differ_by_whole_steps() -> None:
@@ -31,15 +33,22 @@ def test_swap_search_descends_and_never_loses_its_best() -> None:
     assert min(parents) >= best[-1] - 1e-12
 
 
-def test_swap_resume_continues_exactly(tmp_path) -> None:
-    uninterrupted = run(build_swap(seed=3), tilted, 10)
+@pytest.mark.parametrize("generations", [0, 1, 5])  # before the first parent, with it, later
+def test_swap_resume_continues_exactly(generations: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    straight = build_swap(seed=3)
+    uninterrupted = run(straight, tilted, 10)
     interrupted = build_swap(seed=3)
-    before = run(interrupted, tilted, 5)
-    save_checkpoint(tmp_path, {"algorithm": interrupted.state_dict()})
-    resumed = build_swap(seed=3)
-    resumed.load_state_dict(load_checkpoint(tmp_path)["algorithm"])
-    after = run(resumed, tilted, 5)
+    before = run(interrupted, tilted, generations)
+    with pickle_disabled(monkeypatch):  # a checkpoint is plain data: no step may need pickle
+        saved = interrupted.state_dict()
+        save_checkpoint(tmp_path, {"algorithm": saved})
+        resumed = build_swap(seed=3)
+        resumed.load_state_dict(load_checkpoint(tmp_path)["algorithm"])
+        assert_same_state(resumed.state_dict(), saved)  # every part of the snapshot was put back
+        after = run(resumed, tilted, 10 - generations)
+    assert len(before + after) == 10
     assert all(np.array_equal(a, b) for a, b in zip(uninterrupted, before + after))
+    assert_same_state(resumed.state_dict(), straight.state_dict())
 
 
 def test_swap_refuses_what_it_cannot_search() -> None:
