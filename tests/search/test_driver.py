@@ -20,6 +20,7 @@ import pytest
 
 from paretoprune.recipe import load_recipe
 from paretoprune.search.archive import Archive
+from paretoprune.search.checkpoint import CHECKPOINT_FILE
 from paretoprune.testing import byte_tokenizer, tiny_model
 
 pytestmark = pytest.mark.ray
@@ -74,7 +75,7 @@ def test_layerwise_search_end_to_end(model_dir: Path, tmp_path: Path) -> None:
     first = json.loads(frame.loc[0, "candidate"])
     assert set(first["sparsities"].values()) == {0.5}  # uniform Wanda is in the first population
     assert frame["kl"].min() <= frame.loc[0, "kl"]  # the front is never worse than the baseline
-    for name in ("pareto.csv", "pareto.png", "config.yaml", "checkpoint.pkl"):
+    for name in ("pareto.csv", "pareto.png", "config.yaml", CHECKPOINT_FILE):
         assert (out / name).exists(), name
     recipes = sorted((out / "recipes").glob("*.yaml"))
     assert len(recipes) == len(summary["front"]) >= 1
@@ -104,7 +105,7 @@ def test_sigint_then_resume_gives_the_uninterrupted_archive(model_dir: Path, tmp
     interrupted = tmp_path / "interrupted"
     process = subprocess.Popen(_search_args(model_dir, interrupted, *args), env=ENV, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_as_in_a_terminal)  # fmt: skip
-    _wait_for(lambda: (interrupted / "checkpoint.pkl").exists() and _rows(interrupted) >= 10, process)
+    _wait_for(lambda: (interrupted / CHECKPOINT_FILE).exists() and _rows(interrupted) >= 10, process)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-2000:]
