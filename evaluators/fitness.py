@@ -2,8 +2,9 @@
 
 The search calls :meth:`CandidateEvaluator.evaluate` thousands of times, so everything that
 does not depend on the candidate is done once, at construction: the activation statistics, the
-fitness tokens, the dense model's targets (next-token distributions, logits or final hidden
-states, in fp32) and, for the metric a layerwise search keeps fixed, a per-row rank cache.
+fitness tokens, the dense model's targets (next-token distributions, logits, final hidden
+states or the few summaries of them a diagnostic needs, in fp32) and, for the metric a layerwise
+search keeps fixed, a per-row rank cache.
 
 Masks never overwrite the model's weights. Each prunable linear gets a parametrization
 (``torch.nn.utils.parametrize``) that, while a candidate is being scored, hands the forward
@@ -30,6 +31,7 @@ from paretoprune.candidate import Candidate
 from paretoprune.errors import InputError
 from paretoprune.evaluators.stats import ChannelStats
 from paretoprune.registry import Registry
+from paretoprune.metrics.diagnostics import effective_rank, energy, kendall_tau
 from paretoprune.metrics.masks import layer_ranks, parse_structure, pruned_count, row_ranks
 from paretoprune.metrics.scores import MetricSpec, compute_scores
 from paretoprune.models import ModelLayout, PrunableLinear, final_hidden_states, logits_from_hidden
@@ -40,8 +42,11 @@ __all__ = [
     "CandidateEvaluator",
     "FitnessTokens",
     "Objective",
+    "TOPK_CACHED",
+    "TOPK_OBJECTIVE",
     "achieved_sparsities",
     "check_objectives",
+    "fitness_hidden_states",
     "objective_direction",
     "split_objective",
 ]
@@ -63,10 +68,19 @@ for _objective in (
     Objective("kl", "minimize", "probs", "mean next-token KL(dense || pruned) per token"),
     Objective("logits_mse", "minimize", "logits", "squared Frobenius error of logits per token"),
     Objective("hidden_mse", "minimize", "hidden", "squared error of final hidden states per token"),
+    # ACBench's model-intrinsic diagnostics (see paretoprune.metrics.diagnostics).
+    Objective("erank", "minimize", "erank", "|ERank(pruned) - ERank(dense)| of final hidden states"),
+    Objective("topk_tau", "maximize", "topk", "mean Kendall tau-b on the dense top-10 logits per token"),
+    Objective("energy_shift", "minimize", "energy", "|mean shift| of the energy -logsumexp(logits)"),
     Objective("sparsity", "maximize", None, "fraction of prunable weights removed"),
     Objective("params", "minimize", None, "prunable weights that remain"),
 ):
     OBJECTIVES.register(_objective.name, _objective, summary=f"{_objective.description} ({_objective.direction})")
+
+# ``topk_tau`` keeps the dense model's top TOPK_CACHED tokens per position, the largest k the
+# diagnostics report, and the objective ranks the first TOPK_OBJECTIVE of them.
+TOPK_CACHED = 20
+TOPK_OBJECTIVE = 10
 
 
 def split_objective(name: str) -> tuple[str, str | None]:
@@ -102,6 +116,17 @@ class FitnessTokens:
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor | None = None
+
+    def counted(self) -> torch.Tensor:
+        """Which positions count, flattened to [batch * seq]: all but the padding."""
+        mask = self.attention_mask
+        return (torch.ones_like(self.input_ids, dtype=torch.bool) if mask is None else mask.bool()).flatten()
+
+
+def fitness_hidden_states(model: nn.Module, tokens: FitnessTokens) -> torch.Tensor:
+    """The final hidden states of the positions that count, [positions, hidden], as the model runs."""
+    hidden = final_hidden_states(model, tokens.input_ids, tokens.attention_mask)
+    return hidden.reshape(-1, hidden.shape[-1])[tokens.counted()]
 
 
 def achieved_sparsities(layout: ModelLayout, candidate: Candidate) -> dict[str, float]:
@@ -286,19 +311,24 @@ class CandidateEvaluator:
         return self._act_norms[linear.name]
 
 
+# The target kinds whose comparison needs the pruned model's logits.
+_HEAD_TARGETS = frozenset({"probs", "logits", "topk", "energy"})
+
+
 class _Reference:
     """The dense model's outputs on one set of fitness tokens, and a pruned run's distance to them.
 
-    The targets are computed once, in fp32: next-token distributions (for ``kl``), logits (for
-    ``logits_mse``) or final hidden states (for ``hidden_mse``), only what is asked for. The head
-    is applied ``token_chunk`` tokens at a time.
+    The targets are computed once, in fp32, and only those asked for: next-token distributions
+    (for ``kl``), logits (``logits_mse``), final hidden states (``hidden_mse``), the ERank of the
+    final hidden states (``erank``; ERank here is always that of the final hidden states, which
+    are cheap, never of the logits), the top TOPK_CACHED token ids and their logits per position
+    (``topk_tau``; the whole logits are not kept) and the energy per position (``energy_shift``).
+    The head is applied ``token_chunk`` tokens at a time.
     """
 
     def __init__(self, model: nn.Module, tokens: FitnessTokens, wanted: set[str], token_chunk: int) -> None:
         self.model, self.tokens, self.token_chunk = model, tokens, token_chunk
         self.wanted = {OBJECTIVES[name].target for name in wanted}
-        mask = tokens.attention_mask
-        self._valid = (torch.ones_like(tokens.input_ids, dtype=torch.bool) if mask is None else mask.bool()).flatten()
         with torch.inference_mode():
             self.targets = self._dense_targets(self._hidden().float())
 
@@ -306,25 +336,46 @@ class _Reference:
         """Run the model (as currently masked) and measure each wanted objective, per token."""
         hidden = self._hidden().float()
         count = hidden.shape[0]
-        totals = {"kl": 0.0, "logits_mse": 0.0}
-        if self.wanted & {"probs", "logits"}:
-            for start in range(0, count, self.token_chunk):
-                stop = min(start + self.token_chunk, count)
-                logits = self._logits(hidden[start:stop])
-                if "probs" in self.wanted:
-                    cross = (self.targets["probs"][start:stop] * torch.log_softmax(logits, -1)).sum(-1)
-                    totals["kl"] += float((self.targets["neg_entropy"][start:stop] - cross).sum())
-                if "logits" in self.wanted:
-                    diff = logits - self.targets["logits"][start:stop]
-                    totals["logits_mse"] += float(diff.square().sum())
-        values = {name: total / count for name, total in totals.items()}
+        values = self._compare_logits(hidden) if self.wanted & _HEAD_TARGETS else {}
         if "hidden" in self.wanted:
             values["hidden_mse"] = float((hidden - self.targets["hidden"]).square().sum()) / count
+        if "erank" in self.wanted:
+            values["erank"] = abs(float(effective_rank(hidden)) - float(self.targets["erank"]))
         return values
 
+    def _compare_logits(self, hidden: torch.Tensor) -> dict[str, float]:
+        """The objectives that need the pruned logits, which exist one chunk of tokens at a time."""
+        count = hidden.shape[0]
+        totals = {"kl": 0.0, "logits_mse": 0.0, "topk_tau": 0.0}
+        energies = []
+        for start in range(0, count, self.token_chunk):
+            stop = min(start + self.token_chunk, count)
+            logits = self._logits(hidden[start:stop])
+            if "probs" in self.wanted:
+                cross = (self.targets["probs"][start:stop] * torch.log_softmax(logits, -1)).sum(-1)
+                totals["kl"] += float((self.targets["neg_entropy"][start:stop] - cross).sum())
+            if "logits" in self.wanted:
+                diff = logits - self.targets["logits"][start:stop]
+                totals["logits_mse"] += float(diff.square().sum())
+            if "topk" in self.wanted:
+                totals["topk_tau"] += float(self._topk_taus(logits, start, stop).sum())
+            if "energy" in self.wanted:
+                energies.append(energy(logits))
+        values = {name: total / count for name, total in totals.items()}
+        if "energy" in self.wanted:
+            # Both means over the same positions in the same order: a dense run gives exactly 0.
+            shift = torch.cat(energies).double().mean() - self.targets["energy"].double().mean()
+            values["energy_shift"] = abs(float(shift))
+        return values
+
+    def _topk_taus(self, logits: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Per position, tau between dense and pruned logits on the dense top TOPK_OBJECTIVE tokens."""
+        ids = self.targets["topk_ids"][start:stop, :TOPK_OBJECTIVE]
+        dense = self.targets["topk_logits"][start:stop, :TOPK_OBJECTIVE]
+        return kendall_tau(dense, logits.gather(-1, ids))
+
     def _hidden(self) -> torch.Tensor:
-        hidden = final_hidden_states(self.model, self.tokens.input_ids, self.tokens.attention_mask)
-        return hidden.reshape(-1, hidden.shape[-1])[self._valid]
+        return fitness_hidden_states(self.model, self.tokens)
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return logits_from_hidden(self.model, hidden).float()
@@ -333,6 +384,8 @@ class _Reference:
         targets: dict[str, torch.Tensor] = {}
         if "hidden" in self.wanted:
             targets["hidden"] = hidden.clone()
+        if "erank" in self.wanted:
+            targets["erank"] = effective_rank(hidden)
         if self.wanted & {"probs", "logits"}:
             logits = torch.cat([self._logits(chunk) for chunk in hidden.split(self.token_chunk)])
             if "logits" in self.wanted:
@@ -342,4 +395,19 @@ class _Reference:
                 targets["probs"] = logprobs.exp()
                 # sum_v p log p per token: the constant half of KL(p || q)
                 targets["neg_entropy"] = (targets["probs"] * logprobs).sum(-1)
+        if self.wanted & {"topk", "energy"}:
+            targets |= self._dense_summaries(hidden)
         return targets
+
+    def _dense_summaries(self, hidden: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per position, the dense energy and top token ids with their logits, a chunk at a time."""
+        pieces: dict[str, list[torch.Tensor]] = {"energy": [], "topk_ids": [], "topk_logits": []}
+        for chunk in hidden.split(self.token_chunk):
+            logits = self._logits(chunk)
+            if "energy" in self.wanted:
+                pieces["energy"].append(energy(logits))
+            if "topk" in self.wanted:
+                top = logits.topk(min(TOPK_CACHED, logits.shape[-1]), dim=-1)  # sorted, largest first
+                pieces["topk_ids"].append(top.indices)
+                pieces["topk_logits"].append(top.values)
+        return {name: torch.cat(parts) for name, parts in pieces.items() if parts}

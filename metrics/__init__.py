@@ -4,6 +4,7 @@
 - :mod:`.masks`: keep-masks per row, per layer and N:M, and the rank caches behind them.
 - :mod:`.allocation`: per-layer sparsities (uniform, OWL, search genomes) at an exact mean.
 - :mod:`.sparsegpt`: the SparseGPT solver (prune and reconstruct one linear).
+- :mod:`.diagnostics`: ACBench's model-intrinsic diagnostics (ERank, top-k Kendall tau, energy).
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ from paretoprune.metrics.allocation import (
     sparsities_from_genes,
     uniform_sparsities,
     weighted_mean,
+)
+from paretoprune.metrics.diagnostics import (
+    effective_rank,
+    energy,
+    kendall_tau,
+    topk_kendall_tau,
+    wasserstein_1d,
 )
 from paretoprune.metrics.masks import (
     check_sparsity,
@@ -45,6 +53,8 @@ __all__ = [
     "check_sparsity",
     "check_structure_fits",
     "compute_scores",
+    "effective_rank",
+    "energy",
     "expand_block_genes",
     "format_structure",
     "genes_from_sparsities",
@@ -53,6 +63,7 @@ __all__ = [
     "keep_mask_from_ranks",
     "keep_mask_from_scores",
     "keep_mask_without_lowest",
+    "kendall_tau",
     "layer_ranks",
     "metric_by_name",
     "nm_keep_mask",
@@ -65,6 +76,8 @@ __all__ = [
     "row_ranks",
     "sparsegpt_prune",
     "sparsities_from_genes",
+    "topk_kendall_tau",
     "uniform_sparsities",
+    "wasserstein_1d",
     "weighted_mean",
 ]

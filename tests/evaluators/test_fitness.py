@@ -142,3 +142,132 @@ def test_an_objective_on_its_own_tokens_equals_a_plain_one_there() -> None:
         CandidateEvaluator(model, layout, stats, tokens, objectives=("kl@nowhere",))
     with pytest.raises(InputError, match="does not depend on tokens"):
         CandidateEvaluator(model, layout, stats, tokens, objectives=("sparsity@task",))
+
+
+# ----------------------------------------------------------------------------------------------
+# ACBench's diagnostics as objectives: erank, topk_tau, energy_shift
+
+DIAGNOSTIC_OBJECTIVES = ("erank", "topk_tau", "energy_shift")
+
+
+def _uniform_candidate(layout, sparsity: float) -> Candidate:
+    return Candidate(metric=KNOWN_METRICS["wanda"], sparsities={n: sparsity for n in layout.names})
+
+
+def _direct_diagnostics(family, tokens, candidate) -> dict[str, float]:
+    """The diagnostic objectives from a really pruned twin, on whole logits, without any cache."""
+    from paretoprune.metrics.diagnostics import effective_rank, energy, topk_kendall_tau
+
+    model, pruned = tiny_model(family), tiny_model(family)
+    prune_model(pruned, find_layout(pruned), candidate, tokens, progress=False)
+    with torch.no_grad():
+        dense, sparse = model(tokens, output_hidden_states=True), pruned(tokens, output_hidden_states=True)
+    width, vocab = dense.hidden_states[-1].shape[-1], dense.logits.shape[-1]
+    hidden_d = dense.hidden_states[-1].reshape(-1, width)
+    hidden_s = sparse.hidden_states[-1].reshape(-1, width)
+    logits_d, logits_s = dense.logits.reshape(-1, vocab).float(), sparse.logits.reshape(-1, vocab).float()
+    return {
+        "erank": abs(float(effective_rank(hidden_s)) - float(effective_rank(hidden_d))),
+        "topk_tau": float(topk_kendall_tau(logits_d, logits_s, 10).mean()),
+        "energy_shift": abs(float(energy(logits_s).double().mean() - energy(logits_d).double().mean())),
+    }
+
+
+def test_diagnostic_objectives_are_registered_with_their_directions() -> None:
+    from paretoprune.evaluators.fitness import OBJECTIVES, objective_direction
+
+    directions = [OBJECTIVES[name].direction for name in DIAGNOSTIC_OBJECTIVES]
+    assert directions == ["minimize", "maximize", "minimize"]
+    assert objective_direction("topk_tau@task") == "maximize"
+    assert all(OBJECTIVES[name].target is not None for name in DIAGNOSTIC_OBJECTIVES)
+
+
+def test_the_dense_candidate_is_perfect_on_every_diagnostic() -> None:
+    model, layout, tokens, stats = _setup()
+    evaluator = CandidateEvaluator(model, layout, stats, tokens, objectives=DIAGNOSTIC_OBJECTIVES)
+    got = evaluator.evaluate(_uniform_candidate(layout, 0.0))
+    assert got == {"erank": 0.0, "topk_tau": 1.0, "energy_shift": 0.0}
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_diagnostic_objectives_equal_those_of_a_really_pruned_model(family: str) -> None:
+    model, layout, tokens, stats = _setup(family)
+    # A chunk that does not divide the 128 positions, so the cached targets are sliced unevenly.
+    evaluator = CandidateEvaluator(
+        model, layout, stats, tokens, objectives=DIAGNOSTIC_OBJECTIVES, token_chunk=48
+    )
+    candidate = _uniform_candidate(layout, 0.8)
+    got = evaluator.evaluate(candidate)
+    expected = _direct_diagnostics(family, tokens, candidate)
+    for name, value in expected.items():
+        assert got[name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
+    # Heavy pruning is visible on every diagnostic.
+    assert got["topk_tau"] < 0.95 and got["erank"] > 0.0 and got["energy_shift"] > 0.0
+
+
+def test_diagnostics_leave_the_other_objectives_bit_identical() -> None:
+    model, layout, tokens, stats = _setup()
+    candidate = _random_candidate(layout, random.Random(6), KNOWN_METRICS["wanda"])
+    plain = CandidateEvaluator(model, layout, stats, tokens, objectives=ALL_OBJECTIVES)
+    expected = plain.evaluate(candidate)
+    plain.close()
+    both = CandidateEvaluator(
+        model, layout, stats, tokens, objectives=ALL_OBJECTIVES + DIAGNOSTIC_OBJECTIVES
+    )
+    got = both.evaluate(candidate)
+    assert {name: got[name] for name in ALL_OBJECTIVES} == expected
+
+
+def test_topk_tau_caches_the_dense_top_20_only() -> None:
+    model, layout, tokens, stats = _setup()
+    sizes = {}
+    for objectives in (("sparsity",), ("topk_tau",), ("energy_shift",), ("erank",)):
+        evaluator = CandidateEvaluator(model, layout, stats, tokens, objectives=objectives)
+        sizes[objectives[0]] = evaluator.resident_bytes()
+        evaluator.close()
+    positions = tokens.numel()
+    assert sizes["topk_tau"] - sizes["sparsity"] == positions * 20 * (8 + 4)  # int64 ids, fp32 logits
+    assert sizes["energy_shift"] - sizes["sparsity"] == positions * 4
+    assert sizes["erank"] - sizes["sparsity"] == 8  # one float64
+
+
+def test_diagnostic_objectives_on_their_own_tokens_equal_plain_ones_there() -> None:
+    from paretoprune.evaluators.fitness import FitnessTokens
+
+    model, layout, tokens, stats = _setup()
+    other = torch.randint(0, 256, (3, 16), generator=torch.Generator().manual_seed(9))
+    candidate = _uniform_candidate(layout, 0.7)
+    on_task = tuple(f"{name}@task" for name in DIAGNOSTIC_OBJECTIVES)
+    both = CandidateEvaluator(model, layout, stats, tokens, objectives=DIAGNOSTIC_OBJECTIVES + on_task,
+                              sources={"task": FitnessTokens(other)})  # fmt: skip
+    got = both.evaluate(candidate)
+    both.close()
+    plain = CandidateEvaluator(model, layout, stats, other, objectives=DIAGNOSTIC_OBJECTIVES)
+    expected = plain.evaluate(candidate)
+    plain.close()
+    assert {name: got[f"{name}@task"] for name in DIAGNOSTIC_OBJECTIVES} == expected
+    assert got["topk_tau"] != got["topk_tau@task"]
+
+
+def test_model_diagnostics_agree_with_the_objectives() -> None:
+    from paretoprune.evaluators.diagnostics import model_diagnostics
+    from paretoprune.evaluators.fitness import FitnessTokens
+
+    model, layout, tokens, stats = _setup()
+    mask = torch.ones_like(tokens)
+    mask[:, 24:] = 0  # padding must be left out by both
+    evaluator = CandidateEvaluator(model, layout, stats, tokens, mask, objectives=DIAGNOSTIC_OBJECTIVES)
+    candidate = _uniform_candidate(layout, 0.8)
+    objectives = evaluator.evaluate(candidate)
+    fitness = FitnessTokens(tokens, mask)
+    report = model_diagnostics(model, fitness, lambda: evaluator.applied(candidate), token_chunk=40)
+    assert report["erank_dense"] - report["erank_pruned"] == report["diff_erank"]
+    assert abs(report["diff_erank"]) == pytest.approx(objectives["erank"], rel=1e-9)
+    assert report["topk_tau_10"] == pytest.approx(objectives["topk_tau"], rel=1e-6)
+    assert abs(report["energy_shift"]) == pytest.approx(objectives["energy_shift"], rel=1e-6)
+    assert report["energy_w1"] >= abs(report["energy_shift"]) > 0.0  # W1 bounds the mean shift
+    assert all(report[f"topk_tau_{k}"] < 1.0 for k in (3, 10, 20))
+    dense = model_diagnostics(model, fitness, lambda: evaluator.applied(_uniform_candidate(layout, 0.0)))
+    assert dense["diff_erank"] == 0.0 and dense["energy_shift"] == 0.0 and dense["energy_w1"] == 0.0
+    assert [dense[f"topk_tau_{k}"] for k in (3, 10, 20)] == [1.0, 1.0, 1.0]
+    assert dense["erank_dense"] > 1.0
