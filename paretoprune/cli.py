@@ -272,10 +272,9 @@ def search(
 
 def _front_columns(run_dir: Path) -> list[str]:
     """The objectives of a run (the top folder's config names them for every stage)."""
-    import yaml
+    from paretoprune.search.driver import read_run_config
 
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    return list(config.get("objectives", ["kl", "sparsity"]))
+    return list(read_run_config(run_dir).get("objectives") or ["kl", "sparsity"])
 
 
 def _print_front(front: Any, run_dir: Path, as_json: bool, extra: Optional[dict] = None) -> None:
@@ -296,9 +295,7 @@ def front(
     from paretoprune.search.archive import Archive
     from paretoprune.search.driver import final_run_dir, front_of
 
-    if not (run_dir / "config.yaml").exists():
-        raise InputError(f"{run_dir} holds no search (config.yaml missing): check the folder")
-    objectives = _front_columns(run_dir)
+    objectives = _front_columns(run_dir)  # refuses a folder without a readable config.yaml
     final = final_run_dir(run_dir)
     _print_front(front_of(Archive.load(final).frame(), objectives), final, as_json)
 

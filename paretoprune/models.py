@@ -18,6 +18,8 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,12 +36,15 @@ __all__ = [
     "ModelLayout",
     "PrunableLinear",
     "cache_dir",
+    "check_context",
+    "context_length",
     "final_hidden_states",
     "find_layout",
     "fingerprint",
     "logits_from_hidden",
     "load_model",
     "model_bytes",
+    "read_config",
     "resolve_source",
 ]
 
@@ -251,6 +256,49 @@ def model_bytes(model: nn.Module) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# Context length
+
+# Config keys that hold the most tokens a model reads at once, as the families name it.
+_CONTEXT_KEYS = (
+    "max_position_embeddings",
+    "n_positions",
+    "max_seq_len",
+    "max_sequence_length",
+    "seq_length",
+    "n_ctx",
+)
+
+
+def context_length(config: Any) -> int | None:
+    """The model's context in tokens, from its config; None when the config does not say."""
+    if hasattr(config, "get_text_config"):  # a multimodal config nests the language model's
+        config = config.get_text_config()
+    for key in _CONTEXT_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def check_context(config: Any, lengths: Mapping[str, int | None]) -> None:
+    """Refuse windows longer than the model's context; ``lengths`` maps each option to its value.
+
+    Positions past the context either fall off the position table (an index error deep inside
+    a forward pass) or were never trained (scores that mean nothing): neither is worth hours of
+    pruning. A config that names no context sets no limit; an option set to None is skipped.
+    """
+    context = context_length(config)
+    if context is None:
+        return
+    for option, length in lengths.items():
+        if length is not None and length > context:
+            raise InputError(
+                f"{option} {length} exceeds the model's context of {context} tokens; "
+                f"use {option} {context} or less"
+            )
+
+
+# --------------------------------------------------------------------------------------------
 # Loading
 
 
@@ -308,11 +356,32 @@ def _shipped_gguf(alias: str) -> Path | None:
     return next(iter(sorted(folder.glob("*.gguf"))), None)
 
 
-def _converted_gguf(gguf: Path) -> Path:
-    """A safetensors copy of a GGUF model: dequantizing takes ~20 s, loading the copy ~1 s."""
+def read_config(spec: str) -> Any:
+    """The model's transformers config, read without its weights (for checks before loading)."""
+    from transformers import AutoConfig
+
+    source = resolve_source(spec)
+    with _loading(spec):
+        if source.suffix != ".gguf":
+            return AutoConfig.from_pretrained(str(source))
+        converted = _converted_path(source)
+        if (converted / "config.json").exists():
+            return AutoConfig.from_pretrained(str(converted))
+        # Not converted yet: the GGUF header holds the config, read in seconds, not the ~20 s
+        # of dequantizing every tensor.
+        return AutoConfig.from_pretrained(str(source.parent), gguf_file=source.name)
+
+
+def _converted_path(gguf: Path) -> Path:
+    """Where the safetensors copy of a GGUF file is kept (keyed by the file's identity)."""
     stat = gguf.stat()
     key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
-    target = cache_dir() / "models" / f"{gguf.stem}-{key[:12]}"
+    return cache_dir() / "models" / f"{gguf.stem}-{key[:12]}"
+
+
+def _converted_gguf(gguf: Path) -> Path:
+    """A safetensors copy of a GGUF model: dequantizing takes ~20 s, loading the copy ~1 s."""
+    target = _converted_path(gguf)
     if (target / "config.json").exists():
         return target
     logger.info("converting %s to safetensors in %s (once)", gguf.name, target)
@@ -340,9 +409,19 @@ def _from_pretrained(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     extra = {"gguf_file": gguf_file} if gguf_file else {}
-    try:
+    with _loading(spec):
         tokenizer = AutoTokenizer.from_pretrained(source, **extra)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **extra)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+@contextmanager
+def _loading(spec: str) -> Iterator[None]:
+    """Turn transformers' errors about a model that cannot be found or read into one line."""
+    try:
+        yield
     except OSError as error:
         raise InputError(
             f"cannot load model {spec}: not a local folder, a .gguf file, a known alias "
@@ -350,9 +429,6 @@ def _from_pretrained(
         ) from error
     except ValueError as error:
         raise InputError(f"cannot load model {spec}: {_first_line(error)}") from error
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
 
 
 def _first_line(error: BaseException) -> str:

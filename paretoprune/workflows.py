@@ -24,7 +24,7 @@ from paretoprune.evaluators.perplexity import perplexity
 from paretoprune.evaluators.stats import collect_stats
 from paretoprune.metrics.masks import parse_structure
 from paretoprune.metrics.scores import KNOWN_METRICS
-from paretoprune.models import LoadedModel, find_layout, load_model
+from paretoprune.models import LoadedModel, check_context, find_layout, load_model, read_config
 from paretoprune.pruning import layer_sparsities, prune_model
 
 __all__ = [
@@ -153,9 +153,11 @@ def _check_update(update: bool, pruner: str) -> None:
 def prune(config: PruneConfig) -> PruneResult:
     check_prune_config(config)
     task_dir = _task_dir(config.tasks)
+    needs_tokens = config.method != "magnitude" or config.allocation == "owl" or config.update
+    if needs_tokens or config.eval is not None:
+        _check_seqlen(config.model, config.seqlen)
     loaded = load_model(config.model)
     model, layout = loaded.model, find_layout(loaded.model)
-    needs_tokens = config.method != "magnitude" or config.allocation == "owl" or config.update
     tokens = (
         calibration_windows(
             loaded.tokenizer, config.calib, config.nsamples, config.seqlen, config.seed
@@ -176,6 +178,15 @@ def prune(config: PruneConfig) -> PruneResult:
         progress=config.progress,
     )
     return _after_pruning(loaded, report, config, task_dir)
+
+
+def _check_seqlen(model: str, seqlen: int) -> None:
+    """Refuse, before the weights load, windows longer than the model's context.
+
+    Called only where the windows are really built: a magnitude pruning without evaluation
+    never uses ``--seqlen``, so its default must not stop a model with a short context.
+    """
+    check_context(read_config(model), {"--seqlen": seqlen})
 
 
 def _after_pruning(
@@ -220,6 +231,8 @@ def evaluate(config: EvalConfig) -> EvalResult:
     if config.data is None and not config.tasks.tasks:
         raise InputError("nothing to evaluate: give --data SRC for perplexity and/or --tasks T1,T2")
     task_dir = _task_dir(config.tasks)
+    if config.data is not None:  # zero-shot tasks read whole examples, not --seqlen windows
+        _check_seqlen(config.model, config.seqlen)
     loaded = load_model(config.model)
     result = EvalResult()
     if config.data is not None:
@@ -311,6 +324,7 @@ def bench_eval(config: BenchEvalConfig) -> dict[str, Any]:
     from paretoprune.models import model_bytes
     from paretoprune.search.space import SearchSpace, SpaceConfig
 
+    _check_seqlen(config.model, config.seqlen)
     loaded = load_model(config.model)
     model, layout = loaded.model, find_layout(loaded.model)
     tokens = calibration_windows(loaded.tokenizer, config.calib, config.nsamples, config.seqlen, config.seed)
@@ -432,11 +446,13 @@ def apply(config: ApplyConfig) -> PruneResult:
     if config.save is not None and config.save.exists() and any(config.save.iterdir()):
         raise InputError(f"--save folder {config.save} is not empty: choose a new folder")
     task_dir = _task_dir(config.tasks)
-    loaded = load_model(config.model)
     metric = recipe.to_candidate().metric
     needs_tokens = config.pruner == "sparsegpt" or config.update or (
         metric.uses_activations if config.pruner == "recipe" else config.pruner != "magnitude"
     )
+    if needs_tokens or config.eval is not None:
+        _check_seqlen(config.model, config.seqlen)
+    loaded = load_model(config.model)
     tokens = (
         calibration_windows(loaded.tokenizer, config.calib, config.nsamples, config.seqlen, config.seed)
         if needs_tokens
@@ -451,17 +467,13 @@ def apply(config: ApplyConfig) -> PruneResult:
 
 def export(run_dir: Path, fmt: str, how: str, out: Path, pruner: str | None = None) -> Path:
     """Write the front member chosen by ``how`` (knee, best:OBJ, sparsity:S, index:K) as ``fmt``."""
-    import yaml
-
     from paretoprune.exporters import export_recipe
     from paretoprune.recipe import load_recipe
     from paretoprune.search.archive import Archive
-    from paretoprune.search.driver import final_run_dir, front_of
+    from paretoprune.search.driver import final_run_dir, front_of, read_run_config
     from paretoprune.search.export import pick
 
-    if not (run_dir / "config.yaml").exists():
-        raise InputError(f"{run_dir} holds no search (config.yaml missing): check the folder")
-    objectives = list(yaml.safe_load((run_dir / "config.yaml").read_text())["objectives"])
+    objectives = list(read_run_config(run_dir).get("objectives") or ["kl", "sparsity"])
     final = final_run_dir(run_dir)
     front = front_of(Archive.load(final).frame(), objectives)
     index = pick(front, objectives, how)

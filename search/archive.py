@@ -16,6 +16,16 @@ deletes the parts it absorbed or dropped. Readers only take parts of the current
 crash between the two steps leaves stale parts that nobody reads (the writer removes them
 when it next opens the archive). At every instant the folder reads as a consistent table.
 
+Damaged files (truncated by a full disk, a bad copy, a dying machine): an unreadable main
+table stops both readers and the writer with one line, since the evaluations it held cannot
+be recovered here. An unreadable part file stops a reader with one line naming it; the writer
+(a resumed search) renames it to ``<name>.unreadable``, which no reader takes for a part, logs
+a warning and goes on without that one evaluation. If it belonged to the generation that was
+unfinished, the resumed search replays the generation and recomputes it, so nothing is lost.
+If it belonged to a finished generation, the algorithm has already learnt from it but the
+archive no longer holds it: the front simply lacks that row, and its eval_id may be given to
+a later evaluation if it was the newest one. The renamed file stays for inspection.
+
 The front is the non-dominated set of all successful evaluations, not of the last
 population: NSGA-III keeps one survivor per reference direction and forgets good points.
 """
@@ -23,6 +33,7 @@ population: NSGA-III keeps one survivor per reference direction and forgets good
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -52,9 +63,12 @@ PARTS_FOLDER = "evaluations.parts"
 STATUSES = ("ok", "failed")
 FIXED_COLUMNS = ("eval_id", "generation", "genome", "candidate", "worker", "node_id", "seconds", "status", "error")
 
+logger = logging.getLogger(__name__)
+
 _META_KEY = b"paretoprune.archive"
 _PART_NAME = re.compile(r"^part-(\d{6})-(\d{9})\.parquet$")
 _READ_ATTEMPTS = 20
+_UNREADABLE_SUFFIX = ".unreadable"  # what a part set aside is renamed with
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,14 +148,40 @@ def _file_identity(path: Path) -> tuple[int, int]:
     return stat.st_ino, stat.st_mtime_ns
 
 
+class _UnreadableFile(Exception):
+    """A file of the archive that exists but cannot be read as the table it should hold."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+
+
 def _read_parquet(path: Path) -> pa.Table:
     """The file read through one open handle.
 
     pyarrow given a path may open it more than once (footer, then pages); a writer replacing
     the file in between would mix two files. An open handle keeps reading the file it opened.
+    A missing file is left to the caller (a compaction may just have removed it); any other
+    failure means the file itself is damaged.
     """
-    with open(path, "rb") as handle:
-        return pq.read_table(handle)
+    try:
+        with open(path, "rb") as handle:
+            return pq.read_table(handle)
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError) as error:
+        raise _UnreadableFile(path, str(error)) from error
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename a damaged file out of the way (never delete: it may be wanted for inspection)."""
+    target = path.with_name(path.name + _UNREADABLE_SUFFIX)
+    count = 1
+    while target.exists():  # a part with this name was damaged before
+        target = path.with_name(f"{path.name}{_UNREADABLE_SUFFIX}.{count}")
+        count += 1
+    os.replace(path, target)
+    return target
 
 
 def _write_parquet(path: Path, table: pa.Table) -> None:
@@ -220,7 +260,7 @@ class Archive:
         raise RuntimeError(f"the archive in {self.run_dir} kept changing while being read; try again")
 
     def _read_disk_once(self, expected_objectives: tuple[str, ...] | None) -> None:
-        table = _read_parquet(self._main_path)
+        table = self._read_main()
         metadata = json.loads((table.schema.metadata or {}).get(_META_KEY, b"null"))
         if not isinstance(metadata, dict):
             raise InputError(f"{self._main_path} was not written by paretoprune")
@@ -233,7 +273,38 @@ class Archive:
         self._epoch = int(metadata["epoch"])
         # Casting pins the in-memory layout (Parquet may rename a list's child field).
         self._main = table.replace_schema_metadata(None).cast(self._schema)
-        self._parts = [_read_parquet(path).cast(self._schema) for path in self._current_part_paths()]
+        self._parts = [part for part in map(self._read_part, self._current_part_paths()) if part is not None]
+
+    def _read_main(self) -> pa.Table:
+        try:
+            return _read_parquet(self._main_path)
+        except _UnreadableFile as error:
+            raise InputError(
+                f"{EVALUATIONS_FILE} in {self.run_dir} is unreadable (truncated?): restore it from a copy, "
+                "or start a new search with another --out (its evaluations cannot be recovered)"
+            ) from error
+
+    def _read_part(self, path: Path) -> pa.Table | None:
+        """One part file; None when it is damaged and this archive, the writer, set it aside."""
+        try:
+            return _read_parquet(path).cast(self._schema)
+        except (_UnreadableFile, pa.ArrowException) as error:  # a failed cast: not a row of this archive
+            self._handle_damaged_part(path, error)
+            return None
+
+    def _handle_damaged_part(self, path: Path, error: Exception) -> None:
+        """A reader stops with one line; the writer renames the part away and goes on."""
+        name = f"{PARTS_FOLDER}/{path.name}"
+        if not self._writable:
+            raise InputError(
+                f"{name} in {self.run_dir} is unreadable (truncated?); resume the search with --resume "
+                f"{self.run_dir} to set it aside (it is recomputed if its generation was unfinished)"
+            ) from error
+        moved = _set_aside(path)
+        logger.warning(
+            "set aside the unreadable %s (truncated?) as %s: the resumed search recomputes its evaluation if "
+            "its generation was unfinished, else the front lacks it", name, moved.name,
+        )  # fmt: skip
 
     def _current_part_paths(self) -> list[Path]:
         if not self._parts_dir.is_dir():

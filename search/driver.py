@@ -39,7 +39,8 @@ from paretoprune.search.archive import Archive, non_dominated_mask
 from paretoprune.search.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from paretoprune.search.space import SearchSpace, SpaceConfig, check_space_config
 
-__all__ = ["SearchConfig", "SearchResult", "final_run_dir", "front_of", "load_config", "resume", "run_search"]
+__all__ = ["SearchConfig", "SearchResult", "final_run_dir", "front_of", "load_config", "read_run_config", "resume",
+           "run_search"]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -194,16 +195,54 @@ def run_search(config: SearchConfig, progress: bool = True) -> SearchResult:
     return _Search(config, run_dir, progress).run(start_generation=0, state=None)
 
 
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The settings a run folder's config.yaml holds, as written; bad files give one line.
+
+    A hand-edited or damaged config must not end in a YAML traceback: the message names the
+    file and the line, so that it can be fixed or restored before anything else is touched.
+    """
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.exists():
+        raise InputError(f"{run_dir} holds no search ({CONFIG_FILE} missing): check the folder")
+    try:
+        settings = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read {path} ({error}); fix its permissions or restore the file") from error
+    except yaml.YAMLError as error:
+        raise InputError(f"{path}{_yaml_where(error)} is not valid YAML ({_yaml_problem(error)}); "
+                         "fix or restore the file") from error  # fmt: skip
+    if not isinstance(settings, dict):
+        raise InputError(f"{path} holds {type(settings).__name__}, not search settings (a YAML mapping); "
+                         "fix or restore the file")  # fmt: skip
+    return settings
+
+
+def _yaml_where(error: yaml.YAMLError) -> str:
+    """Where the parser stopped, as ' line N' (counted from 1); empty when it does not say."""
+    mark = getattr(error, "problem_mark", None)
+    return f" line {mark.line + 1}" if mark is not None else ""
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """What the parser found, and where the construct it was in began when that is elsewhere.
+
+    An unclosed quote or bracket is found only at the end of the file: the line it opened on
+    is the one to fix.
+    """
+    problem = str(getattr(error, "problem", None) or type(error).__name__)
+    context, mark = getattr(error, "context", None), getattr(error, "context_mark", None)
+    if context and mark is not None:
+        problem += f" {context} opened on line {mark.line + 1}"
+    return problem
+
+
 def resume(run_dir: str | Path, generations: int | None = None, progress: bool = True) -> SearchResult:
     """Continue the search in ``run_dir`` from its last finished generation."""
     run_dir = Path(run_dir)
-    config_path = run_dir / CONFIG_FILE
-    if not config_path.exists():
-        raise InputError(f"{run_dir} holds no search ({CONFIG_FILE} missing): check the folder")
-    config = load_config(yaml.safe_load(config_path.read_text()))
+    config = load_config(read_run_config(run_dir))
     if generations is not None:
         config.generations = generations
-        config_path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     if config.stages:
         return _run_stages(config, progress)
     state = load_checkpoint(run_dir) if has_checkpoint(run_dir) else None
@@ -213,7 +252,7 @@ def resume(run_dir: str | Path, generations: int | None = None, progress: bool =
 
 def final_run_dir(run_dir: Path) -> Path:
     """Where a run's front lives: the folder itself, or its last stage's sub-folder."""
-    config = load_config(yaml.safe_load((run_dir / CONFIG_FILE).read_text()))
+    config = load_config(read_run_config(run_dir))
     if not config.stages:
         return run_dir
     return run_dir / _stage_folder(len(config.stages) - 1, config.stages[-1])
@@ -271,7 +310,7 @@ class _Search:
 
     def run(self, start_generation: int, state: dict[str, Any] | None) -> SearchResult:
         from paretoprune.data import calibration_windows, text_provenance
-        from paretoprune.models import find_layout, fingerprint, load_model
+        from paretoprune.models import check_context, find_layout, fingerprint, load_model
         from paretoprune.pruning import owl_sparsities
 
         from paretoprune.evaluators.placement import check_model_fits
@@ -279,6 +318,7 @@ class _Search:
         config = self.config
         check_model_fits(config.model, gpus_per_worker=0)  # the driver keeps a CPU copy for statistics
         loaded = load_model(config.model)
+        check_context(loaded.model.config, {"--seqlen": config.seqlen, "--stats-seqlen": config.stats_seqlen})
         layout = find_layout(loaded.model)
         tokens = calibration_windows(loaded.tokenizer, config.calib, config.nsamples, config.seqlen, config.seed)
         stats_nsamples, stats_seqlen = config.stats_nsamples or config.nsamples, config.stats_seqlen or config.seqlen

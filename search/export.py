@@ -16,7 +16,12 @@ from paretoprune.errors import InputError
 from paretoprune.evaluators.fitness import objective_direction
 from paretoprune.recipe import Recipe, save_recipe
 
-__all__ = ["export_front", "pick", "plot_front", "recipe_of_row"]
+__all__ = ["SPARSITY_PICK_SLACK", "export_front", "pick", "plot_front", "recipe_of_row"]
+
+# How far beyond the front's achieved sparsities a ``sparsity:S`` pick may reach. Within it the
+# nearest member is a fair answer (targets and achieved sparsities differ by rounding); beyond
+# it the run holds nothing like what was asked for, and a recipe would silently mislead.
+SPARSITY_PICK_SLACK = 0.02
 
 
 def plot_front(frame: pd.DataFrame, front: pd.DataFrame, objectives: Sequence[str], path: Path) -> Path:
@@ -82,25 +87,39 @@ def export_front(run_dir: Path, front: pd.DataFrame, model_info: Mapping[str, An
 def pick(front: pd.DataFrame, objectives: Sequence[str], how: str) -> int:
     """Row index of the front member chosen by knee, best:OBJ, sparsity:S or index:K."""
     if front.empty:
-        raise InputError("the front is empty: the search has no successful evaluation yet")
+        raise InputError("the front is empty: the search has no successful evaluation yet; "
+                         "resume it with --resume, or read the failed evaluations' errors")  # fmt: skip
     kind, _, value = how.partition(":")
     if kind == "index":
         index = _int(value, how)
         if not 0 <= index < len(front):
-            raise InputError(f"--pick {how}: the front has {len(front)} members (index 0..{len(front) - 1})")
+            raise InputError(f"--pick {how}: the front has {len(front)} members; use index:0 to index:{len(front) - 1}")
         return index
     if kind == "best":
         if value not in objectives:
-            raise InputError(f"--pick {how}: unknown objective, the run has {', '.join(objectives)}")
+            raise InputError(f"--pick {how}: unknown objective, the run has {', '.join(objectives)}; "
+                             f"use best:{objectives[0]}")  # fmt: skip
         column = front[value]
         return int(column.idxmax() if objective_direction(value) == "maximize" else column.idxmin())
     if kind == "sparsity":
-        if "sparsity" not in front:
-            raise InputError("--pick sparsity:S needs a run with the sparsity objective")
-        return int((front["sparsity"] - _float(value, how)).abs().idxmin())
+        return _nearest_sparsity(front, _float(value, how), how)
     if kind == "knee":
         return _knee(front, objectives)
     raise InputError(f"--pick {how} is not understood: use knee, best:OBJ, sparsity:S or index:K")
+
+
+def _nearest_sparsity(front: pd.DataFrame, wanted: float, how: str) -> int:
+    """The member whose achieved sparsity is nearest ``wanted``, which must lie near the front."""
+    if "sparsity" not in front:
+        raise InputError(f"--pick {how} needs a run with the sparsity objective: use knee, best:OBJ or index:K")
+    achieved = front["sparsity"]
+    low, high = float(achieved.min()), float(achieved.max())
+    if not low - SPARSITY_PICK_SLACK <= wanted <= high + SPARSITY_PICK_SLACK:
+        raise InputError(
+            f"--pick {how} is outside the front's sparsities {low:.4g} to {high:.4g}: "
+            f"pick a sparsity within {SPARSITY_PICK_SLACK} of that range"
+        )
+    return int((achieved - wanted).abs().idxmin())
 
 
 def _knee(front: pd.DataFrame, objectives: Sequence[str]) -> int:

@@ -9,6 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from paretoprune.candidate import Candidate
+from paretoprune.cli import main
+from paretoprune.metrics.scores import metric_by_name
+from paretoprune.models import find_layout, fingerprint
+from paretoprune.recipe import Recipe, save_recipe
 from paretoprune.testing import byte_tokenizer, tiny_model
 
 
@@ -49,10 +54,10 @@ def test_prune_save_reload_gives_the_reported_perplexity(model_dir: Path, tmp_pa
     [
         (["prune", "--model", "./missing-model", "--sparsity", "0.5"], "does not exist"),
         (["prune", "--model", "MODEL", "--sparsity", "1.5"], "out of range"),
-        (["prune", "--model", "MODEL", "--sparsity", "0.5", "--calib", "no/such/file.txt"], "file.txt"),
+        (["prune", "--model", "MODEL", "--sparsity", "0.5", "--seqlen", "64", "--calib", "no/such/file.txt"], "file.txt"),
         (["prune", "--model", "MODEL", "--structure", "3:5", "--seqlen", "64", "--nsamples", "2"], "divide"),
         (["prune", "--model", "MODEL", "--method", "nope", "--sparsity", "0.5"], "unknown method"),
-        (["eval", "--model", "MODEL", "--data", "wikitext2"], "local file"),
+        (["eval", "--model", "MODEL", "--data", "wikitext2", "--seqlen", "64"], "local file"),
         (["front", "no-such-run"], "holds no search"),
         (["prune", "--model", "MODEL", "--no-such-option"], "No such option: --no-such-option"),
         (["prune", "--model", "MODEL", "--sparsity", "half"], "Invalid value for '--sparsity'"),
@@ -92,3 +97,70 @@ def test_eval_and_prune_report_zero_shot_tasks(model_dir: Path, shared_data: Pat
     result = json.loads(pruned.stdout.strip().splitlines()[-1])
     assert result["sparsity"] == pytest.approx(0.3, abs=0.01)
     assert list(result["tasks"]["tasks"]) == ["rte"]
+
+
+# --------------------------------------------------------------------------------------------
+# Windows longer than the model's context (the tiny models read 512 tokens)
+
+
+def _main(*args: str) -> tuple[int, list[str]]:
+    """Run the command in this process: its exit code and its ``error:`` lines on stderr."""
+    import contextlib
+    import io
+
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as exited:
+        main(list(args))
+    assert "Traceback" not in stderr.getvalue()
+    return int(exited.value.code), [line for line in stderr.getvalue().splitlines() if line.startswith("error:")]
+
+
+@pytest.fixture(scope="module")
+def recipe_file(tmp_path_factory) -> Path:
+    """A recipe for the tiny model of ``model_dir`` (same family and seed, so same fingerprint)."""
+    model = tiny_model("qwen2")
+    layout = find_layout(model)
+    recipe = Recipe.from_candidate(
+        Candidate(metric=metric_by_name("wanda"), sparsities={name: 0.5 for name in layout.names}),
+        model_name="tiny-qwen2", fingerprint=fingerprint(model), family=layout.family,
+        layer_numels=dict(zip(layout.names, layout.numels, strict=True)), objectives={"kl": 0.1},
+        provenance={"calibration": {"source": "builtin", "sha256": "0" * 64, "nsamples": 4, "seqlen": 64, "seed": 0},
+                    "search": {"run": "run", "evaluation": 0}},
+    )  # fmt: skip
+    return save_recipe(recipe, tmp_path_factory.mktemp("recipe") / "recipe.yaml")
+
+
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (["prune", "--model", "MODEL", "--sparsity", "0.5", "--seqlen", "1000"], "--seqlen"),
+        (["prune", "--model", "MODEL", "--method", "magnitude", "--sparsity", "0.5", "--eval", "builtin",
+          "--seqlen", "1000"], "--seqlen"),
+        (["eval", "--model", "MODEL", "--data", "builtin", "--seqlen", "1000"], "--seqlen"),
+        (["bench-eval", "--model", "MODEL", "--seqlen", "1000"], "--seqlen"),
+        (["apply", "RECIPE", "--model", "MODEL", "--seqlen", "1000"], "--seqlen"),
+        (["search", "--model", "MODEL", "--sparsity", "0.5", "--seqlen", "1000", "--out", "OUT"], "--seqlen"),
+        (["search", "--model", "MODEL", "--sparsity", "0.5", "--seqlen", "64", "--stats-seqlen", "1000",
+          "--out", "OUT"], "--stats-seqlen"),
+    ],
+)  # fmt: skip
+def test_a_window_longer_than_the_context_is_refused_in_every_command(
+    model_dir: Path, recipe_file: Path, tmp_path: Path, args: list[str], option: str
+) -> None:
+    places = {"MODEL": str(model_dir), "RECIPE": str(recipe_file), "OUT": str(tmp_path / "run")}
+    code, errors = _main(*[places.get(arg, arg) for arg in args], "--quiet")
+    assert code == 2, errors
+    assert errors == [f"error: {option} 1000 exceeds the model's context of 512 tokens; use {option} 512 or less"]
+
+
+def test_an_unused_default_seqlen_does_not_stop_a_short_context_model(model_dir: Path) -> None:
+    # Magnitude pruning without evaluation builds no windows: the default --seqlen 2048 is moot.
+    code, errors = _main("prune", "--model", str(model_dir), "--method", "magnitude", "--sparsity", "0.5", "--quiet")
+    assert code == 0, errors
+
+
+@pytest.mark.real_model
+def test_real_smollm2_refuses_a_seqlen_beyond_its_context_at_once() -> None:
+    done = _cli("prune", "--model", "smollm2-135m", "--sparsity", "0.5", "--seqlen", "100000", "--quiet", timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "error: --seqlen 100000 exceeds the model's context of 8192 tokens; use --seqlen 8192 or less" in done.stderr

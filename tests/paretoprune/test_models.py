@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from paretoprune.errors import InputError
-from paretoprune.models import find_layout, fingerprint, load_model
+from paretoprune.models import check_context, context_length, find_layout, fingerprint, load_model, read_config
 from paretoprune.testing import FAMILIES, tiny_model
 
 # Linears per block that each family must expose, by their path inside the block.
@@ -85,3 +85,35 @@ def test_bad_model_specs_are_one_line_input_errors(spec: str, message: str) -> N
 def test_folder_without_config_is_refused(tmp_path) -> None:
     with pytest.raises(InputError, match="no config.json"):
         load_model(str(tmp_path))
+
+
+# --------------------------------------------------------------------------------------------
+# Context length
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_states_its_context(family: str) -> None:
+    # The tiny models are built with 512 positions, whatever each family calls the setting.
+    assert context_length(tiny_model(family).config) == 512
+
+
+def test_a_config_that_names_no_context_sets_no_limit() -> None:
+    from types import SimpleNamespace
+
+    assert context_length(SimpleNamespace(hidden_size=64)) is None
+    check_context(SimpleNamespace(hidden_size=64), {"--seqlen": 10**6})
+
+
+def test_check_context_names_the_option_and_the_limit() -> None:
+    config = tiny_model("gpt2").config
+    check_context(config, {"--seqlen": 512, "--stats-seqlen": None})  # at the limit, or not given: fine
+    with pytest.raises(InputError) as info:
+        check_context(config, {"--seqlen": 256, "--stats-seqlen": 513})
+    assert str(info.value) == "--stats-seqlen 513 exceeds the model's context of 512 tokens; use --stats-seqlen 512 or less"
+
+
+def test_read_config_reads_a_folder_without_its_weights(tmp_path) -> None:
+    tiny_model("llama").config.save_pretrained(tmp_path)  # config.json only: no weights to load
+    assert context_length(read_config(str(tmp_path))) == 512
+    with pytest.raises(InputError, match="does not exist"):
+        read_config("./no/such/model")
