@@ -188,6 +188,7 @@ def run_search(config: SearchConfig, progress: bool = True) -> SearchResult:
     check_objectives(config.objectives)
     check_space_config(config.space_config())  # fail before writing anything or loading the model
     _check_stages(config)
+    _check_windows_fit(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     if config.stages:
@@ -234,6 +235,14 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     if context and mark is not None:
         problem += f" {context} opened on line {mark.line + 1}"
     return problem
+
+
+def _check_windows_fit(config: SearchConfig) -> None:
+    """Refuse windows longer than the model's context from its config alone, before a run
+    folder is written that a user would then have to delete."""
+    from paretoprune.models import check_context, read_config
+
+    check_context(read_config(config.model), {"--seqlen": config.seqlen, "--stats-seqlen": config.stats_seqlen})
 
 
 def resume(run_dir: str | Path, generations: int | None = None, progress: bool = True) -> SearchResult:

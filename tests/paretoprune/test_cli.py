@@ -151,6 +151,7 @@ def test_a_window_longer_than_the_context_is_refused_in_every_command(
     code, errors = _main(*[places.get(arg, arg) for arg in args], "--quiet")
     assert code == 2, errors
     assert errors == [f"error: {option} 1000 exceeds the model's context of 512 tokens; use {option} 512 or less"]
+    assert not (tmp_path / "run").exists()  # a refused search leaves no folder to delete
 
 
 def test_an_unused_default_seqlen_does_not_stop_a_short_context_model(model_dir: Path) -> None:
