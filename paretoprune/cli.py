@@ -16,6 +16,10 @@ from typing import Any, Callable, Optional
 import typer
 
 from paretoprune.errors import InputError
+from paretoprune.evaluators.fitness import OBJECTIVES
+from paretoprune.evaluators.zeroshot_tasks import TASKS
+from paretoprune.pruning import LAYER_ALLOCATIONS
+from paretoprune.workflows import apply_pruners, prune_methods
 
 __all__ = ["app", "main"]
 
@@ -87,11 +91,11 @@ def _format_ppl(value: Optional[float]) -> str:
 @app.command()
 def prune(
     model: str = ModelOpt,
-    method: str = typer.Option("wanda", "--method", help="magnitude | wanda | ria | sparsegpt"),
+    method: str = typer.Option("wanda", "--method", help=" | ".join(prune_methods())),
     update: bool = typer.Option(False, "--update", help="reconstruct the kept weights, as SparseGPT does"),
     sparsity: Optional[float] = typer.Option(None, "--sparsity", help="fraction pruned, e.g. 0.5"),
     structure: Optional[str] = typer.Option(None, "--structure", help="N:M, e.g. 2:4"),
-    allocation: str = typer.Option("uniform", "--allocation", help="uniform | owl"),
+    allocation: str = typer.Option("uniform", "--allocation", help=LAYER_ALLOCATIONS.choices()),
     calib: str = CalibOpt,
     nsamples: int = NsamplesOpt,
     seqlen: int = SeqlenOpt,
@@ -100,7 +104,7 @@ def prune(
     save: Optional[Path] = typer.Option(None, "--save", help="folder for the pruned model"),
     eval: Optional[str] = EvalOpt,
     max_windows: Optional[int] = MaxWindowsOpt,
-    eval_tasks: Optional[str] = typer.Option(None, "--eval-tasks", help="zero-shot tasks after pruning"),
+    eval_tasks: Optional[str] = typer.Option(None, "--eval-tasks", help=f"tasks after pruning: {TASKS.choices(', ')}"),
     task_dir: Optional[Path] = TaskDirOpt,
     limit: Optional[int] = LimitOpt,
     as_json: bool = JsonOpt,
@@ -130,7 +134,7 @@ def eval_command(
     data: Optional[str] = typer.Option(None, "--data", help="text source for perplexity"),
     seqlen: int = SeqlenOpt,
     max_windows: Optional[int] = MaxWindowsOpt,
-    tasks: Optional[str] = typer.Option(None, "--tasks", help="zero-shot tasks, e.g. arc_easy,piqa,boolq"),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help=f"comma list of {TASKS.choices(', ')}"),
     task_dir: Optional[Path] = TaskDirOpt,
     limit: Optional[int] = LimitOpt,
     held_out: Optional[str] = HeldOutOpt,
@@ -209,7 +213,11 @@ def search(
     sparsity: Optional[float] = typer.Option(None, "--sparsity", help="target sparsity"),
     sparsity_range: Optional[str] = typer.Option(None, "--sparsity-range", help="LO:HI, search the target"),
     structure: Optional[str] = typer.Option(None, "--structure", help="N:M (metric mode)"),
-    objectives: Optional[str] = typer.Option(None, "--objectives", help="comma list, default kl,sparsity"),
+    objectives: Optional[str] = typer.Option(
+        None, "--objectives",
+        help=f"comma list of {OBJECTIVES.choices(', ')} (name@SOURCE: on other tokens); "
+        "default kl, plus sparsity with --sparsity-range",
+    ),  # fmt: skip
     pop: Optional[int] = typer.Option(None, "--pop", help="candidates per generation"),
     generations: Optional[int] = typer.Option(None, "--generations", help="generations in total"),
     workers: Optional[int] = typer.Option(None, "--workers", help="evaluator actors"),
@@ -320,7 +328,7 @@ def export(
 def apply(
     recipe: Path = typer.Argument(..., help="a recipe file (YAML or JSON)"),
     model: str = ModelOpt,
-    pruner: str = typer.Option("recipe", "--pruner", help="recipe | magnitude | wanda | ria | sparsegpt"),
+    pruner: str = typer.Option("recipe", "--pruner", help=" | ".join(apply_pruners())),
     update: bool = typer.Option(False, "--update", help="reconstruct the kept weights, as SparseGPT does"),
     calib: str = CalibOpt,
     nsamples: int = NsamplesOpt,
@@ -331,7 +339,7 @@ def apply(
     save: Optional[Path] = typer.Option(None, "--save", help="folder for the pruned model"),
     eval: Optional[str] = EvalOpt,
     max_windows: Optional[int] = MaxWindowsOpt,
-    eval_tasks: Optional[str] = typer.Option(None, "--eval-tasks", help="zero-shot tasks after pruning"),
+    eval_tasks: Optional[str] = typer.Option(None, "--eval-tasks", help=f"tasks after pruning: {TASKS.choices(', ')}"),
     task_dir: Optional[Path] = TaskDirOpt,
     limit: Optional[int] = LimitOpt,
     as_json: bool = JsonOpt,

@@ -23,9 +23,9 @@ from paretoprune.errors import InputError
 from paretoprune.evaluators.perplexity import perplexity
 from paretoprune.evaluators.stats import collect_stats
 from paretoprune.metrics.masks import parse_structure
-from paretoprune.metrics.scores import KNOWN_METRICS
+from paretoprune.metrics.scores import SCORING_RULES, MetricSpec
 from paretoprune.models import LoadedModel, check_context, find_layout, load_model, read_config
-from paretoprune.pruning import layer_sparsities, prune_model
+from paretoprune.pruning import LAYER_ALLOCATIONS, layer_sparsities, prune_model
 
 __all__ = [
     "ApplyConfig",
@@ -46,7 +46,18 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PRUNE_METHODS = ("magnitude", "wanda", "ria", "sparsegpt")
+# SparseGPT is no scoring rule: it chooses its masks while it updates the weights.
+MASK_SOLVERS = ("sparsegpt",)
+
+
+def prune_methods() -> tuple[str, ...]:
+    """What ``prune --method`` accepts: every registered scoring rule, then SparseGPT."""
+    return (*SCORING_RULES.names(), *MASK_SOLVERS)
+
+
+def apply_pruners() -> tuple[str, ...]:
+    """What ``apply --pruner`` accepts: the recipe's own rule, or any pruning method."""
+    return ("recipe", *prune_methods())
 
 
 @dataclass
@@ -64,11 +75,11 @@ class TaskOptions:
 @dataclass
 class PruneConfig:
     model: str  # alias, folder, .gguf file or hub id
-    method: str = "wanda"  # magnitude | wanda | ria | sparsegpt
+    method: str = "wanda"  # a registered scoring rule (magnitude, wanda, ria, ...) or sparsegpt
     update: bool = False  # reconstruct the survivors of a scoring rule's masks, as SparseGPT does
     sparsity: float | None = None  # fraction of weights pruned (unstructured)
     structure: str | None = None  # "N:M" instead of a sparsity
-    allocation: str = "uniform"  # uniform | owl: how the sparsity is spread over the blocks
+    allocation: str = "uniform"  # a registered layer allocation (uniform, owl, ...)
     calib: str = "builtin"  # calibration text source
     nsamples: int = 128  # calibration windows
     seqlen: int = 2048  # tokens per window (calibration and evaluation)
@@ -132,8 +143,9 @@ class EvalResult:
 
 def check_prune_config(config: PruneConfig) -> None:
     """Fail fast, before any model is loaded, on options that cannot work together."""
-    if config.method not in PRUNE_METHODS:
-        raise InputError(f"unknown method {config.method!r}: use one of {', '.join(PRUNE_METHODS)}")
+    if config.method not in prune_methods():
+        raise InputError(f"unknown method {config.method!r} for --method: choose one of {', '.join(prune_methods())}")
+    LAYER_ALLOCATIONS.lookup(config.allocation)
     if (config.sparsity is None) == (config.structure is None):
         raise InputError("give exactly one of --sparsity S (e.g. 0.5) or --structure N:M (e.g. 2:4)")
     if config.sparsity is not None and not 0.0 <= config.sparsity < 1.0:
@@ -145,15 +157,25 @@ def check_prune_config(config: PruneConfig) -> None:
     _check_update(config.update, config.method)
 
 
+def _pruner_needs_data(method: str, update: bool, recipe_metric: MetricSpec | None = None) -> bool:
+    """Whether pruning with ``method`` (or the recipe's own rule) reads calibration windows."""
+    if method in MASK_SOLVERS or update:
+        return True
+    metric = recipe_metric if method == "recipe" else SCORING_RULES.lookup(method)
+    return metric is not None and metric.uses_activations
+
+
 def _check_update(update: bool, pruner: str) -> None:
-    if update and pruner == "sparsegpt":
+    if update and pruner in MASK_SOLVERS:
         raise InputError("--update goes with a scoring rule (recipe, magnitude, wanda, ria): sparsegpt updates already")
 
 
 def prune(config: PruneConfig) -> PruneResult:
     check_prune_config(config)
     task_dir = _task_dir(config.tasks)
-    needs_tokens = config.method != "magnitude" or config.allocation == "owl" or config.update
+    needs_tokens = (
+        _pruner_needs_data(config.method, config.update) or LAYER_ALLOCATIONS.lookup(config.allocation).needs_stats
+    )
     if needs_tokens or config.eval is not None:
         _check_seqlen(config.model, config.seqlen)
     loaded = load_model(config.model)
@@ -171,7 +193,7 @@ def prune(config: PruneConfig) -> PruneResult:
         layout,
         candidate,
         tokens,
-        method="sparsegpt" if config.method == "sparsegpt" else "metric",
+        method="sparsegpt" if config.method in MASK_SOLVERS else "metric",
         update=config.update,
         sequential=config.sequential,
         batch_size=config.batch_size,
@@ -210,7 +232,7 @@ def _after_pruning(
 def _candidate(
     config: PruneConfig, layout: Any, model: Any, tokens: torch.Tensor | None
 ) -> Candidate:
-    metric = KNOWN_METRICS["magnitude" if config.method == "sparsegpt" else config.method]
+    metric = SCORING_RULES["magnitude" if config.method in MASK_SOLVERS else config.method]
     if config.structure is not None:
         nm = parse_structure(config.structure)
         assert nm is not None
@@ -218,7 +240,7 @@ def _candidate(
         return Candidate(metric=metric, sparsities=sparsities, structure=config.structure)
     assert config.sparsity is not None
     stats = None
-    if config.allocation == "owl":
+    if LAYER_ALLOCATIONS.lookup(config.allocation).needs_stats:
         assert tokens is not None
         stats = collect_stats(model, layout, tokens, batch_size=config.batch_size)
     sparsities = layer_sparsities(layout, config.sparsity, config.allocation, stats)
@@ -330,7 +352,7 @@ def bench_eval(config: BenchEvalConfig) -> dict[str, Any]:
     tokens = calibration_windows(loaded.tokenizer, config.calib, config.nsamples, config.seqlen, config.seed)
     stats = collect_stats(model, layout, tokens)
     evaluator = CandidateEvaluator(
-        model, layout, stats, tokens, objectives=config.objectives, rank_metric=KNOWN_METRICS["wanda"]
+        model, layout, stats, tokens, objectives=config.objectives, rank_metric=SCORING_RULES["wanda"]
     )
     rng = np.random.default_rng(config.seed)
     spaces = {
@@ -376,7 +398,9 @@ def bench_eval(config: BenchEvalConfig) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------
 # Recipes
 
-APPLY_PRUNERS = ("recipe", "magnitude", "wanda", "ria", "sparsegpt")
+def _check_pruner(pruner: str) -> None:
+    if pruner not in apply_pruners():
+        raise InputError(f"unknown pruner {pruner!r} for --pruner: choose one of {', '.join(apply_pruners())}")
 
 
 def apply_recipe(
@@ -400,17 +424,16 @@ def apply_recipe(
 
     from paretoprune.models import fingerprint
 
-    if pruner not in APPLY_PRUNERS:
-        raise InputError(f"unknown pruner {pruner!r}: use one of {', '.join(APPLY_PRUNERS)}")
+    _check_pruner(pruner)
     layout = find_layout(model)
     shapes = {linear.name: (linear.out_features, linear.in_features) for linear in layout.linears}
     match = recipe.check_model(fingerprint(model), shapes, force=force)
     candidate = replace(recipe.to_candidate(), sparsities=match.sparsities)
-    if pruner in KNOWN_METRICS:
-        candidate = replace(candidate, metric=KNOWN_METRICS[pruner])
+    if pruner in SCORING_RULES:
+        candidate = replace(candidate, metric=SCORING_RULES[pruner])
     return prune_model(
         model, layout, candidate, calib_tokens,
-        method="sparsegpt" if pruner == "sparsegpt" else "metric",
+        method="sparsegpt" if pruner in MASK_SOLVERS else "metric",
         update=update, sequential=sequential, progress=progress,
     )  # fmt: skip
 
@@ -419,7 +442,7 @@ def apply_recipe(
 class ApplyConfig:
     recipe: Path  # a recipe file (YAML or JSON)
     model: str
-    pruner: str = "recipe"  # recipe | magnitude | wanda | ria | sparsegpt
+    pruner: str = "recipe"  # the recipe's own rule, a registered scoring rule, or sparsegpt
     update: bool = False  # reconstruct the survivors of the pruner's masks, as SparseGPT does
     calib: str = "builtin"
     nsamples: int = 128
@@ -440,16 +463,13 @@ def apply(config: ApplyConfig) -> PruneResult:
     from paretoprune.recipe import load_recipe, recipe_yaml
 
     recipe = load_recipe(config.recipe)
-    if config.pruner not in APPLY_PRUNERS:
-        raise InputError(f"unknown pruner {config.pruner!r}: use one of {', '.join(APPLY_PRUNERS)}")
+    _check_pruner(config.pruner)
     _check_update(config.update, config.pruner)
     if config.save is not None and config.save.exists() and any(config.save.iterdir()):
         raise InputError(f"--save folder {config.save} is not empty: choose a new folder")
     task_dir = _task_dir(config.tasks)
     metric = recipe.to_candidate().metric
-    needs_tokens = config.pruner == "sparsegpt" or config.update or (
-        metric.uses_activations if config.pruner == "recipe" else config.pruner != "magnitude"
-    )
+    needs_tokens = _pruner_needs_data(config.pruner, config.update, recipe_metric=metric)
     if needs_tokens or config.eval is not None:
         _check_seqlen(config.model, config.seqlen)
     loaded = load_model(config.model)

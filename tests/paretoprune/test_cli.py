@@ -165,3 +165,39 @@ def test_real_smollm2_refuses_a_seqlen_beyond_its_context_at_once() -> None:
     done = _cli("prune", "--model", "smollm2-135m", "--sparsity", "0.5", "--seqlen", "100000", "--quiet", timeout=120)
     assert done.returncode == 2, done.stderr[-2000:]
     assert "error: --seqlen 100000 exceeds the model's context of 8192 tokens; use --seqlen 8192 or less" in done.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Choices come from the registries
+
+
+def test_help_lists_every_registered_method_allocation_and_pruner() -> None:
+    import typer
+
+    from paretoprune.cli import app
+    from paretoprune.metrics.scores import SCORING_RULES
+    from paretoprune.pruning import LAYER_ALLOCATIONS
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+
+    def help_of(command: str, option: str) -> str:
+        return next(p.help for p in commands[command].params if option in p.opts)
+
+    assert help_of("prune", "--method") == f"{' | '.join(SCORING_RULES)} | sparsegpt"
+    assert help_of("prune", "--allocation") == LAYER_ALLOCATIONS.choices()
+    assert help_of("apply", "--pruner") == f"recipe | {' | '.join(SCORING_RULES)} | sparsegpt"
+
+
+def test_a_newly_registered_scoring_rule_is_a_prune_method(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from paretoprune.metrics.scores import SCORING_RULES, MetricSpec
+
+    # Registered for this test only: the entries dict is restored afterwards.
+    monkeypatch.setattr(SCORING_RULES, "_entries", dict(SCORING_RULES._entries))
+    SCORING_RULES.register("sqrt-magnitude", MetricSpec(name="sqrt-magnitude", weight_power=0.5), summary="|W|^0.5")
+    code, errors = _main("prune", "--model", str(model_dir), "--method", "sqrt-magnitude", "--sparsity", "0.5",
+                         "--quiet")  # fmt: skip
+    assert code == 0, errors
+    code, errors = _main("prune", "--model", str(model_dir), "--method", "cube-magnitude", "--sparsity", "0.5")
+    assert code == 2 and "choose one of magnitude, wanda, ria, sqrt-magnitude, sparsegpt" in errors[0]
