@@ -26,7 +26,7 @@ from torch import nn
 
 from paretoprune.errors import InputError
 from paretoprune.evaluators.stats import ChannelStats
-from paretoprune.models import ModelLayout, cache_dir, resolve_source
+from paretoprune.models import ModelLayout, model_source
 
 __all__ = [
     "GiB",
@@ -68,29 +68,22 @@ def estimate_model_bytes(model_spec: str, dtype_bytes: int = FP32_BYTES) -> int 
     count = count_parameters(model_spec)
     if count is not None:
         return count * dtype_bytes
-    gguf = _local_source(model_spec)
-    if gguf is not None and gguf.suffix == ".gguf":
-        return int(gguf.stat().st_size * _GGUF_SIZE_FACTOR * dtype_bytes / FP32_BYTES)
+    source = model_source(model_spec)
+    if source.is_gguf:
+        return int(source.location.stat().st_size * _GGUF_SIZE_FACTOR * dtype_bytes / FP32_BYTES)
     return None
 
 
 def count_parameters(model_spec: str) -> int | None:
     """The number of parameters of a model spec, read from files on this machine."""
-    source = _local_source(model_spec)
-    if source is None:
-        return None
-    if source.suffix == ".gguf":
-        converted = _converted_gguf_folder(source)
-        return _count_in_folder(converted) if converted else _count_in_gguf(source)
-    return _count_in_folder(source)
-
-
-def _local_source(model_spec: str) -> Path | None:
-    """The folder or .gguf file that holds the model here, without downloading anything."""
-    source = resolve_source(model_spec)  # the model adapter owns what a spec means; ask it
-    if source.exists():
-        return source
-    return _hub_cache_folder(str(source))
+    source = model_source(model_spec)  # the model adapter owns what a spec means; ask it
+    if source.is_gguf:
+        converted = source.converted  # a safetensors copy an earlier load made, if there is one
+        if converted is not None and (converted / "config.json").exists():
+            return _count_in_folder(converted)
+        return _count_in_gguf(source.location)
+    folder = source.location if source.is_local else _hub_cache_folder(str(source.location))
+    return _count_in_folder(folder) if folder is not None else None
 
 
 def _hub_cache_folder(repo_id: str) -> Path | None:
@@ -102,12 +95,6 @@ def _hub_cache_folder(repo_id: str) -> Path | None:
     except Exception:  # not a valid repo id, or no hub library: nothing local to read
         return None
     return Path(found).parent if isinstance(found, str) else None
-
-
-def _converted_gguf_folder(gguf: Path) -> Path | None:
-    """A safetensors copy of this GGUF made by an earlier load, if there is one."""
-    folders = sorted((cache_dir() / "models").glob(f"{gguf.stem}-*"))
-    return next((folder for folder in folders if (folder / "config.json").exists()), None)
 
 
 def _count_in_folder(folder: Path) -> int | None:

@@ -2,10 +2,11 @@
 
 One actor per device (a GPU, or a share of the CPU cores) builds the evaluator once, from a
 factory and read-only inputs that travel through Ray's object store once, then scores
-payloads one at a time. The driver hands the pool a generation of payloads:
+payloads one at a time. A payload is whatever the evaluator scores (the search sends
+:class:`~paretoprune.candidate.Candidate` objects). The driver hands the pool a generation:
 
-    with EvaluatorPool(make_evaluator, (model_bytes, stats), workers=2) as pool:
-        outcomes = pool.evaluate(payloads, on_result=archive_it)
+    with EvaluatorPool(RemoteEvaluator, (inputs,), workers=2) as pool:
+        outcomes = pool.evaluate(candidates, on_result=archive_it)
 
 The scheduler is a loop on ``ray.wait``: keep every actor busy, deliver each result as it
 lands (so the driver can archive it at once), return them in input order. Two kinds of
@@ -28,14 +29,14 @@ import time
 import traceback
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Generic, Literal, Mapping, Protocol, Sequence, TypeVar
 
 import ray
 from ray.exceptions import GetTimeoutError, ObjectLostError, RayActorError, RayError, WorkerCrashedError
 
 from paretoprune.errors import InputError
 
-__all__ = ["Evaluator", "EvaluatorHost", "EvaluatorPool", "Outcome", "connect_ray"]
+__all__ = ["Evaluator", "EvaluatorHost", "EvaluatorPool", "Outcome", "Reply", "connect_ray"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,18 +45,33 @@ _WORKER_LOST = (RayActorError, WorkerCrashedError, ObjectLostError)
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
-class Evaluator(Protocol):
+Payload = TypeVar("Payload")
+Payload_contra = TypeVar("Payload_contra", contravariant=True)
+
+
+class Evaluator(Protocol[Payload_contra]):
     """What the factory builds inside each actor."""
 
-    def evaluate(self, payload: Mapping[str, Any]) -> Mapping[str, float]: ...
+    def evaluate(self, payload: Payload_contra) -> Mapping[str, float]: ...
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What an actor sends back for one payload: objectives, or the error text."""
+
+    objectives: dict[str, float] | None
+    error: str | None
+    seconds: float
+    pid: int | None
+    node_id: str
 
 
 @dataclass(frozen=True)
 class Outcome:
     """The result of one payload: objectives when ``status == "ok"``, else the error text."""
 
-    index: int
-    status: str
+    index: int  # the payload's place in the list given to ``evaluate``
+    status: Literal["ok", "failed"]
     objectives: dict[str, float] | None
     error: str | None
     worker: str
@@ -63,6 +79,10 @@ class Outcome:
     seconds: float
     pid: int | None = None
     attempts: int = 1
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,7 +118,7 @@ class EvaluatorHost:
     def identity(self) -> tuple[int, str, InputError | None]:
         return self._pid, self._node_id, self._startup_error
 
-    def evaluate(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+    def evaluate(self, payload: Any) -> Reply:
         """Score one payload; an exception becomes an error text, so the actor stays alive."""
         start = time.perf_counter()
         objectives, error = None, None
@@ -109,8 +129,7 @@ class EvaluatorHost:
         except Exception as exc:  # a failing candidate must not take the worker down
             logger.warning("evaluation failed:\n%s", traceback.format_exc())
             error = f"{type(exc).__name__}: {exc}"
-        return {"objectives": objectives, "error": error, "seconds": time.perf_counter() - start,
-                "pid": self._pid, "node_id": self._node_id}
+        return Reply(objectives, error, time.perf_counter() - start, self._pid, self._node_id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,11 +221,11 @@ class _Task:
 
 
 @dataclass
-class _Batch:
+class _Batch(Generic[Payload]):
     """Bookkeeping of one ``evaluate`` call."""
 
     number: int
-    payloads: Sequence[Mapping[str, Any]]
+    payloads: Sequence[Payload]
     queue: deque[int] = field(init=False)
     attempts: list[int] = field(init=False)
     outcomes: list[Outcome | None] = field(init=False)
@@ -221,7 +240,7 @@ class _Batch:
         return all(outcome is not None for outcome in self.outcomes)
 
 
-class EvaluatorPool:
+class EvaluatorPool(Generic[Payload]):
     """Evaluator actors on a Ray cluster, and a scheduler that survives their deaths.
 
     ``factory(*factory_args)`` runs inside each actor; each of ``factory_args`` is put in the
@@ -233,7 +252,7 @@ class EvaluatorPool:
 
     def __init__(
         self,
-        factory: Callable[..., Evaluator],
+        factory: Callable[..., Evaluator[Payload]],
         factory_args: Sequence[Any] = (),
         *,
         workers: int | None = None,
@@ -258,7 +277,7 @@ class EvaluatorPool:
         """A local cluster gets every core, or more if the user asked for more threads."""
         return max(os.cpu_count() or 1, (workers or 1) * (threads or 1))
 
-    def _setup(self, factory: Callable[..., Evaluator], factory_args: Sequence[Any], workers: int | None,
+    def _setup(self, factory: Callable[..., Evaluator[Payload]], factory_args: Sequence[Any], workers: int | None,
                threads: int | None, gpus: float | None, max_attempts: int) -> None:
         self._slots: list[_Slot] = []
         self._in_flight: dict[Any, _Task] = {}
@@ -306,7 +325,7 @@ class EvaluatorPool:
 
     def evaluate(
         self,
-        payloads: Sequence[Mapping[str, Any]],
+        payloads: Sequence[Payload],
         on_result: Callable[[Outcome], None] | None = None,
     ) -> list[Outcome]:
         """Evaluate every payload once; ``on_result`` sees each Outcome as it completes.
@@ -334,7 +353,7 @@ class EvaluatorPool:
             ray.shutdown()
         self._owns_ray = False
 
-    def __enter__(self) -> "EvaluatorPool":
+    def __enter__(self) -> EvaluatorPool[Payload]:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -342,7 +361,7 @@ class EvaluatorPool:
 
     # -- scheduling --------------------------------------------------------------------------
 
-    def _dispatch(self, batch: _Batch) -> None:
+    def _dispatch(self, batch: _Batch[Payload]) -> None:
         """Give queued payloads to idle actors."""
         for slot in self._slots:
             if not batch.queue:
@@ -355,7 +374,7 @@ class EvaluatorPool:
             self._in_flight[ref] = _Task(slot.number, index, batch.number, time.perf_counter())
             slot.busy = True
 
-    def _collect(self, ref: Any, batch: _Batch, on_result: Callable[[Outcome], None] | None) -> None:
+    def _collect(self, ref: Any, batch: _Batch[Payload], on_result: Callable[[Outcome], None] | None) -> None:
         task = self._in_flight.pop(ref)
         slot = self._slots[task.slot]
         try:
@@ -366,15 +385,14 @@ class EvaluatorPool:
                 self._retry_or_fail(task, batch, error, on_result)
             return
         except RayError as error:  # e.g. the payload could not be deserialised: not retried
-            slot.busy = False
-            reply = {"objectives": None, "error": f"{type(error).__name__}: {error}",
-                     "seconds": time.perf_counter() - task.started, "pid": slot.pid, "node_id": slot.node_id}
+            reply = Reply(None, f"{type(error).__name__}: {error}", time.perf_counter() - task.started, slot.pid,
+                          slot.node_id)
         slot.busy = False
-        slot.pid, slot.node_id = reply["pid"], reply["node_id"]
+        slot.pid, slot.node_id = reply.pid, reply.node_id
         if task.batch == batch.number:
             self._finish(batch, _outcome(task.index, reply, slot.worker, batch.attempts[task.index]), on_result)
 
-    def _retry_or_fail(self, task: _Task, batch: _Batch, error: Exception,
+    def _retry_or_fail(self, task: _Task, batch: _Batch[Payload], error: Exception,
                        on_result: Callable[[Outcome], None] | None) -> None:
         attempts = batch.attempts[task.index]
         if attempts < self.max_attempts:
@@ -393,17 +411,16 @@ class EvaluatorPool:
         slot.actor, slot.pid, slot.node_id, slot.busy = self._new_actor(), None, "", False
 
     @staticmethod
-    def _finish(batch: _Batch, outcome: Outcome, on_result: Callable[[Outcome], None] | None) -> None:
+    def _finish(batch: _Batch[Payload], outcome: Outcome, on_result: Callable[[Outcome], None] | None) -> None:
         batch.outcomes[outcome.index] = outcome
         if on_result is not None:
             on_result(outcome)
 
 
-def _outcome(index: int, reply: Mapping[str, Any], worker: str, attempts: int) -> Outcome:
-    failed = reply["error"] is not None
-    return Outcome(index=index, status="failed" if failed else "ok", objectives=reply["objectives"],
-                   error=reply["error"], worker=worker, node_id=reply["node_id"], seconds=float(reply["seconds"]),
-                   pid=reply["pid"], attempts=attempts)
+def _outcome(index: int, reply: Reply, worker: str, attempts: int) -> Outcome:
+    return Outcome(index=index, status="failed" if reply.error is not None else "ok", objectives=reply.objectives,
+                   error=reply.error, worker=worker, node_id=reply.node_id, seconds=float(reply.seconds),
+                   pid=reply.pid, attempts=attempts)
 
 
 def _first_line(error: BaseException) -> str:

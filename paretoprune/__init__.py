@@ -23,6 +23,10 @@ _EXPORTS = {
     "save_recipe": "paretoprune.recipe",
     "apply_recipe": "paretoprune.workflows",
     "prune_model": "paretoprune.pruning",
+    "SearchConfig": "paretoprune.search.config",
+    "run_search": "paretoprune.search.driver",
+    "resume": "paretoprune.search.driver",
+    "Run": "paretoprune.search.run",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -11,7 +11,8 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import typer
 
@@ -19,7 +20,10 @@ from paretoprune.errors import InputError
 from paretoprune.evaluators.fitness import OBJECTIVES
 from paretoprune.evaluators.zeroshot_tasks import TASKS
 from paretoprune.pruning import LAYER_ALLOCATIONS
-from paretoprune.workflows import apply_pruners, prune_methods
+from paretoprune.workflows import AfterPruning, CalibrationOptions, TaskOptions, apply_pruners, prune_methods
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["app", "main"]
 
@@ -34,26 +38,41 @@ logger = logging.getLogger("paretoprune")
 
 # Options shared by several commands.
 ModelOpt = typer.Option(..., "--model", help="alias (smollm2-135m), folder, .gguf file or hub id")
+JsonOpt = typer.Option(False, "--json", help="print one JSON object as the last line")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars")
+SeedOpt = typer.Option(0, "--seed", help="random seed")
+UpdateOpt = typer.Option(False, "--update", help="reconstruct the kept weights, as SparseGPT does")
+# The calibration of prune and apply (CalibrationOptions).
 CalibOpt = typer.Option("builtin", "--calib", help="calibration text: a file, builtin, wikitext2, c4, ptb")
 NsamplesOpt = typer.Option(128, "--nsamples", help="calibration windows")
 SeqlenOpt = typer.Option(2048, "--seqlen", help="tokens per window")
-SeedOpt = typer.Option(0, "--seed", help="random seed")
+SequentialOpt = typer.Option(False, "--sequential", help="calibrate on pruned blocks' outputs")
+# What prune and apply do with the pruned model (AfterPruning); eval reads some of them too.
 EvalOpt = typer.Option(None, "--eval", help="text source for perplexity after pruning")
 MaxWindowsOpt = typer.Option(None, "--max-windows", help="evaluate at most this many windows")
-JsonOpt = typer.Option(False, "--json", help="print one JSON object as the last line")
-QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars")
+EvalTasksOpt = typer.Option(None, "--eval-tasks", help=f"tasks after pruning: {TASKS.choices(', ')}")
 TaskDirOpt = typer.Option(None, "--task-dir", help="zero-shot task files (default $PARETOPRUNE_TASK_DIR)")
 LimitOpt = typer.Option(None, "--limit", help="at most N examples per task (fixed seeded subset)")
+SaveOpt = typer.Option(None, "--save", help="folder for the pruned model")
 HeldOutOpt = typer.Option(
     None, "--held-out", help="FRACTION:SEED: score only what a task-aware search left out of calibration"
 )
 
 
+def _calibration_options(calib: str, nsamples: int, seqlen: int, seed: int, sequential: bool) -> CalibrationOptions:
+    return CalibrationOptions(calib=calib, nsamples=nsamples, seqlen=seqlen, seed=seed, sequential=sequential)
+
+
+def _after_pruning_options(
+    save: Optional[Path], eval: Optional[str], max_windows: Optional[int], eval_tasks: Optional[str],
+    task_dir: Optional[Path], limit: Optional[int],
+) -> AfterPruning:  # fmt: skip
+    return AfterPruning(eval=eval, max_windows=max_windows, tasks=_task_options(eval_tasks, task_dir, limit), save=save)
+
+
 def _task_options(
     tasks: Optional[str], task_dir: Optional[Path], limit: Optional[int], held_out: Optional[str] = None
-) -> Any:
-    from paretoprune.workflows import TaskOptions
-
+) -> TaskOptions:
     names = tuple(name.strip() for name in tasks.split(",") if name.strip()) if tasks else ()
     fraction, seed = 0.0, 0
     if held_out:
@@ -92,7 +111,7 @@ def _format_ppl(value: Optional[float]) -> str:
 def prune(
     model: str = ModelOpt,
     method: str = typer.Option("wanda", "--method", help=" | ".join(prune_methods())),
-    update: bool = typer.Option(False, "--update", help="reconstruct the kept weights, as SparseGPT does"),
+    update: bool = UpdateOpt,
     sparsity: Optional[float] = typer.Option(None, "--sparsity", help="fraction pruned, e.g. 0.5"),
     structure: Optional[str] = typer.Option(None, "--structure", help="N:M, e.g. 2:4"),
     allocation: str = typer.Option("uniform", "--allocation", help=LAYER_ALLOCATIONS.choices()),
@@ -100,11 +119,11 @@ def prune(
     nsamples: int = NsamplesOpt,
     seqlen: int = SeqlenOpt,
     seed: int = SeedOpt,
-    sequential: bool = typer.Option(False, "--sequential", help="calibrate on pruned blocks' outputs"),
-    save: Optional[Path] = typer.Option(None, "--save", help="folder for the pruned model"),
+    sequential: bool = SequentialOpt,
+    save: Optional[Path] = SaveOpt,
     eval: Optional[str] = EvalOpt,
     max_windows: Optional[int] = MaxWindowsOpt,
-    eval_tasks: Optional[str] = typer.Option(None, "--eval-tasks", help=f"tasks after pruning: {TASKS.choices(', ')}"),
+    eval_tasks: Optional[str] = EvalTasksOpt,
     task_dir: Optional[Path] = TaskDirOpt,
     limit: Optional[int] = LimitOpt,
     as_json: bool = JsonOpt,
@@ -114,10 +133,9 @@ def prune(
     from paretoprune.workflows import PruneConfig, prune as run
 
     config = PruneConfig(
-        model=model, method=method, update=update, sparsity=sparsity, structure=structure,
-        allocation=allocation, calib=calib, nsamples=nsamples, seqlen=seqlen, seed=seed,
-        sequential=sequential, save=save, eval=eval, max_windows=max_windows,
-        tasks=_task_options(eval_tasks, task_dir, limit), progress=not quiet,
+        model=model, method=method, update=update, sparsity=sparsity, structure=structure, allocation=allocation,
+        calibration=_calibration_options(calib, nsamples, seqlen, seed, sequential),
+        after=_after_pruning_options(save, eval, max_windows, eval_tasks, task_dir, limit), progress=not quiet,
     )  # fmt: skip
     result = run(config)
     lines = [f"sparsity   {result.sparsity:.4f}  ({method}{' + update' if update else ''}, {structure or allocation})"]
@@ -167,22 +185,21 @@ def bench_eval_command(
     quiet: bool = QuietOpt,
 ) -> None:
     """Time candidate evaluations against a bare dense forward (medians, side by side)."""
-    from paretoprune.workflows import BenchEvalConfig, bench_eval
+    from paretoprune.evaluators.cost import BenchEvalConfig, bench_eval
 
     config = BenchEvalConfig(
         model=model, calib=calib, nsamples=nsamples, seqlen=seqlen, candidates=candidates,
         seed=seed, progress=not quiet,
     )  # fmt: skip
-    result = bench_eval(config)
+    cost = bench_eval(config)
     lines = [
-        f"dense forward       {result['forward_s']:.3f} s  ({result['tokens']} tokens)",
-        f"layerwise candidate {result['layerwise_s']:.3f} s  ({result['layerwise_ratio']:.2f}x forward)",
-        f"metric candidate    {result['metric_s']:.3f} s  ({result['metric_ratio']:.2f}x forward)",
-        f"model weights       {result['model_bytes'] / 2**20:.0f} MiB, evaluator extra "
-        f"{result['overhead_bytes'] / 2**20:.0f} MiB "
-        f"({result['overhead_bytes'] / result['model_bytes']:.2f}x)",
+        f"dense forward       {cost.forward_s:.3f} s  ({cost.tokens} tokens)",
+        f"layerwise candidate {cost.layerwise_s:.3f} s  ({cost.layerwise_ratio:.2f}x forward)",
+        f"metric candidate    {cost.metric_s:.3f} s  ({cost.metric_ratio:.2f}x forward)",
+        f"model weights       {cost.model_bytes / 2**20:.0f} MiB, evaluator extra "
+        f"{cost.overhead_bytes / 2**20:.0f} MiB ({cost.overhead_bytes / cost.model_bytes:.2f}x)",
     ]
-    _emit(result, as_json, lines)
+    _emit(cost.summary(), as_json, lines)
 
 
 def _range(text: Optional[str]) -> Optional[tuple[float, float]]:
@@ -244,19 +261,13 @@ def search(
     quiet: bool = QuietOpt,
 ) -> None:
     """Search pruning recipes with NSGA-III; every non-dominated candidate becomes a recipe."""
-    import yaml
-
-    from paretoprune.search.driver import load_config, resume, run_search
+    from paretoprune.search.config import load_config, read_settings
+    from paretoprune.search.driver import resume, run_search
 
     if resume_dir is not None:
         result = resume(resume_dir, generations=generations, progress=not quiet)
     else:
-        settings = {}
-        if config_file is not None:
-            try:
-                settings = yaml.safe_load(config_file.read_text()) or {}
-            except (OSError, yaml.YAMLError) as error:
-                raise InputError(f"cannot read --config {config_file}: {error}") from error
+        settings = read_settings(config_file) if config_file is not None else {}
         given = dict(
             model=model, calib=calib, nsamples=nsamples, seqlen=seqlen, stats_nsamples=stats_nsamples,
             stats_seqlen=stats_seqlen, mode=mode, sparsity=sparsity,
@@ -270,7 +281,7 @@ def search(
         )  # fmt: skip
         settings.update({key: value for key, value in given.items() if value is not None})
         result = run_search(load_config(settings), progress=not quiet)
-    _print_front(result.front, result.run_dir, as_json, extra={
+    _print_front(result.front, result.run_dir, result.objectives, as_json, extra={
         "evaluations": result.evaluations, "recipes": [str(p) for p in result.recipes],
         "interrupted": result.interrupted,
     })  # fmt: skip
@@ -278,18 +289,14 @@ def search(
         raise typer.Exit(130)
 
 
-def _front_columns(run_dir: Path) -> list[str]:
-    """The objectives of a run (the top folder's config names them for every stage)."""
-    from paretoprune.search.driver import read_run_config
+def _print_front(
+    front: pd.DataFrame, run_dir: Path, objectives: Sequence[str], as_json: bool, extra: Optional[dict] = None
+) -> None:
+    from paretoprune.search.run import FRONT_PLOT, FRONT_TABLE, RECIPES_FOLDER
 
-    return list(read_run_config(run_dir).get("objectives") or ["kl", "sparsity"])
-
-
-def _print_front(front: Any, run_dir: Path, as_json: bool, extra: Optional[dict] = None) -> None:
-    objectives = _front_columns(run_dir)
     table = front[["eval_id", "generation", *objectives]] if len(front) else front
     lines = [table.to_string(index=True) if len(front) else "(empty front)"]
-    lines.append(f"front: {len(front)} members; run folder {run_dir} (pareto.csv, pareto.png, recipes/)")
+    lines.append(f"front: {len(front)} members; run folder {run_dir} ({FRONT_TABLE}, {FRONT_PLOT}, {RECIPES_FOLDER}/)")
     summary = {"run": str(run_dir), "front": table.to_dict(orient="records"), **(extra or {})}
     _emit(summary, as_json, lines)
 
@@ -300,12 +307,10 @@ def front(
     as_json: bool = JsonOpt,
 ) -> None:
     """Print the Pareto front of a search run (all its evaluations, not only the last generation)."""
-    from paretoprune.search.archive import Archive
-    from paretoprune.search.driver import final_run_dir, front_of
+    from paretoprune.search.run import Run
 
-    objectives = _front_columns(run_dir)  # refuses a folder without a readable config.yaml
-    final = final_run_dir(run_dir)
-    _print_front(front_of(Archive.load(final).frame(), objectives), final, as_json)
+    run = Run.open(run_dir)
+    _print_front(run.front(), run.final_stage.folder, run.objectives, as_json)
 
 
 @app.command()
@@ -329,17 +334,17 @@ def apply(
     recipe: Path = typer.Argument(..., help="a recipe file (YAML or JSON)"),
     model: str = ModelOpt,
     pruner: str = typer.Option("recipe", "--pruner", help=" | ".join(apply_pruners())),
-    update: bool = typer.Option(False, "--update", help="reconstruct the kept weights, as SparseGPT does"),
+    update: bool = UpdateOpt,
+    force: bool = typer.Option(False, "--force", help="apply to another model by module name"),
     calib: str = CalibOpt,
     nsamples: int = NsamplesOpt,
     seqlen: int = SeqlenOpt,
     seed: int = SeedOpt,
-    sequential: bool = typer.Option(False, "--sequential", help="calibrate on pruned blocks' outputs"),
-    force: bool = typer.Option(False, "--force", help="apply to another model by module name"),
-    save: Optional[Path] = typer.Option(None, "--save", help="folder for the pruned model"),
+    sequential: bool = SequentialOpt,
+    save: Optional[Path] = SaveOpt,
     eval: Optional[str] = EvalOpt,
     max_windows: Optional[int] = MaxWindowsOpt,
-    eval_tasks: Optional[str] = typer.Option(None, "--eval-tasks", help=f"tasks after pruning: {TASKS.choices(', ')}"),
+    eval_tasks: Optional[str] = EvalTasksOpt,
     task_dir: Optional[Path] = TaskDirOpt,
     limit: Optional[int] = LimitOpt,
     as_json: bool = JsonOpt,
@@ -349,9 +354,9 @@ def apply(
     from paretoprune.workflows import ApplyConfig, apply as run
 
     config = ApplyConfig(
-        recipe=recipe, model=model, pruner=pruner, update=update, calib=calib, nsamples=nsamples, seqlen=seqlen,
-        seed=seed, sequential=sequential, force=force, save=save, eval=eval,
-        max_windows=max_windows, tasks=_task_options(eval_tasks, task_dir, limit), progress=not quiet,
+        recipe=recipe, model=model, pruner=pruner, update=update, force=force,
+        calibration=_calibration_options(calib, nsamples, seqlen, seed, sequential),
+        after=_after_pruning_options(save, eval, max_windows, eval_tasks, task_dir, limit), progress=not quiet,
     )  # fmt: skip
     result = run(config)
     lines = [f"sparsity   {result.sparsity:.4f}  ({recipe.name} with {pruner}{' + update' if update else ''})"]

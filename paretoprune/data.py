@@ -13,7 +13,8 @@ A *source* is what the user types after ``--calib`` or ``--data``:
   join, number of C4 documents), so that their numbers compare with the papers.
 
 The text is tokenized once, as a whole and without special tokens, then cut into windows:
-seeded random windows for calibration, contiguous non-overlapping windows for evaluation. The
+seeded random windows for calibration, contiguous non-overlapping windows for evaluation.
+Short texts of their own (a task's written-out answers) become one padded batch instead. The
 sha256 of the text goes into recipes as provenance, so a result names exactly the text it used.
 """
 
@@ -34,7 +35,7 @@ import torch
 from paretoprune.errors import InputError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Sequence
 
     from transformers import PreTrainedTokenizerBase
 
@@ -47,6 +48,7 @@ __all__ = [
     "contiguous_windows",
     "evaluation_windows",
     "load_text",
+    "padded_batch",
     "random_windows",
     "text_provenance",
     "tokenize",
@@ -454,6 +456,26 @@ def evaluation_windows(
     if max_windows is not None:
         _check_positive(max_windows=max_windows)
     return contiguous_windows(tokenize(tokenizer, source, "evaluation"), seqlen, max_windows)
+
+
+def padded_batch(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], seqlen: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Short texts as one batch: token ids padded on the right, and the attention mask.
+
+    Each text is tokenized on its own (no special tokens) and cut at ``seqlen`` tokens; the
+    batch is as wide as its longest row. The mask is 1 for a token and 0 for padding, so that
+    whatever scores the batch can leave the padding out.
+    """
+    _check_positive(seqlen=seqlen)
+    if not texts:
+        raise InputError("no texts to batch: give at least one")
+    rows = [tokenizer(text, add_special_tokens=False).input_ids[:seqlen] for text in texts]
+    width = max(len(row) for row in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.tensor([row + [pad] * (width - len(row)) for row in rows], dtype=torch.long)
+    mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows], dtype=torch.long)
+    return ids, mask
 
 
 def _check_positive(**values: int) -> None:

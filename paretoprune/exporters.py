@@ -34,14 +34,9 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from paretoprune.errors import InputError
+from paretoprune.io import atomic_write_text
 from paretoprune.metrics.masks import parse_structure
-from paretoprune.recipe import (
-    METADATA_KEY,
-    Recipe,
-    dump_yaml,
-    save_recipe,
-    write_text_atomic,
-)
+from paretoprune.recipe import METADATA_KEY, Recipe, dump_yaml, save_recipe
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -255,11 +250,9 @@ def export_recipe(
     if fmt in ("yaml", "json"):
         return save_recipe(recipe, _with_suffix(target, fmt))
     if fmt == "ratios":
-        write_text_atomic(target, json.dumps(to_ratios_json(recipe), indent=2) + "\n")
-        return target
+        return atomic_write_text(target, json.dumps(to_ratios_json(recipe), indent=2) + "\n")
     if fmt == "llmcompressor":
-        write_text_atomic(target, to_llmcompressor(recipe, module_order, pruner))
-        return target
+        return atomic_write_text(target, to_llmcompressor(recipe, module_order, pruner))
     raise InputError(f"export format {fmt!r} is unknown; choose one of {', '.join(EXPORT_FORMATS)}")
 
 

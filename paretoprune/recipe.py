@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from paretoprune.errors import InputError
+from paretoprune.io import atomic_write_text
 from paretoprune.metrics.masks import parse_structure
 
 if TYPE_CHECKING:
@@ -55,7 +55,6 @@ __all__ = [
     "recipe_yaml",
     "save_recipe",
     "dump_yaml",
-    "write_text_atomic",
 ]
 
 logger = logging.getLogger(__name__)
@@ -512,8 +511,7 @@ def save_recipe(recipe: Recipe, path: str | os.PathLike[str]) -> Path:
         text = recipe_yaml(recipe)
     else:
         raise InputError(f"cannot tell the recipe format of {target}; name it .yaml, .yml or .json")
-    write_text_atomic(target, text)
-    return target
+    return atomic_write_text(target, text)
 
 
 def recipe_yaml(recipe: Recipe) -> str:
@@ -543,16 +541,5 @@ def dump_yaml(data: Any) -> str:
     )
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file and a rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+# The name this module used to give the atomic text writer; scripts still import it from here.
+write_text_atomic = atomic_write_text

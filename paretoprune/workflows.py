@@ -2,6 +2,8 @@
 
 Each workflow takes a small config dataclass, does the whole job (load, calibrate, prune,
 evaluate, save) and returns a result dataclass; the command line only parses and prints.
+``prune`` and ``apply`` share two parts of their configs: the calibration they prune with
+(:class:`CalibrationOptions`) and what happens to the pruned model (:class:`AfterPruning`).
 """
 
 from __future__ import annotations
@@ -10,8 +12,7 @@ import logging
 import os
 import shutil
 import tempfile
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,22 @@ from paretoprune.evaluators.perplexity import perplexity
 from paretoprune.evaluators.stats import collect_stats
 from paretoprune.metrics.masks import parse_structure
 from paretoprune.metrics.scores import SCORING_RULES, MetricSpec
-from paretoprune.models import LoadedModel, check_context, find_layout, load_model, read_config
-from paretoprune.pruning import LAYER_ALLOCATIONS, layer_sparsities, prune_model
+from paretoprune.models import (
+    LoadedModel,
+    ModelLayout,
+    check_context,
+    find_layout,
+    fingerprint,
+    load_model,
+    read_config,
+)
+from paretoprune.pruning import LAYER_ALLOCATIONS, PruneReport, layer_sparsities, prune_model
+from paretoprune.recipe import Recipe, load_recipe, recipe_yaml
 
 __all__ = [
+    "AfterPruning",
     "ApplyConfig",
-    "BenchEvalConfig",
+    "CalibrationOptions",
     "EvalConfig",
     "EvalResult",
     "PruneConfig",
@@ -37,7 +48,6 @@ __all__ = [
     "TaskOptions",
     "apply",
     "apply_recipe",
-    "bench_eval",
     "evaluate",
     "export",
     "prune",
@@ -73,6 +83,27 @@ class TaskOptions:
 
 
 @dataclass
+class CalibrationOptions:
+    """The text a pruner calibrates on (activation norms, SparseGPT's Hessians, OWL's outliers)."""
+
+    calib: str = "builtin"  # a file, builtin, wikitext2, c4 or ptb
+    nsamples: int = 128  # calibration windows
+    seqlen: int = 2048  # tokens per window (of calibration and of evaluation)
+    seed: int = 0  # picks the calibration windows
+    sequential: bool = False  # calibrate each block on the pruned blocks' outputs
+
+
+@dataclass
+class AfterPruning:
+    """What happens to the pruned model: scores on text and tasks, and a saved copy."""
+
+    eval: str | None = None  # text source for perplexity after pruning
+    max_windows: int | None = None  # cap on evaluation windows (CPU budgets)
+    tasks: TaskOptions = field(default_factory=TaskOptions)  # zero-shot accuracy after pruning
+    save: Path | None = None  # folder for the pruned model (safetensors + tokenizer)
+
+
+@dataclass
 class PruneConfig:
     model: str  # alias, folder, .gguf file or hub id
     method: str = "wanda"  # a registered scoring rule (magnitude, wanda, ria, ...) or sparsegpt
@@ -80,16 +111,9 @@ class PruneConfig:
     sparsity: float | None = None  # fraction of weights pruned (unstructured)
     structure: str | None = None  # "N:M" instead of a sparsity
     allocation: str = "uniform"  # a registered layer allocation (uniform, owl, ...)
-    calib: str = "builtin"  # calibration text source
-    nsamples: int = 128  # calibration windows
-    seqlen: int = 2048  # tokens per window (calibration and evaluation)
-    seed: int = 0  # picks the calibration windows
-    sequential: bool = False  # calibrate each block on the pruned blocks' outputs
-    save: Path | None = None  # folder for the pruned model (safetensors + tokenizer)
-    eval: str | None = None  # text source for perplexity after pruning
-    max_windows: int | None = None  # cap on evaluation windows (CPU budgets)
-    tasks: TaskOptions = field(default_factory=TaskOptions)  # zero-shot accuracy after pruning
-    batch_size: int = 8
+    calibration: CalibrationOptions = field(default_factory=CalibrationOptions)
+    after: AfterPruning = field(default_factory=AfterPruning)
+    batch_size: int = 8  # windows per forward pass
     progress: bool = True
 
 
@@ -152,7 +176,7 @@ def check_prune_config(config: PruneConfig) -> None:
         raise InputError(f"sparsity {config.sparsity} is out of range: use a value in [0, 1), e.g. 0.5")
     if config.structure is not None:
         parse_structure(config.structure)
-    if config.nsamples <= 0 or config.seqlen <= 1:
+    if config.calibration.nsamples <= 0 or config.calibration.seqlen <= 1:
         raise InputError("--nsamples must be positive and --seqlen at least 2")
     _check_update(config.update, config.method)
 
@@ -172,21 +196,15 @@ def _check_update(update: bool, pruner: str) -> None:
 
 def prune(config: PruneConfig) -> PruneResult:
     check_prune_config(config)
-    task_dir = _task_dir(config.tasks)
+    task_dir = _task_dir(config.after.tasks)
     needs_tokens = (
         _pruner_needs_data(config.method, config.update) or LAYER_ALLOCATIONS.lookup(config.allocation).needs_stats
     )
-    if needs_tokens or config.eval is not None:
-        _check_seqlen(config.model, config.seqlen)
+    if needs_tokens or config.after.eval is not None:
+        _check_seqlen(config.model, config.calibration.seqlen)
     loaded = load_model(config.model)
     model, layout = loaded.model, find_layout(loaded.model)
-    tokens = (
-        calibration_windows(
-            loaded.tokenizer, config.calib, config.nsamples, config.seqlen, config.seed
-        )
-        if needs_tokens
-        else None
-    )
+    tokens = _calibration_windows(loaded, config.calibration) if needs_tokens else None
     candidate = _candidate(config, layout, model, tokens)
     report = prune_model(
         model,
@@ -195,11 +213,15 @@ def prune(config: PruneConfig) -> PruneResult:
         tokens,
         method="sparsegpt" if config.method in MASK_SOLVERS else "metric",
         update=config.update,
-        sequential=config.sequential,
+        sequential=config.calibration.sequential,
         batch_size=config.batch_size,
         progress=config.progress,
     )
     return _after_pruning(loaded, report, config, task_dir)
+
+
+def _calibration_windows(loaded: LoadedModel, options: CalibrationOptions) -> torch.Tensor:
+    return calibration_windows(loaded.tokenizer, options.calib, options.nsamples, options.seqlen, options.seed)
 
 
 def _check_seqlen(model: str, seqlen: int) -> None:
@@ -213,24 +235,26 @@ def _check_seqlen(model: str, seqlen: int) -> None:
 
 def _after_pruning(
     loaded: LoadedModel,
-    report: Any,
-    config: Any,
+    report: PruneReport,
+    config: PruneConfig | ApplyConfig,
     task_dir: Path | None,
     extra_files: dict[str, str] | None = None,
 ) -> PruneResult:
     """Evaluate (perplexity, zero-shot tasks) and save a freshly pruned model, as asked."""
+    after = config.after
     result = PruneResult(sparsity=report.sparsity, layers=report.layers, seconds=report.seconds)
-    if config.eval is not None:
-        scored = _perplexity(loaded, config.eval, config.seqlen, config.max_windows, config)
+    if after.eval is not None:
+        scored = _perplexity(loaded, after.eval, config.calibration.seqlen, after.max_windows,
+                             config.batch_size, config.progress)  # fmt: skip
         result.perplexity, result.tokens = scored.perplexity, scored.tokens
-    result.tasks = _zero_shot(loaded, config.tasks, task_dir, config)
-    if config.save is not None:
-        result.saved = str(save_model(loaded, config.save, extra_files))
+    result.tasks = _zero_shot(loaded, after.tasks, task_dir, config.batch_size, config.progress)
+    if after.save is not None:
+        result.saved = str(save_model(loaded, after.save, extra_files))
     return result
 
 
 def _candidate(
-    config: PruneConfig, layout: Any, model: Any, tokens: torch.Tensor | None
+    config: PruneConfig, layout: ModelLayout, model: torch.nn.Module, tokens: torch.Tensor | None
 ) -> Candidate:
     metric = SCORING_RULES["magnitude" if config.method in MASK_SOLVERS else config.method]
     if config.structure is not None:
@@ -258,8 +282,9 @@ def evaluate(config: EvalConfig) -> EvalResult:
     loaded = load_model(config.model)
     result = EvalResult()
     if config.data is not None:
-        result = _perplexity(loaded, config.data, config.seqlen, config.max_windows, config)
-    result.tasks = _zero_shot(loaded, config.tasks, task_dir, config)
+        result = _perplexity(loaded, config.data, config.seqlen, config.max_windows, config.batch_size,
+                             config.progress)  # fmt: skip
+    result.tasks = _zero_shot(loaded, config.tasks, task_dir, config.batch_size, config.progress)
     return result
 
 
@@ -273,7 +298,7 @@ def _task_dir(options: TaskOptions) -> Path | None:
 
 
 def _zero_shot(
-    loaded: LoadedModel, options: TaskOptions, task_dir: Path | None, config: Any
+    loaded: LoadedModel, options: TaskOptions, task_dir: Path | None, batch_size: int, progress: bool
 ) -> dict[str, Any] | None:
     if not options.tasks or task_dir is None:
         return None
@@ -281,18 +306,16 @@ def _zero_shot(
 
     return evaluate_tasks(
         loaded.model, loaded.tokenizer, list(options.tasks), task_dir, limit=options.limit,
-        batch_size=config.batch_size, progress=config.progress,
+        batch_size=batch_size, progress=progress,
         calib_fraction=options.calib_fraction, split_seed=options.split_seed,
     )  # fmt: skip
 
 
 def _perplexity(
-    loaded: LoadedModel, source: str, seqlen: int, max_windows: int | None, config: Any
+    loaded: LoadedModel, source: str, seqlen: int, max_windows: int | None, batch_size: int, progress: bool
 ) -> EvalResult:
     windows = evaluation_windows(loaded.tokenizer, source, seqlen, max_windows)
-    scored = perplexity(
-        loaded.model, windows, batch_size=config.batch_size, progress=config.progress
-    )
+    scored = perplexity(loaded.model, windows, batch_size=batch_size, progress=progress)
     return EvalResult(perplexity=scored.perplexity, tokens=scored.tokens, windows=scored.windows)
 
 
@@ -318,83 +341,6 @@ def save_model(loaded: LoadedModel, folder: Path, extra_files: dict[str, str] | 
 
 
 
-@dataclass
-class BenchEvalConfig:
-    model: str
-    calib: str = "builtin"
-    nsamples: int = 8  # fitness windows
-    seqlen: int = 256  # tokens per window
-    candidates: int = 5  # timed evaluations of each kind
-    sparsity: float = 0.6
-    seed: int = 0
-    objectives: tuple[str, ...] = ("kl", "sparsity")
-    progress: bool = True
-
-
-def bench_eval(config: BenchEvalConfig) -> dict[str, Any]:
-    """Time a bare dense forward against candidate evaluations, side by side in one run.
-
-    The three kinds are timed round-robin (forward, layerwise candidate, metric candidate, ...)
-    so that a noisy machine slows them alike; each figure is a median.
-    """
-    import statistics
-
-    import numpy as np
-    from tqdm.auto import tqdm
-
-    from paretoprune.evaluators.fitness import CandidateEvaluator
-    from paretoprune.models import model_bytes
-    from paretoprune.search.space import SearchSpace, SpaceConfig
-
-    _check_seqlen(config.model, config.seqlen)
-    loaded = load_model(config.model)
-    model, layout = loaded.model, find_layout(loaded.model)
-    tokens = calibration_windows(loaded.tokenizer, config.calib, config.nsamples, config.seqlen, config.seed)
-    stats = collect_stats(model, layout, tokens)
-    evaluator = CandidateEvaluator(
-        model, layout, stats, tokens, objectives=config.objectives, rank_metric=SCORING_RULES["wanda"]
-    )
-    rng = np.random.default_rng(config.seed)
-    spaces = {
-        kind: SearchSpace(layout, SpaceConfig(mode=kind, sparsity=config.sparsity))
-        for kind in ("layerwise", "joint")
-    }
-
-    def random_candidate(kind: str) -> Candidate:
-        lower, upper = spaces[kind].bounds
-        return spaces[kind].decode(rng.uniform(lower, upper))
-
-    def forward() -> None:
-        with torch.inference_mode():
-            model(input_ids=tokens, use_cache=False)
-
-    timings: dict[str, list[float]] = {"forward": [], "layerwise": [], "metric": []}
-    forward()  # warm-up: first calls pay for allocations
-    evaluator.evaluate(random_candidate("layerwise"))
-    for _ in tqdm(range(config.candidates), desc="bench-eval", disable=not config.progress):
-        for kind, run in (
-            ("forward", forward),
-            ("layerwise", lambda: evaluator.evaluate(random_candidate("layerwise"))),
-            ("metric", lambda: evaluator.evaluate(random_candidate("joint"))),
-        ):
-            started = time.perf_counter()
-            run()
-            timings[kind].append(time.perf_counter() - started)
-    medians = {kind: statistics.median(values) for kind, values in timings.items()}
-    evaluator.close()
-    return {
-        "forward_s": medians["forward"],
-        "layerwise_s": medians["layerwise"],
-        "metric_s": medians["metric"],
-        "layerwise_ratio": medians["layerwise"] / medians["forward"],
-        "metric_ratio": medians["metric"] / medians["forward"],
-        "model_bytes": model_bytes(model),
-        "overhead_bytes": evaluator.resident_bytes(),
-        "tokens": int(tokens.numel()),
-        "threads": torch.get_num_threads(),
-    }
-
-
 # ------------------------------------------------------------------------------------------------
 # Recipes
 
@@ -404,8 +350,8 @@ def _check_pruner(pruner: str) -> None:
 
 
 def apply_recipe(
-    model: Any,
-    recipe: Any,
+    model: torch.nn.Module,
+    recipe: Recipe,
     calib_tokens: torch.Tensor | None = None,
     *,
     pruner: str = "recipe",
@@ -413,17 +359,13 @@ def apply_recipe(
     sequential: bool = False,
     force: bool = False,
     progress: bool = True,
-) -> Any:
+) -> PruneReport:
     """Prune a live model in place with a recipe's per-layer sparsities; returns a PruneReport.
 
     ``pruner="recipe"`` uses the recipe's own metric; ``magnitude``, ``wanda`` or ``ria`` swap in
     that metric; ``sparsegpt`` reconstructs the surviving weights with SparseGPT. ``update``
     gives a scoring rule's masks that reconstruction too.
     """
-    from dataclasses import replace
-
-    from paretoprune.models import fingerprint
-
     _check_pruner(pruner)
     layout = find_layout(model)
     shapes = {linear.name: (linear.out_features, linear.in_features) for linear in layout.linears}
@@ -441,46 +383,34 @@ def apply_recipe(
 @dataclass
 class ApplyConfig:
     recipe: Path  # a recipe file (YAML or JSON)
-    model: str
+    model: str  # alias, folder, .gguf file or hub id
     pruner: str = "recipe"  # the recipe's own rule, a registered scoring rule, or sparsegpt
     update: bool = False  # reconstruct the survivors of the pruner's masks, as SparseGPT does
-    calib: str = "builtin"
-    nsamples: int = 128
-    seqlen: int = 2048
-    seed: int = 0
-    sequential: bool = False
     force: bool = False  # apply by module name to a model of another fingerprint
-    save: Path | None = None
-    eval: str | None = None
-    max_windows: int | None = None
-    tasks: TaskOptions = field(default_factory=TaskOptions)
-    batch_size: int = 8
+    calibration: CalibrationOptions = field(default_factory=CalibrationOptions)
+    after: AfterPruning = field(default_factory=AfterPruning)
+    batch_size: int = 8  # windows per forward pass
     progress: bool = True
 
 
 def apply(config: ApplyConfig) -> PruneResult:
     """Load a recipe and a model, prune, evaluate and save (the saved folder keeps the recipe)."""
-    from paretoprune.recipe import load_recipe, recipe_yaml
-
     recipe = load_recipe(config.recipe)
     _check_pruner(config.pruner)
     _check_update(config.update, config.pruner)
-    if config.save is not None and config.save.exists() and any(config.save.iterdir()):
-        raise InputError(f"--save folder {config.save} is not empty: choose a new folder")
-    task_dir = _task_dir(config.tasks)
+    save = config.after.save
+    if save is not None and save.exists() and any(save.iterdir()):
+        raise InputError(f"--save folder {save} is not empty: choose a new folder")
+    task_dir = _task_dir(config.after.tasks)
     metric = recipe.to_candidate().metric
     needs_tokens = _pruner_needs_data(config.pruner, config.update, recipe_metric=metric)
-    if needs_tokens or config.eval is not None:
-        _check_seqlen(config.model, config.seqlen)
+    if needs_tokens or config.after.eval is not None:
+        _check_seqlen(config.model, config.calibration.seqlen)
     loaded = load_model(config.model)
-    tokens = (
-        calibration_windows(loaded.tokenizer, config.calib, config.nsamples, config.seqlen, config.seed)
-        if needs_tokens
-        else None
-    )
+    tokens = _calibration_windows(loaded, config.calibration) if needs_tokens else None
     report = apply_recipe(
-        loaded.model, recipe, tokens, pruner=config.pruner, update=config.update, sequential=config.sequential,
-        force=config.force, progress=config.progress,
+        loaded.model, recipe, tokens, pruner=config.pruner, update=config.update,
+        sequential=config.calibration.sequential, force=config.force, progress=config.progress,
     )  # fmt: skip
     return _after_pruning(loaded, report, config, task_dir, {"recipe.yaml": recipe_yaml(recipe)})
 
@@ -488,16 +418,10 @@ def apply(config: ApplyConfig) -> PruneResult:
 def export(run_dir: Path, fmt: str, how: str, out: Path, pruner: str | None = None) -> Path:
     """Write the front member chosen by ``how`` (knee, best:OBJ, sparsity:S, index:K) as ``fmt``."""
     from paretoprune.exporters import export_recipe
-    from paretoprune.recipe import load_recipe
-    from paretoprune.search.archive import Archive
-    from paretoprune.search.driver import final_run_dir, front_of, read_run_config
     from paretoprune.search.export import pick
+    from paretoprune.search.run import Run
 
-    objectives = list(read_run_config(run_dir).get("objectives") or ["kl", "sparsity"])
-    final = final_run_dir(run_dir)
-    front = front_of(Archive.load(final).frame(), objectives)
-    index = pick(front, objectives, how)
-    recipes = sorted((final / "recipes").glob(f"{index:03d}-*.yaml"))
-    if not recipes:
-        raise InputError(f"{final} has no recipes yet (the search did not finish): resume it with --resume {run_dir}")
-    return export_recipe(load_recipe(recipes[0]), out, fmt, pruner=pruner)
+    run = Run.open(run_dir)
+    front = run.front()
+    chosen = front.loc[pick(front, run.objectives, how)]
+    return export_recipe(load_recipe(run.recipe_path(int(chosen["eval_id"]))), out, fmt, pruner=pruner)

@@ -26,8 +26,8 @@ If it belonged to a finished generation, the algorithm has already learnt from i
 archive no longer holds it: the front simply lacks that row, and its eval_id may be given to
 a later evaluation if it was the newest one. The renamed file stays for inspection.
 
-The front is the non-dominated set of all successful evaluations, not of the last
-population: NSGA-III keeps one survivor per reference direction and forgets good points.
+The archive's front is the non-dominated set of all its successful evaluations, each objective
+taken in its own direction (see :mod:`paretoprune.search.pareto`).
 """
 
 from __future__ import annotations
@@ -46,20 +46,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from paretoprune.candidate import Candidate
 from paretoprune.errors import InputError
-from paretoprune.search.checkpoint import atomic_write, remove_stale_temp_files
+from paretoprune.io import atomic_write, remove_stale_temp_files
+from paretoprune.search.pareto import Objectives
+from paretoprune.search.run import EVALUATIONS_FILE, PARTS_FOLDER
 
-__all__ = [
-    "EVALUATIONS_FILE",
-    "FIXED_COLUMNS",
-    "PARTS_FOLDER",
-    "STATUSES",
-    "Archive",
-    "non_dominated_mask",
-]
+__all__ = ["FIXED_COLUMNS", "STATUSES", "Archive", "candidate_of"]
 
-EVALUATIONS_FILE = "evaluations.parquet"
-PARTS_FOLDER = "evaluations.parts"
 STATUSES = ("ok", "failed")
 FIXED_COLUMNS = ("eval_id", "generation", "genome", "candidate", "worker", "node_id", "seconds", "status", "error")
 
@@ -69,44 +63,6 @@ _META_KEY = b"paretoprune.archive"
 _PART_NAME = re.compile(r"^part-(\d{6})-(\d{9})\.parquet$")
 _READ_ATTEMPTS = 20
 _UNREADABLE_SUFFIX = ".unreadable"  # what a part set aside is renamed with
-
-
-# ---------------------------------------------------------------------------------------------
-# Pareto dominance
-# ---------------------------------------------------------------------------------------------
-
-
-def non_dominated_mask(F: np.ndarray, keep_duplicates: bool = True) -> np.ndarray:
-    """True for each row of ``F`` (minimised) that no other row dominates.
-
-    Row j dominates row i when it is no worse in every column and better in one. Rows with a
-    NaN are never on the front. Equal rows do not dominate each other; with
-    ``keep_duplicates=False`` only the first of each group of equal rows is kept.
-
-    Rows are visited in lexicographic order, where a dominating row always comes before the
-    rows it dominates; since dominance is transitive, checking each row against the front
-    found so far is enough: O(n * front * m) instead of O(n^2 * m).
-    """
-    values = np.asarray(F, dtype=float)
-    if values.ndim != 2:
-        raise ValueError(f"objectives must be a 2-D array, got shape {values.shape}")
-    mask = np.zeros(len(values), dtype=bool)
-    valid = np.flatnonzero(~np.isnan(values).any(axis=1))
-    order = valid[np.lexsort(values[valid].T[::-1])]  # stable: equal rows keep index order
-    front = np.empty_like(values)
-    size = 0
-    for index in order:
-        row = values[index]
-        members = front[:size]
-        no_worse = np.all(members <= row, axis=1)
-        if np.any(no_worse & np.any(members < row, axis=1)):
-            continue
-        if not keep_duplicates and np.any(no_worse & np.all(members == row, axis=1)):
-            continue
-        front[size] = row
-        size += 1
-        mask[index] = True
-    return mask
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,6 +91,11 @@ def _check_objective_names(objectives: Sequence[str]) -> tuple[str, ...]:
 
 def _part_name(epoch: int, eval_id: int) -> str:
     return f"part-{epoch:06d}-{eval_id:09d}.parquet"
+
+
+def candidate_of(row: Mapping[str, Any]) -> Candidate:
+    """The candidate an archive row evaluated (the row's ``candidate`` cell, parsed)."""
+    return Candidate.from_dict(json.loads(row["candidate"]))
 
 
 def _candidate_text(candidate: Mapping[str, Any] | str | None) -> str | None:
@@ -337,18 +298,15 @@ class Archive:
     def front(self, objectives: Sequence[str] | None = None) -> pd.DataFrame:
         """The non-dominated successful evaluations over ``objectives`` (default: all).
 
-        Equal objective vectors are kept once (the lowest eval_id); rows are sorted by the
-        objectives in order, then by eval_id.
+        Each objective counts in its own direction (sparsity is maximised). Equal objective
+        vectors are kept once (the lowest eval_id); rows are sorted by the objectives in order,
+        then by eval_id.
         """
         names = list(self.objectives if objectives is None else objectives)
         unknown = [name for name in names if name not in self.objectives]
         if unknown or not names:
             raise InputError(f"unknown objectives {unknown}; the archive has {list(self.objectives)}")
-        table = self.frame()
-        table = table[table["status"] == "ok"]
-        table = table[np.isfinite(table[names].to_numpy(dtype=float)).all(axis=1)]
-        mask = non_dominated_mask(table[names].to_numpy(dtype=float), keep_duplicates=False)
-        return table[mask].sort_values([*names, "eval_id"], kind="stable").reset_index(drop=True)
+        return Objectives.of(names).front(self.frame())
 
     # -- writing -----------------------------------------------------------------------------
 

@@ -1,10 +1,4 @@
-"""Crash-safe files: atomic writes, and the search checkpoint.
-
-A search runs for hours on hardware that can vanish. Whatever moment it is killed at, the
-files it leaves must be readable and consistent. Every file is therefore written whole to a
-temporary name in the same folder, flushed to disk, and renamed over the old one: a rename
-within one file system is atomic, so a reader sees either the old file or the new one, never
-half of either. A crash can leave a temporary file behind; it is ignored and later removed.
+"""The search checkpoint: enough to continue a search exactly, stored without pickle.
 
 The checkpoint is what the driver needs to continue exactly (the generation, the algorithm's
 ``state_dict()``), stored as plain, versioned data so that loading one never runs code. A
@@ -18,7 +12,8 @@ needs and rebuilds its library objects from it. (An array reached twice is store
 comes back as two arrays.)
 
 Saving writes the arrays under a new name, then the JSON that names them, then deletes the
-older array files: a crash at any moment leaves the previous or the new checkpoint whole.
+older array files; each file is written atomically (:mod:`paretoprune.io`), so a crash at
+any moment leaves the previous or the new checkpoint whole.
 """
 
 from __future__ import annotations
@@ -30,32 +25,27 @@ import random
 import uuid
 import zipfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from paretoprune.errors import InputError
+from paretoprune.io import atomic_write, remove_stale_temp_files
+from paretoprune.search.run import CHECKPOINT_FILE, LEGACY_CHECKPOINT_FILE
 
 __all__ = [
-    "CHECKPOINT_FILE",
     "FORMAT",
-    "LEGACY_CHECKPOINT_FILE",
-    "atomic_write",
     "capture_rng_state",
     "has_checkpoint",
     "load_checkpoint",
-    "remove_stale_temp_files",
     "restore_rng_state",
     "save_checkpoint",
 ]
 
-CHECKPOINT_FILE = "checkpoint.json"
 FORMAT = "paretoprune.checkpoint/v1"
-# Older releases pickled the whole state into this file; it is recognised only to refuse it.
-LEGACY_CHECKPOINT_FILE = "checkpoint.pkl"
 
-_TEMP_SUFFIX = ".tmp"
-_ARRAYS_PREFIX, _ARRAYS_SUFFIX = "checkpoint-", ".npz"
+# The arrays files beside the JSON: checkpoint-<id>.npz.
+_ARRAYS_PREFIX, _ARRAYS_SUFFIX = f"{Path(CHECKPOINT_FILE).stem}-", ".npz"
 
 # Markers: a JSON object with exactly one of these keys stands for a value JSON cannot hold.
 _ARRAY, _SCALAR, _TUPLE, _FLOAT = "__array__", "__scalar__", "__tuple__", "__float__"
@@ -63,60 +53,6 @@ _MARKERS = (_ARRAY, _SCALAR, _TUPLE, _FLOAT)
 
 # What every refusal to resume adds: nothing already evaluated is lost.
 _CANNOT_RESUME = "the evaluations already in the run folder stay readable; start a new search with --out"
-
-
-# ---------------------------------------------------------------------------------------------
-# Atomic files
-# ---------------------------------------------------------------------------------------------
-
-
-def _temp_path(path: Path) -> Path:
-    """A unique hidden sibling of ``path``: same folder, hence same file system."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{_TEMP_SUFFIX}")
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename inside ``folder`` durable (a no-op where folders cannot be opened)."""
-    try:
-        handle = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(handle)
-    except OSError:
-        pass
-    finally:
-        os.close(handle)
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
-    """Write ``path`` all or nothing: ``write`` fills a temporary file that then replaces it."""
-    target = Path(path)
-    temp = _temp_path(target)
-    try:
-        with open(temp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_folder(target.parent)
-    return target
-
-
-def remove_stale_temp_files(folder: str | os.PathLike[str], name: str) -> int:
-    """Delete temporary files a crashed writer of ``folder/name`` left; returns how many.
-
-    ``name`` may be a glob pattern (``checkpoint-*.npz``). Only the single writer of a run may
-    call this: a live writer's temporary file would go too.
-    """
-    removed = 0
-    for stale in Path(folder).glob(f".{name}.*{_TEMP_SUFFIX}"):
-        stale.unlink(missing_ok=True)
-        removed += 1
-    return removed
 
 
 # ---------------------------------------------------------------------------------------------

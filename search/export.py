@@ -1,22 +1,27 @@
-"""What a finished search leaves behind: the front's plot, its recipes, and picking one member."""
+"""What a finished search leaves behind: the front's table, plot and recipes; picking one member."""
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from paretoprune.candidate import Candidate
 from paretoprune.errors import InputError
-from paretoprune.evaluators.fitness import objective_direction
-from paretoprune.recipe import Recipe, save_recipe
+from paretoprune.evaluators.fitness import achieved_sparsities
+from paretoprune.io import atomic_write
+from paretoprune.metrics.scores import SCORING_RULES, MetricSpec
+from paretoprune.models import ModelLayout
+from paretoprune.recipe import ModelInfo, Provenance, Recipe, SearchInfo, save_recipe
+from paretoprune.search.archive import candidate_of
+from paretoprune.search.pareto import Objectives
+from paretoprune.search.run import Run, front_columns, recipe_file_name
 
-__all__ = ["SPARSITY_PICK_SLACK", "export_front", "pick", "plot_front", "recipe_of_row"]
+__all__ = ["SPARSITY_PICK_SLACK", "export_front", "front_table", "pick", "plot_front", "recipe_of_row", "rule_name"]
 
 # How far beyond the front's achieved sparsities a ``sparsity:S`` pick may reach. Within it the
 # nearest member is a fair answer (targets and achieved sparsities differ by rounding); beyond
@@ -24,17 +29,16 @@ __all__ = ["SPARSITY_PICK_SLACK", "export_front", "pick", "plot_front", "recipe_
 SPARSITY_PICK_SLACK = 0.02
 
 
-def plot_front(frame: pd.DataFrame, front: pd.DataFrame, objectives: Sequence[str], path: Path) -> Path:
+def plot_front(frame: pd.DataFrame, front: pd.DataFrame, objectives: Objectives, path: Path) -> Path:
     """All evaluations in grey, the front highlighted; one panel per pair of objectives."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    names = list(objectives)
     ok = frame[frame["status"] == "ok"]
-    pairs = [(a, b) for i, a in enumerate(objectives) for b in objectives[i + 1 :]] or [
-        (objectives[0], objectives[0])
-    ]
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]] or [(names[0], names[0])]
     fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 4), squeeze=False)
     for axis, (x, y) in zip(axes[0], pairs):
         axis.scatter(ok[y], ok[x], s=10, c="0.7", label=f"evaluations ({len(ok)})")
@@ -44,48 +48,72 @@ def plot_front(frame: pd.DataFrame, front: pd.DataFrame, objectives: Sequence[st
         axis.grid(alpha=0.3)
         axis.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    try:
+        return atomic_write(path, lambda handle: fig.savefig(handle, dpi=110, format="png"))
+    finally:
+        plt.close(fig)
 
 
-def recipe_of_row(row: Mapping[str, Any], model_info: Mapping[str, Any], provenance: Mapping[str, Any],
-                  objectives: Sequence[str]) -> Recipe:  # fmt: skip
-    candidate = Candidate.from_dict(json.loads(row["candidate"]))
-    shapes = {name: tuple(shape) for name, shape in model_info["shapes"].items()}
+def recipe_of_row(row: pd.Series, model: ModelInfo, provenance: Provenance, objectives: Objectives,
+                  run: str) -> Recipe:  # fmt: skip
+    """The recipe of one archive row: its candidate, its scores, and where it came from."""
     return Recipe.from_candidate(
-        candidate,
-        model_name=model_info["name"],
-        fingerprint=model_info["fingerprint"],
-        family=model_info["family"],
+        candidate_of(row),
+        model_name=model.name,
+        fingerprint=model.fingerprint,
+        family=model.family,
         layer_numels=None,
-        layer_shapes=shapes,
+        layer_shapes=model.shapes,
         objectives={name: float(row[name]) for name in objectives},
-        provenance={
-            "calibration": provenance["calibration"],
-            "search": {"run": provenance["run"], "evaluation": int(row["eval_id"])},
-            "fitness": provenance.get("fitness", {}),
-        },
-    )
+        provenance=provenance.model_copy(update={
+            "search": SearchInfo(run=run, evaluation=int(row["eval_id"])),
+            "created": datetime.now(timezone.utc),
+        }),
+    )  # fmt: skip
 
 
-def export_front(run_dir: Path, front: pd.DataFrame, model_info: Mapping[str, Any],
-                 provenance: Mapping[str, Any], objectives: Sequence[str]) -> list[Path]:  # fmt: skip
-    """Every front member as a YAML recipe in ``run_dir/recipes``."""
-    folder = run_dir / "recipes"
-    folder.mkdir(exist_ok=True)
+def export_front(run: Run, front: pd.DataFrame, model: ModelInfo, provenance: Provenance,
+                 objectives: Objectives) -> list[Path]:  # fmt: skip
+    """Every front member as a YAML recipe in the run's recipes folder, in front order."""
     written = []
-    for index, row in front.iterrows():
-        recipe = recipe_of_row(row, model_info, provenance, objectives)
-        tag = "-".join(f"{name}{float(row[name]):.4g}" for name in objectives)
-        written.append(save_recipe(recipe, folder / f"{index:03d}-{tag}.yaml"))
+    for position, row in front.iterrows():
+        recipe = recipe_of_row(row, model, provenance, objectives, run=str(run.folder))
+        name = recipe_file_name(int(position), {name: row[name] for name in objectives})
+        written.append(save_recipe(recipe, run.recipes_folder / name))
     return written
 
 
-def pick(front: pd.DataFrame, objectives: Sequence[str], how: str) -> int:
+def front_table(front: pd.DataFrame, objectives: Objectives, layout: ModelLayout,
+                recipes: Sequence[Path]) -> pd.DataFrame:  # fmt: skip
+    """The front as a person reads it: one short cell per column, the candidate left out.
+
+    Columns: eval_id, generation, one per objective, ``achieved_sparsity`` (unless sparsity is an
+    objective already), ``rule`` (the scoring rule) and ``recipe`` (the file under recipes/, empty
+    when the search was interrupted). The whole candidate stays in the archive and the recipe.
+    """
+    table = front.copy()
+    candidates = [candidate_of(row) for _, row in front.iterrows()]
+    if "sparsity" not in objectives:
+        table["achieved_sparsity"] = [_achieved_sparsity(layout, candidate) for candidate in candidates]
+    table["rule"] = [rule_name(candidate.metric) for candidate in candidates]
+    table["recipe"] = [path.name for path in recipes] if recipes else None
+    return table[front_columns(list(objectives))]
+
+
+def rule_name(metric: MetricSpec) -> str:
+    """A registered rule's name (wanda), or the formula of a searched one."""
+    return metric.name if metric.name in SCORING_RULES else metric.describe()
+
+
+def _achieved_sparsity(layout: ModelLayout, candidate: Candidate) -> float:
+    """The fraction of all prunable weights the candidate removes, after rounding per group."""
+    achieved = achieved_sparsities(layout, candidate)
+    return sum(achieved[linear.name] * linear.numel for linear in layout.linears) / layout.total_numel
+
+
+def pick(front: pd.DataFrame, objectives: Objectives | Sequence[str], how: str) -> int:
     """Row index of the front member chosen by knee, best:OBJ, sparsity:S or index:K."""
+    objectives = Objectives.of(objectives)
     if front.empty:
         raise InputError("the front is empty: the search has no successful evaluation yet; "
                          "resume it with --resume, or read the failed evaluations' errors")  # fmt: skip
@@ -98,9 +126,9 @@ def pick(front: pd.DataFrame, objectives: Sequence[str], how: str) -> int:
     if kind == "best":
         if value not in objectives:
             raise InputError(f"--pick {how}: unknown objective, the run has {', '.join(objectives)}; "
-                             f"use best:{objectives[0]}")  # fmt: skip
-        column = front[value]
-        return int(column.idxmax() if objective_direction(value) == "maximize" else column.idxmin())
+                             f"use best:{objectives.first}")  # fmt: skip
+        sign = objectives.signs[objectives.names.index(value)]
+        return int((front[value] * sign).idxmin())
     if kind == "sparsity":
         return _nearest_sparsity(front, _float(value, how), how)
     if kind == "knee":
@@ -122,10 +150,9 @@ def _nearest_sparsity(front: pd.DataFrame, wanted: float, how: str) -> int:
     return int((achieved - wanted).abs().idxmin())
 
 
-def _knee(front: pd.DataFrame, objectives: Sequence[str]) -> int:
+def _knee(front: pd.DataFrame, objectives: Objectives) -> int:
     """The member closest to the ideal point once each objective is scaled to [0, 1]."""
-    signs = np.array([-1.0 if objective_direction(o) == "maximize" else 1.0 for o in objectives])
-    values = front[list(objectives)].to_numpy(dtype=float) * signs
+    values = objectives.minimised(front[list(objectives)].to_numpy(dtype=float))
     span = values.max(axis=0) - values.min(axis=0)
     scaled = (values - values.min(axis=0)) / np.where(span > 0, span, 1.0)
     return int(np.argmin(np.linalg.norm(scaled, axis=1)))

@@ -14,25 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from paretoprune import io as io_module
 from paretoprune.errors import InputError
-from paretoprune.search import checkpoint as checkpoint_module
-from paretoprune.search.archive import EVALUATIONS_FILE, PARTS_FOLDER, Archive, non_dominated_mask
+from paretoprune.search.archive import Archive
+from paretoprune.search.run import EVALUATIONS_FILE, PARTS_FOLDER
+from tests.search.test_pareto import brute_force_front
 
 OBJECTIVES = ["kl", "sparsity"]
-
-
-def brute_force_front(F: np.ndarray, keep_duplicates: bool = True) -> np.ndarray:
-    """The definition, literally: nothing dominates the row (and, optionally, no earlier twin)."""
-    mask = np.zeros(len(F), dtype=bool)
-    for i in range(len(F)):
-        if np.isnan(F[i]).any():
-            continue
-        dominated = any(
-            np.all(F[j] <= F[i]) and np.any(F[j] < F[i]) for j in range(len(F)) if not np.isnan(F[j]).any()
-        )
-        earlier_twin = any(np.array_equal(F[j], F[i]) for j in range(i))
-        mask[i] = not dominated and (keep_duplicates or not earlier_twin)
-    return mask
 
 
 def fill(archive: Archive, count: int, rng: np.random.Generator, generation_size: int = 10) -> None:
@@ -50,23 +38,6 @@ def fill(archive: Archive, count: int, rng: np.random.Generator, generation_size
             status="failed" if failed else "ok",
             error="ValueError: boom" if failed else None,
         )
-
-
-@pytest.mark.parametrize("columns", [1, 2, 3, 4])
-@pytest.mark.parametrize("keep_duplicates", [True, False])
-def test_non_dominated_mask_matches_brute_force(columns: int, keep_duplicates: bool) -> None:
-    rng = np.random.default_rng(columns)
-    for trial in range(5):
-        F = rng.integers(0, 6, size=(120, columns)).astype(float)  # many ties and duplicates
-        if trial % 2:
-            F[rng.random(120) < 0.1, 0] = np.nan
-        expected = brute_force_front(F, keep_duplicates)
-        assert np.array_equal(non_dominated_mask(F, keep_duplicates), expected)
-
-
-def test_non_dominated_mask_on_continuous_data() -> None:
-    F = np.random.default_rng(0).normal(size=(300, 3))
-    assert np.array_equal(non_dominated_mask(F), brute_force_front(F))
 
 
 def test_append_and_reload_round_trip(tmp_path: Path) -> None:
@@ -113,13 +84,14 @@ def test_front_is_the_brute_force_front_of_all_ok_rows(tmp_path: Path) -> None:
     fill(archive, 150, np.random.default_rng(1))
     table = archive.frame()
     ok = table[table["status"] == "ok"]
-    F = ok[OBJECTIVES].to_numpy()
+    F = ok[OBJECTIVES].to_numpy() * [1.0, -1.0]  # kl is minimised, sparsity maximised
     expected = set(ok["eval_id"][brute_force_front(F, keep_duplicates=False)])
 
     front = Archive.load(tmp_path).front()
     assert set(front["eval_id"]) == expected
     assert (front["status"] == "ok").all()
     assert front[OBJECTIVES].to_numpy().tolist() == sorted(front[OBJECTIVES].to_numpy().tolist())
+    assert front["sparsity"].is_monotonic_increasing and front["kl"].is_monotonic_increasing  # a true trade-off
 
     by_kl = archive.front(["kl"])
     assert len(by_kl) == 1 and by_kl["kl"][0] == ok["kl"].min()
@@ -164,7 +136,7 @@ def test_a_failed_write_leaves_the_previous_archive(tmp_path: Path, monkeypatch:
     def crash(*args: object) -> None:
         raise OSError("disk vanished")
 
-    monkeypatch.setattr(checkpoint_module.os, "replace", crash)
+    monkeypatch.setattr(io_module.os, "replace", crash)
     with pytest.raises(OSError):
         archive.append(generation=1, genome=[0.0], status="failed")
     monkeypatch.undo()

@@ -14,7 +14,8 @@ import yaml
 
 from paretoprune.cli import main
 from paretoprune.errors import InputError
-from paretoprune.search.archive import EVALUATIONS_FILE, PARTS_FOLDER, Archive
+from paretoprune.search.archive import Archive
+from paretoprune.search.run import CONFIG_FILE, EVALUATIONS_FILE, PARTS_FOLDER
 from paretoprune.testing import byte_tokenizer, tiny_model
 
 OBJECTIVES = ("kl", "sparsity")
@@ -93,7 +94,7 @@ def test_a_truncated_main_table_gives_one_line_to_readers_and_the_writer(tmp_pat
 
 def _run_config(run_dir: Path) -> None:
     settings = {"model": "tiny", "out": str(run_dir), "objectives": list(OBJECTIVES)}
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(settings))
+    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(settings))
 
 
 @pytest.mark.parametrize("damage", ["part", "main"])

@@ -13,10 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from paretoprune import io as io_module
 from paretoprune.errors import InputError
-from paretoprune.search import checkpoint as checkpoint_module
 from paretoprune.search.checkpoint import (
-    CHECKPOINT_FILE,
     FORMAT,
     capture_rng_state,
     has_checkpoint,
@@ -24,6 +23,7 @@ from paretoprune.search.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from paretoprune.search.run import CHECKPOINT_FILE, LEGACY_CHECKPOINT_FILE
 from tests.search.algorithms.problems import assert_same_state, pickle_disabled
 
 
@@ -107,7 +107,7 @@ def test_a_crash_at_any_step_leaves_the_last_complete_checkpoint(
         load_checkpoint(tmp_path)
     save_checkpoint(tmp_path, {"generation": 3, "state": np.arange(4)})
     first_arrays = _arrays_files(tmp_path)
-    real_replace = checkpoint_module.os.replace
+    real_replace = io_module.os.replace
 
     def crash_on(name: str):
         def replace(source: Any, target: Any) -> None:
@@ -119,7 +119,7 @@ def test_a_crash_at_any_step_leaves_the_last_complete_checkpoint(
 
     # Killed while writing the arrays, then while renaming the JSON (the new arrays are in place).
     for crashing in (".npz", CHECKPOINT_FILE):
-        monkeypatch.setattr(checkpoint_module.os, "replace", crash_on(crashing))
+        monkeypatch.setattr(io_module.os, "replace", crash_on(crashing))
         with pytest.raises(OSError):
             save_checkpoint(tmp_path, {"generation": 4, "state": np.arange(5)})
         monkeypatch.undo()
@@ -145,7 +145,7 @@ def test_temporary_files_of_a_crashed_writer_are_removed(tmp_path: Path) -> None
 
 
 def test_a_legacy_pickle_is_refused_with_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "checkpoint.pkl").write_bytes(pickle.dumps({"generation": 3}))
+    (tmp_path / LEGACY_CHECKPOINT_FILE).write_bytes(pickle.dumps({"generation": 3}))
     assert has_checkpoint(tmp_path)  # so that resuming reaches the error, not a silent restart
     with pickle_disabled(monkeypatch), pytest.raises(InputError) as error:
         load_checkpoint(tmp_path)

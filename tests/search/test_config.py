@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from paretoprune.search.driver import SearchConfig, load_config
+from paretoprune.search.config import SearchConfig, load_config
 
 
 def test_default_settings_round_trip_through_yaml() -> None:

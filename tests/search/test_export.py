@@ -11,6 +11,7 @@ import yaml
 from paretoprune.cli import main
 from paretoprune.errors import InputError
 from paretoprune.search.archive import Archive
+from paretoprune.search.run import CONFIG_FILE
 from paretoprune.search.export import SPARSITY_PICK_SLACK, pick
 
 OBJECTIVES = ["kl", "sparsity"]
@@ -59,7 +60,7 @@ def _run(run_dir: Path) -> None:
     for sparsity in FRONT["sparsity"]:  # kl grows with sparsity: every row is on the front
         archive.append(generation=0, genome=[sparsity], objectives={"kl": sparsity, "sparsity": sparsity})
     settings = {"model": "tiny", "out": str(run_dir), "objectives": OBJECTIVES}
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(settings))
+    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(settings))
 
 
 def test_export_of_a_sparsity_outside_the_front_exits_2_and_writes_nothing(tmp_path: Path, capsys) -> None:

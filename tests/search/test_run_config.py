@@ -8,7 +8,7 @@ import pytest
 
 from paretoprune.cli import main
 from paretoprune.errors import InputError
-from paretoprune.search.driver import read_run_config
+from paretoprune.search.run import CONFIG_FILE, read_run_config
 
 GOOD = "model: tiny\nout: run\nobjectives:\n- kl\n- sparsity\n"
 # Line 4 holds a second colon where a value should be: the parser stops there.
@@ -17,7 +17,7 @@ BROKEN = "model: tiny\nout: run\nobjectives: [kl, sparsity]\nmode: layerwise: jo
 
 def _config(run_dir: Path, text: str) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "config.yaml"
+    path = run_dir / CONFIG_FILE
     path.write_text(text)
     return path
 
@@ -65,4 +65,4 @@ def test_every_command_reading_a_run_exits_2_on_a_broken_config(tmp_path: Path, 
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 1, errors
     assert f"{tmp_path / 'config.yaml'} line 4 is not valid YAML" in errors[0]
-    assert (tmp_path / "config.yaml").read_text() == BROKEN  # a resume rewrites nothing first
+    assert (tmp_path / CONFIG_FILE).read_text() == BROKEN  # a resume rewrites nothing first

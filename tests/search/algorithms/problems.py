@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from paretoprune.search.algorithms import SearchAlgorithm, make_algorithm
-from paretoprune.search.archive import non_dominated_mask
+from paretoprune.search.pareto import non_dominated_mask
 
 NAMES = ["pymoo", "optuna"]
 

@@ -1,0 +1,154 @@
+"""A search's settings: one dataclass, its defaults commented, read from YAML or flags.
+
+The command line, a ``--config`` file and a run folder's saved settings all end up as a
+:class:`SearchConfig`; :func:`load_config` refuses unknown keys, and :func:`read_settings`
+turns a damaged YAML file into one line that names the file and the line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from paretoprune.errors import InputError
+from paretoprune.search.space import SpaceConfig
+
+__all__ = ["SearchConfig", "default_objectives", "load_config", "read_settings"]
+
+
+@dataclass
+class SearchConfig:
+    model: str  # alias, folder, .gguf file or hub id
+    out: str  # the run folder
+    calib: str = "builtin"  # calibration and fitness text
+    nsamples: int = 16  # fitness windows (also the calibration of the statistics by default)
+    seqlen: int = 256  # tokens per window
+    # The pruning statistics (activation norms; OWL's outlier ratios) on their own windows of the
+    # calibration text: give the calibration the recipe will be applied with (e.g. 128 x 2048),
+    # so that candidates are scored with the masks they will really get. Default: the fitness
+    # windows. Statistics are computed once per search, so more windows cost little.
+    stats_nsamples: int | None = None
+    stats_seqlen: int | None = None
+    mode: str = "layerwise"  # layerwise | metric | joint
+    sparsity: float | None = None  # target, weighted over the prunable parameters
+    sparsity_range: tuple[float, float] | None = None  # or search the target in [lo, hi]
+    structure: str = "unstructured"  # or N:M (metric mode)
+    # What to minimise (or maximise); the first is the one progress reports. Default: kl, plus
+    # sparsity when the target itself is searched (--sparsity-range).
+    objectives: tuple[str, ...] | None = None
+    pop: int = 16  # candidates per generation
+    generations: int = 10  # generations in total (a resume may raise it)
+    workers: int = 1  # evaluator actors (one per GPU where there are GPUs)
+    threads_per_worker: int | None = None  # torch threads per actor (default: cores / workers)
+    gpus_per_worker: float | None = None  # default: 1 where the cluster has GPUs, else 0
+    ray_address: str | None = None  # join this cluster; None starts a local one
+    # pymoo | optuna (NSGA-III) | swap (the naive (1 + pop) reference) | sensitivity (probe each
+    # gene, fit a quadratic, step); swap and sensitivity optimise one objective
+    algorithm: str = "pymoo"
+    mutation: str = "polynomial"  # pymoo's children: polynomial mutation, or swap moves between genes
+    # Settings of the swap search (step) or the sensitivity search (probe, radius, shrink,
+    # two_sided_every); see search/algorithms/. None: their defaults.
+    algorithm_options: dict[str, Any] | None = None
+    storage: str | None = None  # optuna storage URL, e.g. sqlite:///run/optuna.db
+    seed: int = 0
+    granularity: str = "block"  # one sparsity gene per block, or per linear
+    delta: float = 0.15  # how far a layer's sparsity may stray from the target
+    base_metric: str | dict[str, Any] = "wanda"  # scoring rule of layerwise mode
+    group: str = "row"  # comparison group of the scores
+    # OptiShear's two-stage flow, e.g. ("metric", "layerwise"): each stage a full search in its
+    # own sub-folder, a layerwise stage using the best metric found by the stage before it.
+    stages: tuple[str, ...] | None = None
+    # Objectives written name@TASK measure on a zero-shot task's calibration part: the task files'
+    # folder, and the fraction of each task's examples set aside for calibration (split seeded
+    # with ``seed``; evaluation should then use only the rest).
+    task_dir: str | None = None
+    task_calib_fraction: float = 0.5
+
+    @property
+    def objective_names(self) -> tuple[str, ...]:
+        """The objectives given, or the default ones for this sparsity setting."""
+        return self.objectives if self.objectives is not None else default_objectives(self.sparsity_range)
+
+    def with_objectives(self) -> SearchConfig:
+        """This config with its objectives written out, as a run folder stores it."""
+        return replace(self, objectives=self.objective_names)
+
+    def space_config(self) -> SpaceConfig:
+        return SpaceConfig(
+            mode=self.mode, sparsity=self.sparsity, sparsity_range=self.sparsity_range,
+            structure=self.structure, granularity=self.granularity, delta=self.delta,
+            base_metric=self.base_metric, group=self.group,
+        )  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML types; :func:`load_config` gives back an equal config."""
+        data = asdict(self)
+        data["objectives"] = list(self.objectives) if self.objectives is not None else None  # None: the default
+        data["sparsity_range"] = list(self.sparsity_range) if self.sparsity_range else None
+        data["stages"] = list(self.stages) if self.stages else None
+        return data
+
+
+def default_objectives(sparsity_range: tuple[float, float] | None) -> tuple[str, ...]:
+    """kl; and sparsity too when the target sparsity is searched, so that the front spans it."""
+    return ("kl", "sparsity") if sparsity_range else ("kl",)
+
+
+def load_config(data: Mapping[str, Any]) -> SearchConfig:
+    """A SearchConfig from plain settings (a YAML mapping); unknown keys are refused."""
+    known = {f.name for f in fields(SearchConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InputError(f"unknown search setting {unknown[0]!r} in the config: known are {', '.join(sorted(known))}")
+    values = dict(data)
+    if values.get("sparsity_range") is not None:
+        values["sparsity_range"] = tuple(float(v) for v in values["sparsity_range"])
+    for key in ("objectives", "stages"):
+        if values.get(key) is not None:
+            values[key] = tuple(values[key])
+    try:
+        return SearchConfig(**values)
+    except TypeError as error:
+        raise InputError(f"search config is incomplete: {error}; give at least model and out") from error
+
+
+def read_settings(path: str | Path) -> dict[str, Any]:
+    """The settings a YAML file holds, as written; a bad file gives one line.
+
+    A hand-edited or damaged file must not end in a YAML traceback: the message names the file
+    and the line, so that it can be fixed or restored before anything else is touched.
+    """
+    try:
+        settings = yaml.safe_load(Path(path).read_text())
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read {path} ({error}); fix its permissions or restore the file") from error
+    except yaml.YAMLError as error:
+        raise InputError(f"{path}{_yaml_where(error)} is not valid YAML ({_yaml_problem(error)}); "
+                         "fix or restore the file") from error  # fmt: skip
+    if not isinstance(settings, dict):
+        raise InputError(f"{path} holds {type(settings).__name__}, not search settings (a YAML mapping); "
+                         "fix or restore the file")  # fmt: skip
+    return settings
+
+
+def _yaml_where(error: yaml.YAMLError) -> str:
+    """Where the parser stopped, as ' line N' (counted from 1); empty when it does not say."""
+    mark = getattr(error, "problem_mark", None)
+    return f" line {mark.line + 1}" if mark is not None else ""
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """What the parser found, and where the construct it was in began when that is elsewhere.
+
+    An unclosed quote or bracket is found only at the end of the file: the line it opened on
+    is the one to fix.
+    """
+    problem = str(getattr(error, "problem", None) or type(error).__name__)
+    context, mark = getattr(error, "context", None), getattr(error, "context_mark", None)
+    if context and mark is not None:
+        problem += f" {context} opened on line {mark.line + 1}"
+    return problem

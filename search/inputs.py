@@ -1,0 +1,116 @@
+"""Everything a search needs before its first generation, prepared once from its config.
+
+:func:`prepare` loads the model on the driver (on the CPU), draws the fitness windows,
+collects the activation statistics, describes the model and the data for the recipes, computes
+OWL's allocation when the search starts from it, and builds the search space. What it returns
+is plain data: the driver's loop uses it, and the evaluator actors are built from its
+``evaluator`` part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from paretoprune.data import calibration_windows, padded_batch, text_provenance
+from paretoprune.errors import InputError
+from paretoprune.evaluators.fitness import FitnessTokens, split_objective
+from paretoprune.evaluators.placement import check_model_fits
+from paretoprune.evaluators.remote import EvaluatorInputs
+from paretoprune.evaluators.stats import collect_stats
+from paretoprune.evaluators.zeroshot_tasks import example_text, load_task, split_indices, task_names
+from paretoprune.models import ModelLayout, check_context, find_layout, fingerprint, load_model
+from paretoprune.pruning import owl_sparsities
+from paretoprune.recipe import CalibrationInfo, ModelInfo, Provenance
+from paretoprune.search.config import SearchConfig
+from paretoprune.search.space import SearchSpace
+
+__all__ = ["SearchInputs", "prepare"]
+
+
+@dataclass(frozen=True)
+class SearchInputs:
+    """What one search works with, from its first generation to its recipes."""
+
+    model: ModelInfo  # the model the recipes are made for
+    # Where the recipes come from: the statistics' calibration and every fitness token source.
+    # Each recipe adds the run and its evaluation.
+    provenance: Provenance
+    layout: ModelLayout  # the driver's copy of the model, as blocks and prunable linears
+    space: SearchSpace  # genomes <-> candidates
+    evaluator: EvaluatorInputs  # what each evaluator actor is built from
+
+
+def prepare(config: SearchConfig) -> SearchInputs:
+    """Load the model once on the driver and gather everything the search will need."""
+    check_model_fits(config.model, gpus_per_worker=0)  # the driver keeps a CPU copy for statistics
+    loaded = load_model(config.model)
+    check_context(loaded.model.config, {"--seqlen": config.seqlen, "--stats-seqlen": config.stats_seqlen})
+    layout = find_layout(loaded.model)
+    tokens = calibration_windows(loaded.tokenizer, config.calib, config.nsamples, config.seqlen, config.seed)
+    stats_nsamples, stats_seqlen = config.stats_nsamples or config.nsamples, config.stats_seqlen or config.seqlen
+    same_windows = (stats_nsamples, stats_seqlen) == (config.nsamples, config.seqlen)
+    stats_tokens = tokens if same_windows else calibration_windows(
+        loaded.tokenizer, config.calib, stats_nsamples, stats_seqlen, config.seed)  # fmt: skip
+    stats = collect_stats(loaded.model, layout, stats_tokens)
+    sources = _fitness_sources(config, loaded.tokenizer)
+    owl = owl_sparsities(layout, stats, config.sparsity) if config.sparsity is not None else None
+    space = SearchSpace(layout, config.space_config(), owl_sparsities=owl)
+    model = ModelInfo(
+        name=config.model, fingerprint=fingerprint(loaded.model), family=layout.family,
+        shapes={linear.name: (linear.out_features, linear.in_features) for linear in layout.linears},
+    )  # fmt: skip
+    calibration = CalibrationInfo(
+        source=config.calib, sha256=text_provenance(config.calib, "calibration")["sha256"],
+        nsamples=stats_nsamples, seqlen=stats_seqlen, seed=config.seed,
+    )  # fmt: skip
+    # The plain objectives' tokens, named apart from the statistics' windows (which may differ).
+    plain = {"kind": "text", "sequences": config.nsamples, "seqlen": config.seqlen, "seed": config.seed}
+    provenance = Provenance(calibration=calibration, fitness={"text": plain, **_describe_sources(config, sources)})
+    evaluator = EvaluatorInputs(
+        model_spec=config.model, tokens=tokens, stats=stats, objectives=config.objective_names,
+        rank_metric=None if space.searches_metric else space.base_metric, sources=sources,
+    )  # fmt: skip
+    return SearchInputs(model=model, provenance=provenance, layout=layout, space=space, evaluator=evaluator)
+
+
+def _fitness_sources(config: SearchConfig, tokenizer: Any) -> dict[str, FitnessTokens]:
+    """The tokens of every ``objective@source``: a zero-shot task's calibration part, or text."""
+    sources: dict[str, FitnessTokens] = {}
+    for name in config.objective_names:
+        source = split_objective(name)[1]
+        if source is None or source in sources:
+            continue
+        if source in task_names():
+            sources[source] = _task_tokens(tokenizer, source, config)
+        else:
+            ids = calibration_windows(tokenizer, source, config.nsamples, config.seqlen, config.seed)
+            sources[source] = FitnessTokens(ids)
+    return sources
+
+
+def _task_tokens(tokenizer: Any, task: str, config: SearchConfig) -> FitnessTokens:
+    """Right answers of a task's calibration part, written out, padded into one batch."""
+    if config.task_dir is None:
+        raise InputError(f"objective @{task} needs the task files: pass --task-dir DIR")
+    examples = load_task(task, Path(config.task_dir)).examples
+    calibration, _ = split_indices(len(examples), config.task_calib_fraction, config.seed)
+    texts = [example_text(examples[i]) for i in calibration[: config.nsamples]]
+    if not texts:
+        raise InputError(f"task {task} has no calibration examples: raise --task-calib-fraction")
+    return FitnessTokens(*padded_batch(tokenizer, texts, config.seqlen))
+
+
+def _describe_sources(config: SearchConfig, sources: dict[str, FitnessTokens]) -> dict[str, dict[str, Any]]:
+    """What each token source was, for the recipes: enough for evaluation to leave it out."""
+    described: dict[str, dict[str, Any]] = {}
+    for source, tokens in sources.items():
+        entry: dict[str, Any] = {"sequences": int(tokens.input_ids.shape[0])}
+        if source in task_names():
+            entry |= {"kind": "task", "task_dir": config.task_dir, "calib_fraction": config.task_calib_fraction,
+                      "split_seed": config.seed}  # fmt: skip
+        else:
+            entry |= {"kind": "text", "seqlen": config.seqlen, "seed": config.seed}
+        described[source] = entry
+    return described
