@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -35,6 +36,18 @@ class PolynomialEvaluator:
         time.sleep(payload.get("delay", self.delay))
         return {"sum": float(x.sum() + self.offset), "square": float((x**2).sum()),
                 "threads": float(os.environ["OMP_NUM_THREADS"])}
+
+
+@dataclass(frozen=True)
+class Point:
+    """A typed payload, as the search sends Candidate objects."""
+
+    x: tuple[float, ...]
+
+
+class PointEvaluator:
+    def evaluate(self, payload: Point) -> dict[str, float]:
+        return {"norm": float(np.linalg.norm(payload.x))}
 
 
 def unfit_factory() -> PolynomialEvaluator:
@@ -110,6 +123,7 @@ def test_an_evaluation_that_raises_is_failed_not_retried(cluster) -> None:
         outcomes = pool.evaluate(payloads)
         assert pool.actor_pids() == pids  # the worker survived
     assert [o.status for o in outcomes] == ["ok", "failed", "ok"]
+    assert [o.ok for o in outcomes] == [True, False, True]
     assert outcomes[1].error == "ValueError: bad candidate [2.0]"
     assert outcomes[1].objectives is None and outcomes[1].attempts == 1
     with pytest.raises(RuntimeError, match="closed"):
@@ -137,6 +151,13 @@ def test_a_killed_worker_is_replaced_and_every_payload_completes_once(cluster) -
     assert any(o.attempts == 2 for o in outcomes)
     assert killed[0] not in survivors and len(survivors) == 2
     assert killed[0] not in {o.pid for o in outcomes if o.attempts == 2}
+
+
+def test_typed_payloads_reach_the_evaluator_as_they_were_sent(cluster) -> None:
+    with EvaluatorPool(PointEvaluator, workers=1, threads_per_worker=1) as pool:
+        outcomes = pool.evaluate([Point((3.0, 4.0)), Point((6.0, 8.0))])
+    assert [o.objectives for o in outcomes] == [{"norm": 5.0}, {"norm": 10.0}]
+    assert all(isinstance(o, Outcome) and o.ok and o.attempts == 1 for o in outcomes)
 
 
 def test_a_worker_that_cannot_start_is_reported(cluster) -> None:

@@ -201,3 +201,38 @@ def test_a_newly_registered_scoring_rule_is_a_prune_method(
     assert code == 0, errors
     code, errors = _main("prune", "--model", str(model_dir), "--method", "cube-magnitude", "--sparsity", "0.5")
     assert code == 2 and "choose one of magnitude, wanda, ria, sqrt-magnitude, sparsegpt" in errors[0]
+
+
+def test_prune_and_apply_share_their_calibration_and_after_pruning_options() -> None:
+    import dataclasses
+
+    import typer
+
+    from paretoprune.cli import app
+    from paretoprune.workflows import AfterPruning, ApplyConfig, CalibrationOptions, PruneConfig
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+
+    def described(command: str, option: str) -> tuple:
+        param = next(p for p in commands[command].params if option in p.opts)
+        return param.default, param.help
+
+    calibration = ["--calib", "--nsamples", "--seqlen", "--seed", "--sequential"]
+    after = ["--eval", "--max-windows", "--eval-tasks", "--task-dir", "--limit", "--save"]
+    for option in [*calibration, *after, "--update"]:
+        assert described("prune", option) == described("apply", option), option
+    for config in (PruneConfig, ApplyConfig):
+        types = {f.name: f.default_factory for f in dataclasses.fields(config) if f.name in ("calibration", "after")}
+        assert types == {"calibration": CalibrationOptions, "after": AfterPruning}
+
+
+def test_bench_eval_prints_the_keys_scripts_read(model_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["bench-eval", "--model", str(model_dir), "--nsamples", "2", "--seqlen", "32", "--candidates", "1",
+              "--json", "--quiet"])  # fmt: skip
+    assert exited.value.code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert {"forward_s", "layerwise_s", "metric_s", "layerwise_ratio", "metric_ratio", "model_bytes",
+            "overhead_bytes"} <= set(summary)  # fmt: skip
+    assert lines[0].startswith("dense forward") and "x forward" in lines[1]

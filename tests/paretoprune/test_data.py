@@ -22,6 +22,7 @@ from paretoprune.data import (
     contiguous_windows,
     evaluation_windows,
     load_text,
+    padded_batch,
     random_windows,
     text_provenance,
     tokenize,
@@ -435,3 +436,17 @@ def test_real_c4_files(shared_data: Path) -> None:
     # 1000 documents each, joined by 999 blank lines; the C4 texts total 2,163,590 characters
     assert len(validation.text) == 2_163_590 + 2 * 999
     assert len(train.text) == 2_189_457 + 2 * 999
+
+
+# --- short texts as one padded batch ---------------------------------------------------------
+
+
+def test_padded_batch_pads_on_the_right_and_masks_the_padding(tokenizer: Any) -> None:
+    ids, mask = padded_batch(tokenizer, ["abc", "a", "abcdefgh"], seqlen=5)
+    assert ids.shape == mask.shape == (3, 5)  # as wide as the longest row after the cut
+    assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]]
+    expected = tokenizer("abcdefgh", add_special_tokens=False).input_ids[:5]
+    assert ids[2].tolist() == expected and ids[0, :3].tolist() == expected[:3]
+    assert set(ids[1, 1:].tolist()) == {tokenizer.pad_token_id}
+    with pytest.raises(InputError, match="no texts"):
+        padded_batch(tokenizer, [], seqlen=5)

