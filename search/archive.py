@@ -9,7 +9,9 @@ Layout in the run folder:
 
 Appending one evaluation writes one part file (atomically). Rewriting the whole table per
 evaluation would cost O(n) each time; instead the parts are folded into the main table once
-they hold a quarter as many rows as it does, so the total cost stays linear.
+they hold a quarter as many rows as it does, so the total cost stays linear. The parts are the
+crash-safe journal of a running search: the driver compacts once more when a search ends or is
+interrupted, so that the main table alone then holds every evaluation.
 
 Why the epoch: a compaction or a rollback rewrites the main table with a new epoch before it
 deletes the parts it absorbed or dropped. Readers only take parts of the current epoch, so a

@@ -1,7 +1,7 @@
 """The search checkpoint: enough to continue a search exactly, stored without pickle.
 
-The checkpoint is what the driver needs to continue exactly (the generation, the algorithm's
-``state_dict()``), stored as plain, versioned data so that loading one never runs code. A
+It holds the generation to start from and the algorithm's ``state_dict()``, stored as plain,
+versioned data so that loading one never runs code. A
 state is a tree of dicts with string keys, lists, tuples, strings, numbers, booleans, None and
 numpy arrays. ``checkpoint.json`` holds the tree; each numpy array or scalar is replaced there
 by a marker such as ``{"__array__": "a3"}`` that names it inside a ``.npz`` file beside it

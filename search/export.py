@@ -19,7 +19,7 @@ from paretoprune.models import ModelLayout
 from paretoprune.recipe import ModelInfo, Provenance, Recipe, SearchInfo, save_recipe
 from paretoprune.search.archive import candidate_of
 from paretoprune.search.pareto import Objectives
-from paretoprune.search.run import Run, front_columns, recipe_file_name
+from paretoprune.search.run import RECIPE_COLUMN, Run, front_columns, recipe_file_name
 
 __all__ = ["SPARSITY_PICK_SLACK", "export_front", "front_table", "pick", "plot_front", "recipe_of_row", "rule_name"]
 
@@ -96,7 +96,7 @@ def front_table(front: pd.DataFrame, objectives: Objectives, layout: ModelLayout
     if "sparsity" not in objectives:
         table["achieved_sparsity"] = [_achieved_sparsity(layout, candidate) for candidate in candidates]
     table["rule"] = [rule_name(candidate.metric) for candidate in candidates]
-    table["recipe"] = [path.name for path in recipes] if recipes else None
+    table[RECIPE_COLUMN] = [path.name for path in recipes] if recipes else None
     return table[front_columns(list(objectives))]
 
 

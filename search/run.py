@@ -51,6 +51,7 @@ __all__ = [
     "LEGACY_CHECKPOINT_FILE",
     "PARTS_FOLDER",
     "RECIPES_FOLDER",
+    "RECIPE_COLUMN",
     "Run",
     "read_run_config",
     "front_columns",

@@ -59,7 +59,8 @@ def test_objectives_default_as_the_search_chose_them(tmp_path: Path) -> None:
     # A hand-written config without objectives: kl, plus sparsity since the target is searched.
     folder = tmp_path / "run"
     folder.mkdir()
-    (folder / CONFIG_FILE).write_text(yaml.safe_dump({"model": "tiny", "out": str(folder), "sparsity_range": [0.3, 0.7]}))
+    settings = {"model": "tiny", "out": str(folder), "sparsity_range": [0.3, 0.7]}
+    (folder / CONFIG_FILE).write_text(yaml.safe_dump(settings))
     assert Run.open(folder).objectives.names == ("kl", "sparsity")
     (folder / CONFIG_FILE).write_text(yaml.safe_dump({"model": "tiny", "out": str(folder), "sparsity": 0.5}))
     assert Run.open(folder).objectives.names == ("kl",)
@@ -133,8 +134,9 @@ def _string_constants(path: Path) -> list[tuple[int, str]]:
         and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
     }  # fmt: skip
     keys = {id(key) for node in ast.walk(tree) if isinstance(node, ast.Dict) for key in node.keys}
+    skipped = docstrings | keys
     return [(node.lineno, node.value) for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings | keys]  # fmt: skip
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skipped]  # fmt: skip
 
 
 def test_no_run_folder_file_name_is_written_outside_run_py() -> None:
