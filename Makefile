@@ -67,17 +67,16 @@ demo: install
 	$(PY) -m paretoprune front $(DEMO_RUN)
 	@echo "recipes: $(DEMO_RUN)/recipes  plot: $(DEMO_RUN)/pareto.png"
 
-# Reference results under results/ (hours on a 2-core CPU; each script resumes or is short).
+# Reference results under results/ (hours on a 2-core CPU; each study resumes or is short):
+# the benchmark harness, python -m benchmarks (see benchmarks/__init__.py).
 DATA_DIR ?= ../shared/data
 bench: install
-	$(PY) scripts/bench_baselines.py --data-dir $(DATA_DIR) --with-sparsegpt
-	mkdir -p results/evaluator
-	$(PY) -m paretoprune bench-eval --model smollm2-135m --calib $(DATA_DIR)/c4/c4-en-train-shard00000-first1000.jsonl \
-		--nsamples 8 --seqlen 256 --candidates 5 --json | tail -n 1 > results/evaluator/bench_eval.json
-	$(PY) scripts/bench_fitness.py --data-dir $(DATA_DIR) --candidates 30 --eval-windows 16
-	$(PY) scripts/bench_zeroshot.py --data-dir $(DATA_DIR) --limit 100
-	$(PY) scripts/bench_search.py --data-dir $(DATA_DIR)
-	$(PY) scripts/bench_fitness_noise.py --run runs/bench-search/sensitivity-unstructured-0.50 --top 8 --large 16x512
+	$(PY) -m benchmarks baselines --data-dir $(DATA_DIR)
+	$(PY) -m benchmarks bench-eval --data-dir $(DATA_DIR) --nsamples 8 --seqlen 256 --candidates 5
+	$(PY) -m benchmarks fitness --data-dir $(DATA_DIR) --candidates 30 --eval-windows 16
+	$(PY) -m benchmarks zeroshot --data-dir $(DATA_DIR) --limit 100
+	$(PY) -m benchmarks searched --data-dir $(DATA_DIR)
+	$(PY) -m benchmarks fitness-noise --run runs/bench-search/sensitivity-unstructured-0.50 --top 8 --large 16x512
 
 # Parse exported recipes with llm-compressor itself, in its own venv (it pins older transformers).
 check-llmcompressor:

@@ -32,8 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 # (pruner, our structure) of the self-check; our 1:4 keeps one weight of four (theirs: "3:4").
 SELF_CHECK_CASES = (
     ("sparsegpt", "unstructured"),
@@ -64,7 +62,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     _quiet_llmcompressor(args.verbose)
-    _import_paretoprune()
     outcomes = _check_files(args.files, args.model) if args.files else _self_check(args.parse_only)
     return _report(outcomes)
 
@@ -95,12 +92,6 @@ def _quiet_llmcompressor(verbose: bool) -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-def _import_paretoprune() -> None:
-    """paretoprune's recipe module needs only pydantic and PyYAML: use the checkout's copy."""
-    if importlib.util.find_spec("paretoprune") is None:
-        sys.path.insert(0, str(REPO_ROOT))
 
 
 def _report(outcomes: list[Outcome]) -> int:

@@ -1,0 +1,64 @@
+"""The names the pages give to prunings: "Wanda", "OWL + Wanda", "sensitivity search + update"."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from benchmarks.plan import Pruning
+from benchmarks.searches import SEARCHES
+
+__all__ = ["BASELINE_LABELS", "SEARCH_LABELS", "label", "label_order", "search_label"]
+
+# (allocation, pruner, update) of a baseline -> its name; a pruner not listed goes by its own.
+BASELINE_LABELS = {
+    ("uniform", "magnitude", False): "Magnitude",
+    ("uniform", "wanda", False): "Wanda",
+    ("uniform", "ria", False): "RIA",
+    ("owl", "wanda", False): "OWL + Wanda",
+    ("uniform", "sparsegpt", False): "SparseGPT",
+    ("uniform", "wanda", True): "Wanda + update",
+}
+# A search's family (SearchSpec.kind) -> its name.
+SEARCH_LABELS = {
+    "naive": "naive swap search",
+    "sensitivity": "sensitivity search",
+    "layerwise": "layerwise search",
+    "metric": "metric search",
+    "joint": "joint search",
+    "range": "layerwise range search",
+}
+# How a searched recipe was applied, (pruner, update) -> what its name gets.
+APPLIED = {("recipe", False): "", ("recipe", True): " + update", ("sparsegpt", False): " → SparseGPT"}
+SEQUENTIAL = ", sequential"
+
+
+def label(pruning: Pruning) -> str:
+    """The name of a row in the tables; ", sequential" marks sequential calibration."""
+    suffix = SEQUENTIAL if pruning.calibration == "sequential" else ""
+    if pruning.kind == "dense":
+        return "dense"
+    if pruning.kind == "search":
+        applied = APPLIED.get((pruning.pruner, pruning.update), f" → {pruning.pruner_label}")
+        return f"{search_label(pruning.source)}{applied}{suffix}"
+    key = (pruning.source, pruning.pruner, pruning.update)
+    return f"{BASELINE_LABELS.get(key, pruning.name)}{suffix}"
+
+
+def search_label(name: str) -> str:
+    """A search's name on the pages: its family's, "sensitivity search" (a search the plan
+    does not know goes by its run name)."""
+    spec = next((spec for spec in SEARCHES if spec.name == name), None)
+    return name if spec is None else SEARCH_LABELS.get(spec.kind, f"{spec.kind} search")
+
+
+def label_order(labels: Iterable[str]) -> list[str]:
+    """The labels present, baselines first, each method before its sequential line; names the
+    lists above do not know go after them, in the order given."""
+    known = [f"{name}{suffix}" for name in (*BASELINE_LABELS.values(), *_search_names())
+             for suffix in ("", SEQUENTIAL)]  # fmt: skip
+    present = list(dict.fromkeys(labels))
+    return sorted(present, key=lambda name: known.index(name) if name in known else len(known))
+
+
+def _search_names() -> list[str]:
+    return [f"{family}{applied}" for family in SEARCH_LABELS.values() for applied in APPLIED.values()]

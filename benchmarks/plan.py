@@ -1,0 +1,196 @@
+"""The plan: one table of every row the studies measure, in the order they run.
+
+A ``PlanRow`` names its study (``python -m benchmarks STUDY`` measures it) and how the model
+is pruned for it (a ``Pruning``): unpruned, by a known pruner (a *baseline*), or by the recipe
+a search found. A measured row is filed under the same ``Pruning``, so the runner skips a
+planned row whose ``Pruning`` is already in its study's table.
+
+The order makes a partial table useful: the cheap rows first, then one sparsity at a time with
+every method. To measure a new method, add its rows, e.g. a scoring rule registered as
+``"dsnot"`` at every unstructured level, both calibrations::
+
+    *(baseline("baselines", "dsnot", level, calibration=c) for level in SPARSITIES for c in CALIBRATIONS),
+
+A new search is declared in ``searches.SEARCHES`` and planned with ``search_rows``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from paretoprune.errors import InputError
+from paretoprune.metrics.masks import parse_structure
+
+from benchmarks.searches import SEARCHED, ZEROSHOT_SEARCH, SearchSpec, search_named
+from benchmarks.table import column
+
+__all__ = [
+    "CALIBRATIONS",
+    "PLAN",
+    "SEARCH_PRUNERS",
+    "SPARSITIES",
+    "PlanRow",
+    "Pruning",
+    "baseline",
+    "dense",
+    "planned",
+    "search_rows",
+    "select",
+]
+
+SPARSITIES = (0.5, 0.6, 0.7)
+CALIBRATIONS = ("one-shot", "sequential")
+# How a searched recipe is applied: its own rule; its rule, then SparseGPT's update of the
+# survivors; or its sparsities given to SparseGPT, which picks its own masks. (pruner, update)
+SEARCH_PRUNERS = (("recipe", False), ("recipe", True), ("sparsegpt", False))
+
+
+@dataclass(frozen=True)
+class Pruning:
+    """How a model is pruned for one row; a measured row is filed under the same columns."""
+
+    kind: str  # dense | baseline (a known pruner) | search (a searched recipe)
+    # Where the layer sparsities come from: a layer allocation (uniform, owl) or a search's name
+    source: str = "uniform"
+    # A scoring rule (magnitude, wanda, ria, ...), sparsegpt, or recipe (the recipe's own rule)
+    pruner: str = "none"
+    update: bool = False  # the survivors of the pruner's masks then updated as SparseGPT does
+    structure: str = "unstructured"  # or N:M
+    target_sparsity: float = column("g", default=0.0)  # the level the row is filed under
+    # none | one-shot (every block calibrated on the dense model) | sequential (each block on
+    # the outputs of the blocks already pruned)
+    calibration: str = "none"
+
+    @property
+    def name(self) -> str:
+        """What ``--only`` picks: dense, a baseline (wanda, owl-wanda, wanda-update), a search."""
+        if self.kind == "dense":
+            return "dense"
+        if self.kind == "search":
+            return self.source
+        allocation = "" if self.source == "uniform" else f"{self.source}-"
+        return f"{allocation}{self.pruner}{'-update' if self.update else ''}"
+
+    @property
+    def pruner_label(self) -> str:
+        """What ``--pruners`` picks: the pruner, or "update" when the survivors are updated."""
+        return "update" if self.update else self.pruner
+
+    @property
+    def shape(self) -> str:
+        """What ``--shapes`` picks: the structure, or the sparsity when unstructured ("0.7")."""
+        return self.structure if self.structure != "unstructured" else f"{self.target_sparsity:g}"
+
+    @property
+    def search(self) -> SearchSpec | None:
+        return search_named(self.source) if self.kind == "search" else None
+
+    def describe(self) -> str:
+        """One line for the pages' lists of rows not yet measured."""
+        if self.kind == "dense":
+            return "dense"
+        level = f"{self.target_sparsity:.0%}"
+        if self.kind == "search":
+            return f"{self.source} at {level}, pruner {self.pruner_label}, {self.calibration}"
+        shape = self.structure if self.structure != "unstructured" else level
+        return f"{self.name} {shape} {self.calibration}"
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    study: str  # baselines | searched | zeroshot: the study that measures it
+    pruning: Pruning
+
+
+def dense(study: str) -> PlanRow:
+    """The unpruned model: what every other row of the study is read against."""
+    return PlanRow(study, Pruning("dense"))
+
+
+def baseline(study: str, pruner: str, sparsity: float, *, structure: str = "unstructured",
+             allocation: str = "uniform", update: bool = False, calibration: str = "one-shot") -> PlanRow:  # fmt: skip
+    """A known pruner: a registered scoring rule or sparsegpt, at one sparsity (or N:M)."""
+    nm = parse_structure(structure)
+    level = sparsity if nm is None else 1.0 - nm[0] / nm[1]
+    return PlanRow(study, Pruning("baseline", allocation, pruner, update, structure, level, calibration))
+
+
+def search_rows(study: str, spec: SearchSpec) -> list[PlanRow]:
+    """Every row measured from a search's recipes: each pick, calibration and pruner.
+
+    The range search's recipes are its by-products: applied one-shot with their own rule only.
+    """
+    ranged = spec.sparsity_range is not None
+    calibrations = CALIBRATIONS[:1] if ranged else CALIBRATIONS
+    pruners = SEARCH_PRUNERS[:1] if ranged else SEARCH_PRUNERS
+    return [
+        PlanRow(study, Pruning("search", spec.name, pruner, update, spec.structure, pick.level, calibration))
+        for pick in spec.picks()
+        for calibration in calibrations
+        for pruner, update in pruners
+    ]
+
+
+def _baselines() -> list[PlanRow]:
+    """Magnitude first (no calibration), then one shape at a time (50 % first, the papers'
+    headline, then 2:4, ...) with every calibrated method in both modes, then the rows that
+    need each layer's Hessian: SparseGPT and Wanda's masks with SparseGPT's update."""
+    rows = [dense("baselines")]
+    rows += [baseline("baselines", "magnitude", level, calibration="none") for level in SPARSITIES]
+    for structure, level in (("unstructured", 0.5), ("2:4", 0.5), ("unstructured", 0.6), ("4:8", 0.5),
+                             ("unstructured", 0.7)):  # fmt: skip
+        methods = [("uniform", "wanda"), ("uniform", "ria")]
+        if structure == "unstructured":
+            methods.append(("owl", "wanda"))  # OWL's allocation has nothing to move under N:M
+        rows += [baseline("baselines", pruner, level, structure=structure, allocation=allocation, calibration=c)
+                 for allocation, pruner in methods for c in CALIBRATIONS]  # fmt: skip
+    shapes = [("unstructured", level) for level in SPARSITIES] + [("2:4", 0.5)]
+    rows += [baseline("baselines", pruner, level, structure=structure, update=update, calibration=c)
+             for c in CALIBRATIONS for pruner, update in (("sparsegpt", False), ("wanda", True))
+             for structure, level in shapes]  # fmt: skip
+    return rows
+
+
+def _searched() -> list[PlanRow]:
+    rows = [dense("searched")]
+    for spec in SEARCHED:
+        rows += search_rows("searched", spec)
+    return rows
+
+
+def _zeroshot() -> list[PlanRow]:
+    """Dense, uniform Wanda at 50 % and a small layerwise search's 50 % recipe, one-shot."""
+    return [dense("zeroshot"), baseline("zeroshot", "wanda", 0.5), *search_rows("zeroshot", ZEROSHOT_SEARCH)[:1]]
+
+
+PLAN: tuple[PlanRow, ...] = (*_baselines(), *_searched(), *_zeroshot())
+
+
+def planned(study: str) -> list[Pruning]:
+    """The prunings ``study`` measures, in plan order."""
+    return [row.pruning for row in PLAN if row.study == study]
+
+
+def select(prunings: Sequence[Pruning], only: Iterable[str] = (), shapes: Iterable[str] = (),
+           pruners: Iterable[str] = (), calibrations: Iterable[str] = ()) -> list[Pruning]:  # fmt: skip
+    """The prunings every filter keeps (an empty filter keeps all). The dense row passes the
+    shape, pruner and calibration filters; ``only`` names it as "dense"."""
+    only, shapes, pruners, calibrations = set(only), set(shapes), set(pruners), set(calibrations)
+    _check_known("--only", only, {p.name for p in prunings})
+    _check_known("--shapes", shapes, {p.shape for p in prunings if p.kind != "dense"})
+    _check_known("--pruners", pruners, {p.pruner_label for p in prunings if p.kind != "dense"})
+    _check_known("--calibrations", calibrations, {p.calibration for p in prunings if p.calibration != "none"})
+    return [
+        p for p in prunings
+        if (not only or p.name in only)
+        and (not shapes or p.shape in shapes or p.kind == "dense")
+        and (not pruners or p.pruner_label in pruners or p.kind == "dense")
+        and (not calibrations or p.calibration in calibrations or p.calibration == "none")
+    ]  # fmt: skip
+
+
+def _check_known(option: str, asked: set[str], known: set[str]) -> None:
+    unknown = sorted(asked - known)
+    if unknown:
+        raise InputError(f"{option} {','.join(unknown)} is not known; choose among {', '.join(sorted(known))}")

@@ -1,0 +1,64 @@
+"""Pruning as a plan row says: each baseline with its own method, a fresh model each time."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from paretoprune.models import find_layout
+from paretoprune.pruning import prune_model
+from paretoprune.testing import tiny_model
+
+from benchmarks.plan import baseline
+from benchmarks.pruned import baseline_candidate, prune_baseline
+
+TOKENS = torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(1))
+
+
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {linear.name: linear.weight_matrix().detach().clone() for linear in find_layout(model).linears}
+
+
+def test_wanda_update_keeps_wandas_masks_and_changes_the_survivors() -> None:
+    weights = {}
+    for update in (False, True):
+        model = tiny_model("llama")
+        prune_baseline(model, baseline("baselines", "wanda", 0.5, update=update).pruning, TOKENS, batch_size=2)
+        weights[update] = _weights(model)
+    for name, masked in weights[False].items():
+        assert torch.equal(masked != 0, weights[True][name] != 0)
+    assert any(not torch.equal(masked, weights[True][name]) for name, masked in weights[False].items())
+
+
+@pytest.mark.parametrize(("pruner", "update"), [("sparsegpt", False), ("wanda", True), ("wanda", False)])
+def test_a_sequential_row_prunes_with_its_own_method(pruner: str, update: bool) -> None:
+    pruning = baseline("baselines", pruner, 0.5, update=update, calibration="sequential").pruning
+    model = tiny_model("llama")
+    prune_baseline(model, pruning, TOKENS, batch_size=2)
+    got = _weights(model)
+
+    def pruned_by(method: str, with_update: bool) -> dict[str, torch.Tensor]:
+        fresh = tiny_model("llama")
+        layout = find_layout(fresh)
+        candidate = baseline_candidate(fresh, layout, pruning, TOKENS, batch_size=2)
+        prune_model(fresh, layout, candidate, TOKENS, method=method, update=with_update, sequential=True,
+                    batch_size=2, progress=False)  # fmt: skip
+        return _weights(fresh)
+
+    expected = pruned_by("sparsegpt" if pruner == "sparsegpt" else "metric", update)
+    assert all(torch.equal(got[name], weight) for name, weight in expected.items())
+    rule_alone = pruned_by("metric", False)  # magnitude stands in for SparseGPT's own masks
+    assert all(torch.equal(got[name], weight) for name, weight in rule_alone.items()) == (not update and pruner == "wanda")
+
+
+def test_owl_spreads_the_target_over_the_blocks_from_dense_statistics() -> None:
+    model = tiny_model("llama", layers=3)
+    layout = find_layout(model)
+    pruning = baseline("baselines", "wanda", 0.6, allocation="owl").pruning
+    sparsities = baseline_candidate(model, layout, pruning, TOKENS, batch_size=2).sparsities
+    mean = sum(sparsities[name] * numel for name, numel in zip(layout.names, layout.numels)) / layout.total_numel
+    assert mean == pytest.approx(0.6) and len(set(sparsities.values())) > 1
+    structured = baseline("baselines", "ria", 0.0, structure="2:4").pruning
+    candidate = baseline_candidate(model, layout, structured, TOKENS, batch_size=2)
+    assert candidate.structure == "2:4" and set(candidate.sparsities.values()) == {0.5}
