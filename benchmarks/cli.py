@@ -20,13 +20,16 @@ from paretoprune.errors import InputError
 from paretoprune.evaluators.zeroshot_tasks import task_names
 
 from benchmarks.evaluator_cli import add_evaluator_commands, data_options
+from benchmarks.measurement import Measurement
 from benchmarks.model_record import SMOLLM2_ALIAS
+from benchmarks.pages.render import render_all
 from benchmarks.plan import planned
 from benchmarks.protocol import Windows
 from benchmarks.runner import Filters, RunOptions, run_study
 from benchmarks.searches import Budget
 from benchmarks.studies import REPO_ROOT, RESULTS, STUDIES, study_named
 from benchmarks.table import read_table
+from benchmarks.zeroshot import ZeroShotScore
 
 __all__ = ["main"]
 
@@ -166,16 +169,11 @@ def _reproduce_command(args: argparse.Namespace, study: str) -> str:
 
 
 def _pages(args: argparse.Namespace) -> None:
-    from benchmarks.pages.render import render_all
-
     render_all(args.results)
 
 
 def _plan(args: argparse.Namespace) -> None:
     """Each planned row of the study, and whether its table holds it."""
-    from benchmarks.measurement import Measurement
-    from benchmarks.zeroshot import ZeroShotScore
-
     study = study_named(args.study)
     folder = args.out or study.results
     rows = read_table(folder / study.table, ZeroShotScore if study.zero_shot else Measurement)
