@@ -6,12 +6,15 @@ a search found. A measured row is filed under the same ``Pruning``, so the runne
 planned row whose ``Pruning`` is already in its study's table.
 
 The order makes a partial table useful: the cheap rows first, then one sparsity at a time with
-every method. To measure a new method, add its rows, e.g. a scoring rule registered as
-``"dsnot"`` at every unstructured level, both calibrations::
+every method. To measure a new method, register it where paretoprune looks pruners up (a
+scoring rule in ``SCORING_RULES``, a layer allocation in ``LAYER_ALLOCATIONS``) and add its rows
+to ``PLAN``, e.g. a rule named ``"dsnot"`` at every unstructured level, both calibrations::
 
     *(baseline("baselines", "dsnot", level, calibration=c) for level in SPARSITIES for c in CALIBRATIONS),
 
-A new search is declared in ``searches.SEARCHES`` and planned with ``search_rows``.
+``python -m benchmarks baselines`` then measures just those rows (the others are in the table),
+and the pages show them under the rule's name (``labels.BASELINE_LABELS`` may give a nicer
+one). A new search is declared in ``searches.SEARCHED`` and planned with ``search_rows``.
 """
 
 from __future__ import annotations
