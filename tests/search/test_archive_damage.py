@@ -112,6 +112,22 @@ def test_front_of_a_damaged_run_exits_2_in_one_line(tmp_path: Path, capsys, dama
     assert len(errors) == 1 and damaged.name in errors[0] and "unreadable" in errors[0]
 
 
+def _journal_again(run_dir: Path, generation: int) -> None:
+    """Put one generation's rows back into part files, where they sit until a search ends.
+
+    A finished or interrupted search compacts its archive; a killed one leaves the journal.
+    """
+    frame = Archive.load(run_dir).frame()
+    archive = Archive(run_dir, ("kl",))
+    archive.discard_after(generation - 1)
+    for row in frame[frame["generation"] == generation].to_dict("records"):
+        archive.append(eval_id=row["eval_id"], generation=generation, genome=row["genome"],
+                       candidate=row["candidate"], objectives={"kl": row["kl"]}, worker=row["worker"],
+                       node_id=row["node_id"], seconds=row["seconds"], status=row["status"],
+                       error=row["error"])  # fmt: skip
+    assert len(list((run_dir / PARTS_FOLDER).glob("part-*.parquet"))) == len(frame[frame["generation"] == generation])
+
+
 @pytest.mark.ray
 def test_a_resumed_search_sets_a_truncated_part_aside_and_finishes(tmp_path: Path) -> None:
     model_dir, run = tmp_path / "model", tmp_path / "run"
@@ -123,6 +139,7 @@ def test_a_resumed_search_sets_a_truncated_part_aside_and_finishes(tmp_path: Pat
                             "32", "--sparsity", "0.5", "--pop", "4", "--generations", "2", "--workers", "1",
                             "--out", str(run)], env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert first.returncode == 0, first.stderr[-2000:]
+    _journal_again(run, generation=1)  # as a driver killed (not interrupted) after generation 1 leaves it
     damaged = _part(run, 5)  # generation 1, finished: the resumed search cannot recompute it
     _truncate(damaged)
     resumed = subprocess.run([*search, "--resume", str(run), "--generations", "3"], env=env,
