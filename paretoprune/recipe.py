@@ -540,6 +540,3 @@ def dump_yaml(data: Any) -> str:
         data, Dumper=_RecipeDumper, sort_keys=False, default_flow_style=False, width=100
     )
 
-
-# The name this module used to give the atomic text writer; scripts still import it from here.
-write_text_atomic = atomic_write_text

@@ -15,7 +15,6 @@ belongs to :mod:`paretoprune.search.run`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -37,12 +36,11 @@ from paretoprune.search.config import SearchConfig, load_config
 from paretoprune.search.export import export_front, front_table, plot_front
 from paretoprune.search.inputs import SearchInputs, prepare
 from paretoprune.search.pareto import Objectives
-from paretoprune.search.run import Run, read_run_config, stage_folder
+from paretoprune.search.run import Run, stage_folder
 from paretoprune.search.space import SearchSpace, check_space_config
 
-# The last four are for older code: the run folder is read through Run now.
-__all__ = ["SearchConfig", "SearchResult", "load_config", "resume", "run_search",
-           "candidate_of", "final_run_dir", "front_of", "read_run_config"]  # fmt: skip
+# SearchConfig, load_config and candidate_of are defined elsewhere; they stay importable from here.
+__all__ = ["SearchConfig", "SearchResult", "candidate_of", "load_config", "resume", "run_search"]
 
 logger = logging.getLogger(__name__)
 
@@ -269,18 +267,3 @@ def _finish(run: Run, inputs: SearchInputs, interrupted: bool) -> SearchResult:
     run.save_front_table(front_table(front, objectives, inputs.layout, recipes))
     plot_front(frame, front, objectives, run.front_plot_path)
     return SearchResult(run.folder, len(archive), front, recipes, interrupted, objectives.names)
-
-
-# ------------------------------------------------------------------------------------------------
-# Older names: the run folder is read through Run now
-
-
-def final_run_dir(run_dir: Path) -> Path:
-    """Where a run's front lives: ``Run.open(run_dir).final_stage.folder``."""
-    return Run.open(run_dir).final_stage.folder
-
-
-def front_of(frame: pd.DataFrame, objectives: Sequence[str]) -> pd.DataFrame:
-    """The non-dominated successful evaluations: ``Objectives.of(objectives).front(frame)``."""
-    return Objectives.of(objectives).front(frame)
-

@@ -22,7 +22,7 @@ from paretoprune.search.run import CONFIG_FILE
 from paretoprune.testing import tiny_model
 
 OBJECTIVES = ["kl", "sparsity"]
-# A front as front_of returns it: sorted by the objectives, index 0..n-1.
+# A front as Run.front returns it: sorted by the objectives, index 0..n-1.
 FRONT = pd.DataFrame({"eval_id": [4, 9, 2], "kl": [0.1, 0.3, 0.8], "sparsity": [0.42, 0.55, 0.68]})
 
 
