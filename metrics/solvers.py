@@ -19,11 +19,12 @@ from dataclasses import dataclass
 
 import torch
 
+from paretoprune.errors import InputError
 from paretoprune.metrics.frank_wolfe import FrankWolfeSettings, frank_wolfe_mask
 from paretoprune.metrics.sparsegpt import sparsegpt_update
 from paretoprune.registry import Registry
 
-__all__ = ["SOLVERS", "LayerSolver", "SolveFn"]
+__all__ = ["SOLVERS", "LayerSolver", "SolveFn", "check_chain", "parse_chain", "run_chain"]
 
 # (weight [out, in], keep mask [out, in] bool, Hessian [in, in]) -> (pruned weight, keep mask)
 SolveFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -34,6 +35,7 @@ class LayerSolver:
     """How to run one solver, and what it needs from calibration."""
 
     solve: SolveFn
+    changes: str  # "mask" (chooses other weights to keep) or "weights" (moves the kept values)
     needs_hessian: bool = True  # walk the calibration data and accumulate X X^T per layer
 
 
@@ -62,10 +64,54 @@ def _frank_wolfe(
 
 SOLVERS: Registry[LayerSolver] = Registry("solver", option="--solver")
 SOLVERS.register(
-    "update", LayerSolver(_sparsegpt_update),
+    "update", LayerSolver(_sparsegpt_update, changes="weights"),
     summary="SparseGPT's update: the kept weights reconstruct the layer's calibration outputs",
 )  # fmt: skip
 SOLVERS.register(
-    "fw", LayerSolver(_frank_wolfe),
+    "fw", LayerSolver(_frank_wolfe, changes="mask"),
     summary="SparseFW: Frank-Wolfe on the relaxed mask swaps kept and pruned weights to lower the output error",
 )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------
+# Chains: ``--solver fw,update``
+
+
+def parse_chain(text: str | None) -> tuple[str, ...]:
+    """``"fw, update"`` -> ("fw", "update"); None or "" -> no solver. Checked (see check_chain)."""
+    chain = tuple(name.strip().lower() for name in (text or "").split(",") if name.strip())
+    return check_chain(chain)
+
+
+def check_chain(chain: tuple[str, ...]) -> tuple[str, ...]:
+    """Every name registered, each once, and the mask solvers before the weight solvers: a mask
+    chosen after the weights were updated would keep values reconstructed for another mask."""
+    for name in chain:
+        SOLVERS.lookup(name)
+    if len(set(chain)) != len(chain):
+        raise InputError(f"--solver {','.join(chain)} names a solver twice: list each once")
+    kinds = [SOLVERS[name].changes for name in chain]
+    if "weights" in kinds and "mask" in kinds[kinds.index("weights"):]:
+        raise InputError(f"--solver {','.join(chain)}: put the solvers that change the mask "
+                         f"({', '.join(n for n in chain if SOLVERS[n].changes == 'mask')}) before those that "
+                         "update the weights, e.g. --solver fw,update")  # fmt: skip
+    return chain
+
+
+def run_chain(
+    chain: tuple[str, ...], weight: torch.Tensor, keep: torch.Tensor, hessian: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the solvers in order on one layer and return (pruned weight, mask).
+
+    Mask solvers refine the mask of the dense ``weight``. The first weight solver reconstructs
+    from the dense values too (it needs the values it drops); a later one starts from what the
+    one before it left.
+    """
+    pruned, mask = weight * keep.to(weight.dtype), keep
+    updated = False
+    for name in check_chain(chain):
+        solver = SOLVERS[name]
+        start = pruned if (solver.changes == "weights" and updated) else weight
+        pruned, mask = solver.solve(start, mask, hessian)
+        updated = updated or solver.changes == "weights"
+    return pruned, mask

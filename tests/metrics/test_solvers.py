@@ -77,3 +77,32 @@ def test_fw_then_update_beats_update_alone_on_these_layers() -> None:
             assert output_error(weight, chained, inputs) < output_error(weight, alone, inputs)
             # The pruned weight passed on as it is: the update has nothing to move.
             torch.testing.assert_close(update.solve(refined, mask, hessian)[0], refined)
+
+
+def test_chains_are_parsed_checked_and_run_in_order() -> None:
+    import pytest
+
+    from paretoprune.errors import InputError
+    from paretoprune.metrics.solvers import parse_chain, run_chain
+
+    assert parse_chain(None) == () and parse_chain(" fw , update ") == ("fw", "update")
+    with pytest.raises(InputError, match="put the solvers that change the mask \\(fw\\) before"):
+        parse_chain("update,fw")
+    with pytest.raises(InputError, match="twice"):
+        parse_chain("fw,fw")
+    with pytest.raises(InputError, match="unknown solver 'obs' for --solver: choose one of update, fw"):
+        parse_chain("obs")
+    generator = torch.Generator().manual_seed(1)
+    weight = torch.randn(8, 32, generator=generator)
+    inputs = torch.randn(32, 128, generator=generator)
+    hessian = inputs @ inputs.T
+    keep = torch.rand(8, 32, generator=generator).argsort(dim=1) >= 16  # half of every row
+    pruned, mask = run_chain((), weight, keep, hessian)
+    assert torch.equal(mask, keep) and torch.equal(pruned, weight * keep)
+    fw_pruned, fw_mask = run_chain(("fw",), weight, keep, hessian)
+    both, both_mask = run_chain(("fw", "update"), weight, keep, hessian)
+    assert torch.equal(both_mask, fw_mask)
+    # update gets the dense weight with fw's mask (not fw's zeroed output, which it could not move).
+    assert torch.equal(both, sparsegpt_update(weight, hessian, fw_mask))
+    error = lambda w: float(((w - weight) @ inputs).pow(2).sum())  # noqa: E731
+    assert error(both) <= error(fw_pruned) <= error(weight * keep)
