@@ -35,6 +35,8 @@ class ChannelStats:
     sq_sum: torch.Tensor  # [in] float64: sum over tokens of x_j^2
     count: int = 0  # tokens seen
     gram: torch.Tensor | None = None  # [in, in] float32: sum over tokens of x x^T (SparseGPT)
+    # The input at each sequence's last position, kept when asked (TRIM judges rows on them).
+    last_inputs: list[torch.Tensor] | None = None
 
     @property
     def act_norm(self) -> torch.Tensor:
@@ -53,6 +55,14 @@ class ChannelStats:
         self.count += rows.shape[0]
         if self.gram is not None:
             self.gram.addmm_(rows.t(), rows)
+        if self.last_inputs is not None and inputs.dim() == 3:
+            self.last_inputs.append(inputs[:, -1, :].float())
+
+    def last_token_inputs(self) -> torch.Tensor:
+        """[sequences, in]: the input each calibration sequence gave at its last position."""
+        if not self.last_inputs:
+            raise RuntimeError("statistics were gathered without last-token inputs (last_tokens=False)")
+        return torch.cat(self.last_inputs)
 
 
 @dataclass
@@ -83,12 +93,14 @@ def walk_blocks(
     batch_size: int = 8,
     hessian: bool = False,
     propagate: str = "pruned",
+    last_tokens: bool = False,
 ) -> Iterator[BlockStep]:
     """Yield each block with its linears' statistics; the caller may prune it in place.
 
     ``propagate="pruned"`` (sequential): the next block's inputs are computed after the caller
     had its turn, through the pruned block. ``propagate="dense"`` (one-shot): they are computed
-    before, so every block is calibrated as in the dense model.
+    before, so every block is calibrated as in the dense model. ``last_tokens`` also keeps each
+    linear's input at every sequence's last position.
     """
     if propagate not in ("pruned", "dense"):
         raise ValueError(f"propagate must be 'pruned' or 'dense', not {propagate!r}")
@@ -96,7 +108,7 @@ def walk_blocks(
     inputs = _capture_block_inputs(model, layout, tokens.to(device), batch_size)
     for block in layout.blocks:
         step = BlockStep(block=block, linears=layout.linears_of_block(block.index))
-        step.stats = _block_stats(block, step.linears, inputs, hessian)
+        step.stats = _block_stats(block, step.linears, inputs, hessian, last_tokens)
         if propagate == "dense":
             inputs = _run_block(block, inputs)
         yield step
@@ -151,6 +163,7 @@ def _block_stats(
     linears: list[PrunableLinear],
     inputs: list[_BlockInput],
     hessian: bool,
+    last_tokens: bool = False,
 ) -> dict[str, ChannelStats]:
     stats = {
         linear.name: ChannelStats(
@@ -160,6 +173,7 @@ def _block_stats(
                 if hessian
                 else None
             ),
+            last_inputs=[] if last_tokens else None,
         )
         for linear in linears
     }

@@ -24,6 +24,10 @@ class Candidate:
     structure: str = "unstructured"
     # Comparison group of the scores: "row" (one output row, as Wanda) or "layer" (whole matrix).
     group: str = "row"
+    # How each layer's sparsity is shared among its rows: a registered row allocation.
+    rows: str = "uniform"
+    # Layer solvers run after the mask, in order (e.g. ("fw", "update")); empty: none.
+    solvers: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -31,6 +35,9 @@ class Candidate:
             "sparsities": {name: float(value) for name, value in self.sparsities.items()},
             "structure": self.structure,
             "group": self.group,
+            # Written only when set, so that archives and recipes of plain candidates stay as they were.
+            **({"rows": self.rows} if self.rows != "uniform" else {}),
+            **({"solvers": list(self.solvers)} if self.solvers else {}),
         }
 
     @classmethod
@@ -40,4 +47,6 @@ class Candidate:
             sparsities=dict(data["sparsities"]),
             structure=data.get("structure", "unstructured"),
             group=data.get("group", "row"),
+            rows=data.get("rows", "uniform"),
+            solvers=tuple(data.get("solvers", ())),
         )

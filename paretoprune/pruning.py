@@ -3,7 +3,9 @@
 Per-layer sparsities come from the candidate; the weights to drop are chosen either by the
 candidate's scoring rule (magnitude, Wanda, RIA or any point of the meta-metric family) or by
 SparseGPT, which also updates the surviving weights to reconstruct each layer's output. With
-``update=True`` a scoring rule's masks get that same update (``sparsegpt_update``).
+``update=True`` a scoring rule's masks get that same update (the ``update`` solver); other solvers
+(``candidate.solvers``, e.g. Frank-Wolfe mask refinement) and row allocations (``candidate.rows``,
+e.g. TRIM) come from the registries.
 
 One-shot pruning calibrates every block on the dense model's activations; sequential pruning
 (``sequential=True``) calibrates each block on the outputs of the already pruned blocks, as the
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -28,8 +31,9 @@ from paretoprune.evaluators.stats import ChannelStats, walk_blocks
 from paretoprune.metrics.allocation import owl_block_sparsities, outlier_ratio
 from paretoprune.metrics import masks
 from paretoprune.metrics.masks import check_structure_fits, parse_structure
-from paretoprune.metrics.scores import KNOWN_METRICS, MetricSpec, compute_scores
-from paretoprune.metrics.solvers import SOLVERS
+from paretoprune.metrics.scores import SCORING_RULES, MetricSpec, compute_scores
+from paretoprune.metrics.row_allocation import ROW_ALLOCATIONS, keep_mask_with_row_counts, row_counts
+from paretoprune.metrics.solvers import SOLVERS, check_chain, run_chain
 from paretoprune.metrics.sparsegpt import sparsegpt_prune
 from paretoprune.models import ModelLayout, PrunableLinear
 from paretoprune.registry import Registry
@@ -76,7 +80,7 @@ def owl_sparsities(
 ) -> dict[str, float]:
     """OWL: blocks with more activation outliers keep more weights; exact weighted mean."""
     _check_sparsity(sparsity, "sparsity")
-    wanda = KNOWN_METRICS["wanda"]
+    wanda = SCORING_RULES["wanda"]
     ratios, weights = [], []
     for block in layout.blocks:
         linears = layout.linears_of_block(block.index)
@@ -169,6 +173,17 @@ def check_candidate(layout: ModelLayout, candidate: Candidate) -> None:
     structure = parse_structure(candidate.structure)
     for linear in layout.linears:
         check_structure_fits(linear.in_features, structure, linear.name)
+    check_chain(tuple(candidate.solvers))
+    _check_rows(candidate, structure)
+
+
+def _check_rows(candidate: Candidate, structure: tuple[int, int] | None) -> None:
+    rows = ROW_ALLOCATIONS.lookup(candidate.rows)
+    if structure is not None and "N:M" not in rows.structures:
+        raise InputError(f"--rows {candidate.rows} shares a layer's sparsity among its rows, which N:M fixes "
+                         f"already: use --rows uniform with --structure {candidate.structure}")  # fmt: skip
+    if candidate.rows != "uniform" and candidate.group != "row":
+        raise InputError(f"--rows {candidate.rows} works on per-row comparison (group row), not {candidate.group}")
 
 
 def _check_sparsity(value: float, what: str) -> None:
@@ -194,54 +209,50 @@ def prune_model(
 ) -> PruneReport:
     """Prune ``model`` in place as ``candidate`` says and report the sparsity reached.
 
-    ``method="metric"`` drops the lowest-scoring weights of the candidate's metric, and with
-    ``update`` reconstructs each layer's output from the survivors as SparseGPT does;
-    ``method="sparsegpt"`` uses SparseGPT at the candidate's sparsities and structure.
-    ``tokens`` (calibration windows) are needed unless the metric ignores activations.
+    ``method="metric"`` drops the lowest-scoring weights of the candidate's metric (shared among
+    each layer's rows by its row allocation), then runs the candidate's solvers in order;
+    ``update`` appends SparseGPT's update to them. ``method="sparsegpt"`` uses SparseGPT at the
+    candidate's sparsities and structure. ``tokens`` (calibration windows) are needed unless the
+    metric ignores activations and no solver or row allocation reads calibration data.
     """
     if method not in ("metric", "sparsegpt"):
         raise InputError(f"unknown pruning method {method!r}: use metric or sparsegpt")
-    if update and method == "sparsegpt":
-        raise InputError("--update goes with a scoring rule: SparseGPT already updates the weights it keeps")
+    chain = check_chain(tuple(candidate.solvers) + (("update",) if update and "update" not in candidate.solvers else ()))
+    if chain and method == "sparsegpt":
+        raise InputError("--update and --solver go with a scoring rule: SparseGPT already updates the weights it keeps")
     check_candidate(layout, candidate)
+    rows = ROW_ALLOCATIONS.lookup(candidate.rows)
     started = time.perf_counter()
-    needs_data = method == "sparsegpt" or update or candidate.metric.uses_activations
+    needs = _Needs(
+        hessian=method == "sparsegpt" or any(SOLVERS[name].needs_hessian for name in chain),
+        last_tokens=rows.needs_inputs,
+    )
+    needs_data = needs.hessian or needs.last_tokens or candidate.metric.uses_activations
     if needs_data and tokens is None:
         raise InputError("this pruner needs calibration data: pass --calib SRC")
+    prune = partial(_prune_linear, candidate=candidate, method=method, chain=chain)
     if needs_data:
-        _prune_walking(model, layout, candidate, tokens, method, update, sequential, batch_size, progress)
+        steps = walk_blocks(model, layout, tokens, batch_size=batch_size, hessian=needs.hessian,
+                            propagate="pruned" if sequential else "dense", last_tokens=needs.last_tokens)  # fmt: skip
+        for step in tqdm(steps, total=len(layout.blocks), desc="pruning", disable=not progress):
+            for linear in step.linears:
+                prune(linear, step.stats[linear.name])
     else:
         for linear in tqdm(layout.linears, desc="pruning", disable=not progress):
-            _prune_linear(linear, None, candidate, method, update=False)
+            prune(linear, None)
     return measure_sparsity(layout, seconds=time.perf_counter() - started)
 
 
-def _prune_walking(
-    model: nn.Module,
-    layout: ModelLayout,
-    candidate: Candidate,
-    tokens: torch.Tensor,
-    method: str,
-    update: bool,
-    sequential: bool,
-    batch_size: int,
-    progress: bool,
-) -> None:
-    steps = walk_blocks(
-        model,
-        layout,
-        tokens,
-        batch_size=batch_size,
-        hessian=method == "sparsegpt" or update,
-        propagate="pruned" if sequential else "dense",
-    )
-    for step in tqdm(steps, total=len(layout.blocks), desc="pruning", disable=not progress):
-        for linear in step.linears:
-            _prune_linear(linear, step.stats[linear.name], candidate, method, update)
+@dataclass(frozen=True)
+class _Needs:
+    """What the calibration walk must gather besides the input norms."""
+
+    hessian: bool  # X X^T per layer: SparseGPT and the solvers
+    last_tokens: bool  # each sequence's last input: row allocations such as TRIM
 
 
 def _prune_linear(
-    linear: PrunableLinear, stats: ChannelStats | None, candidate: Candidate, method: str, update: bool
+    linear: PrunableLinear, stats: ChannelStats | None, *, candidate: Candidate, method: str, chain: tuple[str, ...]
 ) -> None:
     sparsity = candidate.sparsities.get(linear.name, 0.0)
     nm = parse_structure(candidate.structure)
@@ -253,16 +264,27 @@ def _prune_linear(
         pruned = sparsegpt_prune(weight.float(), stats.hessian(), sparsity, structure=nm)
         weight.copy_(pruned.to(weight.dtype))
         return
-    act_norm = stats.act_norm if stats is not None else None
-    mask = keep_mask(
-        weight, act_norm, candidate.metric, sparsity, candidate.structure, candidate.group, linear.name
-    )
-    if update:
+    mask = _layer_mask(linear, weight, stats, candidate, sparsity)
+    if chain:
         assert stats is not None
-        solved, _ = SOLVERS.lookup("update").solve(weight.float(), mask, stats.hessian())
+        solved, _ = run_chain(chain, weight.float(), mask, stats.hessian())
         weight.copy_(solved.to(weight.dtype))
         return
     weight.mul_(mask.to(weight.dtype))
+
+
+def _layer_mask(
+    linear: PrunableLinear, weight: torch.Tensor, stats: ChannelStats | None, candidate: Candidate, sparsity: float
+) -> torch.Tensor:
+    """The keep mask of one layer: the rule's scores, shared among rows by the row allocation."""
+    act_norm = stats.act_norm if stats is not None else None
+    if candidate.rows == "uniform":
+        return keep_mask(weight, act_norm, candidate.metric, sparsity, candidate.structure, candidate.group, linear.name)
+    assert stats is not None
+    scores = compute_scores(weight.float(), act_norm if candidate.metric.uses_activations else None, candidate.metric)
+    per_row = ROW_ALLOCATIONS[candidate.rows].allocate(weight, scores, stats.last_token_inputs(), sparsity)
+    total = weight.shape[0] * masks.pruned_count(weight.shape[1], sparsity)
+    return keep_mask_with_row_counts(scores, row_counts(per_row, weight.shape[1], total))
 
 
 def measure_sparsity(layout: ModelLayout, seconds: float = 0.0) -> PruneReport:

@@ -5,8 +5,11 @@ rule, the structure, the comparison group and the fraction of weights to prune i
 prunable linear, by module name. It also records what it scored (objectives) and where it came
 from (calibration data, search run, package version, time), so a result can be traced back.
 
-The schema is versioned (``format: paretoprune.recipe/v1``) and strict: an unknown key is an
-error, not a silently ignored typo. Every problem a user can cause (a missing key, a wrong type,
+The schema is versioned and strict: an unknown key is an error, not a silently ignored typo.
+Version 2 (``format: paretoprune.recipe/v2``, written now) adds two optional choices to the
+pruning plan: ``rows``, the row allocation (default ``uniform``), and ``solvers``, the layer
+solvers run after the mask (default none). A version-1 recipe still loads and means exactly
+that: uniform rows and no solver. Every problem a user can cause (a missing key, a wrong type,
 a sparsity out of range, an unreadable file, a recipe for another model) becomes a one-line
 :class:`~paretoprune.errors.InputError` that names the field and says what to do.
 
@@ -59,7 +62,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "paretoprune.recipe/v1"
+FORMAT = "paretoprune.recipe/v2"
+FORMATS = ("paretoprune.recipe/v1", FORMAT)  # every version this release reads
 
 # The top-level key under which exported files (llm-compressor recipes) carry a whole recipe.
 METADATA_KEY = "paretoprune"
@@ -107,6 +111,28 @@ class PruningPlan(_Strict):
     sparsity: float
     # Fraction of weights pruned per linear, by module name, in the model's module order.
     layers: dict[str, float]
+    # How each layer's sparsity is shared among its rows (a registered row allocation).
+    rows: str = "uniform"
+    # Layer solvers run after the mask, in order (registered names, e.g. [fw, update]).
+    solvers: list[str] = Field(default_factory=list)
+
+    @field_validator("rows")
+    @classmethod
+    def _known_rows(cls, value: str) -> str:
+        if value != "uniform":  # the registry imports the tensor code: only when it is needed
+            from paretoprune.metrics.row_allocation import ROW_ALLOCATIONS
+
+            ROW_ALLOCATIONS.lookup(value)
+        return value
+
+    @field_validator("solvers")
+    @classmethod
+    def _known_solvers(cls, value: list[str]) -> list[str]:
+        if value:
+            from paretoprune.metrics.solvers import check_chain
+
+            check_chain(tuple(value))
+        return value
 
     @field_validator("structure")
     @classmethod
@@ -165,7 +191,7 @@ class Provenance(_Strict):
 class Recipe(_Strict):
     """One reusable way to prune one model (see the module docstring)."""
 
-    format: Literal["paretoprune.recipe/v1"] = FORMAT
+    format: Literal["paretoprune.recipe/v1", "paretoprune.recipe/v2"] = FORMAT
     model: ModelInfo
     pruning: PruningPlan
     objectives: dict[str, float]
@@ -207,6 +233,8 @@ class Recipe(_Strict):
                 "group": candidate.group,
                 "sparsity": _weighted_mean(layers, numels),
                 "layers": layers,
+                "rows": candidate.rows,
+                "solvers": list(candidate.solvers),
             },
             "objectives": {key: float(value) for key, value in objectives.items()},
             "provenance": provenance,
@@ -222,6 +250,8 @@ class Recipe(_Strict):
             sparsities=dict(self.pruning.layers),
             structure=self.pruning.structure,
             group=self.pruning.group,
+            rows=self.pruning.rows,
+            solvers=tuple(self.pruning.solvers),
         )
 
     def to_data(self) -> dict[str, Any]:
@@ -449,11 +479,16 @@ def _check_format(data: Mapping[str, Any], source: str) -> None:
             f"{source}: recipe field format is missing; a paretoprune recipe starts with "
             f"'format: {FORMAT}'"
         )
-    if data["format"] != FORMAT:
+    if data["format"] not in FORMATS:
         raise InputError(
             f"{source}: recipe format {data['format']!r} is not supported; this paretoprune "
-            f"reads {FORMAT}"
+            f"reads {' and '.join(FORMATS)}"
         )
+    plan = data.get("pruning")
+    newer = sorted(set(plan) & {"rows", "solvers"}) if isinstance(plan, Mapping) else []
+    if data["format"] == FORMATS[0] and newer:
+        raise InputError(f"{source}: recipe field pruning.{newer[0]} needs format {FORMAT}; "
+                         f"change the format line to 'format: {FORMAT}'")  # fmt: skip
 
 
 def _describe_validation_error(error: ValidationError) -> str:

@@ -147,3 +147,50 @@ def test_layer_allocations_are_registered_and_unknown_ones_name_the_choices() ->
     assert LAYER_ALLOCATIONS["owl"].needs_stats and not LAYER_ALLOCATIONS["uniform"].needs_stats
     with pytest.raises(InputError, match="unknown layer allocation 'evenly' for --allocation: choose one of uniform, owl"):
         layer_sparsities(None, 0.5, "evenly")  # type: ignore[arg-type]
+
+
+def _layer_errors(model, layout, dense: dict, tokens: torch.Tensor) -> dict[str, float]:
+    """Each linear's output error on the dense model's calibration inputs: tr(D H D^T)."""
+    twin = tiny_model("llama")  # the dense model's inputs, not the pruned one's
+    stats = collect_stats(twin, find_layout(twin), tokens, hessian=True)
+    errors = {}
+    for linear in layout.linears:
+        difference = linear.weight_matrix().float() - dense[linear.name]
+        errors[linear.name] = float((difference @ stats[linear.name].hessian() * difference).sum())
+    return errors
+
+
+def test_solver_chains_lower_every_layers_error_and_keep_the_sparsity() -> None:
+    tokens = _tokens()
+    results = {}
+    for chain in ((), ("fw",), ("fw", "update")):
+        model = tiny_model("llama")
+        layout = find_layout(model)
+        dense = {linear.name: linear.weight_matrix().float().clone() for linear in layout.linears}
+        report = prune_model(model, layout, _uniform(layout, "wanda", 0.6, solvers=chain), tokens, progress=False)
+        results[chain] = (report.sparsity, _layer_errors(model, layout, dense, tokens))
+    plain, fw, both = results[()], results[("fw",)], results[("fw", "update")]
+    assert plain[0] == pytest.approx(fw[0]) and fw[0] <= both[0] + 1e-3
+    for name in plain[1]:
+        assert fw[1][name] <= plain[1][name] * (1 + 1e-5)
+        assert both[1][name] <= fw[1][name] * (1 + 1e-3)
+    assert sum(both[1].values()) < sum(plain[1].values())
+
+
+def test_trim_rows_keep_each_layers_sparsity_and_refuse_nm() -> None:
+    tokens = _tokens()
+    model = tiny_model("llama")
+    layout = find_layout(model)
+    report = prune_model(model, layout, _uniform(layout, "wanda", 0.7, rows="trim"), tokens, progress=False)
+    twin = tiny_model("llama")
+    uniform = prune_model(twin, find_layout(twin), _uniform(layout, "wanda", 0.7), tokens, progress=False)
+    assert report.layers == pytest.approx(uniform.layers)  # the same count per layer ...
+    row_zeros = [
+        (linear.weight_matrix() == 0).sum(dim=1).float().std().item() for linear in layout.linears
+    ]
+    assert max(row_zeros) > 0  # ... spread unevenly over the rows somewhere
+    nm = Candidate(metric=KNOWN_METRICS["wanda"], sparsities={n: 0.5 for n in layout.names}, structure="2:4", rows="trim")
+    with pytest.raises(InputError, match="--rows trim .* use --rows uniform with --structure 2:4"):
+        prune_model(tiny_model("llama"), layout, nm, tokens, progress=False)
+    with pytest.raises(InputError, match="put the solvers that change the mask"):
+        prune_model(tiny_model("llama"), layout, _uniform(layout, "wanda", 0.5, solvers=("update", "fw")), tokens)

@@ -207,6 +207,11 @@ def _mutated(recipe: Recipe, change: Any) -> dict[str, Any]:
         (lambda d: d["pruning"].update(structure="blocks"), "is not understood"),
         (lambda d: d["pruning"].update(group="column"), "pruning.group is invalid"),
         (lambda d: d.update(format="paretoprune.recipe/v0"), "is not supported"),
+        (lambda d: d["pruning"].update(solvers=["update", "fw"]), "put the solvers that change the mask (fw) before"),
+        (lambda d: d["pruning"].update(solvers=["obs"]), "unknown solver 'obs'"),
+        (lambda d: d["pruning"].update(rows="zigzag"), "unknown row allocation 'zigzag'"),
+        (lambda d: d.update(format="paretoprune.recipe/v1") or d["pruning"].pop("rows"),
+         "pruning.solvers needs format paretoprune.recipe/v2"),
         (lambda d: d.pop("format"), "format is missing"),
     ],
 )
@@ -448,3 +453,25 @@ def test_llmcompressor_parses_the_export(recipe: Recipe, model: Any, tmp_path: P
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
     assert "all checks passed" in done.stdout
     assert done.stdout.count("ok   ") == 2
+
+
+def test_version_1_recipes_load_as_uniform_rows_without_solvers(recipe: Recipe) -> None:
+    data = recipe.to_data()
+    data["format"] = "paretoprune.recipe/v1"
+    for key in ("rows", "solvers"):
+        data["pruning"].pop(key)
+    old = recipe_from_data(data, source="old.yaml")
+    candidate = old.to_candidate()
+    assert candidate.rows == "uniform" and candidate.solvers == ()
+    assert candidate.sparsities == recipe.to_candidate().sparsities
+
+
+def test_rows_and_solvers_round_trip_through_a_file(model: Any, layout: Any, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    chosen = replace(_candidate(layout), rows="trim", solvers=("fw", "update"))
+    written = save_recipe(_recipe(model, layout, chosen), tmp_path / "r.yaml")
+    loaded = load_recipe(written)
+    assert loaded.format == "paretoprune.recipe/v2"
+    assert loaded.pruning.rows == "trim" and loaded.pruning.solvers == ["fw", "update"]
+    assert loaded.to_candidate().solvers == ("fw", "update") and loaded.to_candidate().rows == "trim"
