@@ -19,6 +19,8 @@ import typer
 from paretoprune.errors import InputError
 from paretoprune.evaluators.fitness import OBJECTIVES
 from paretoprune.evaluators.zeroshot_tasks import TASKS
+from paretoprune.metrics.row_allocation import ROW_ALLOCATIONS
+from paretoprune.metrics.solvers import SOLVERS
 from paretoprune.pruning import LAYER_ALLOCATIONS
 from paretoprune.workflows import AfterPruning, CalibrationOptions, TaskOptions, apply_pruners, prune_methods
 
@@ -41,7 +43,8 @@ ModelOpt = typer.Option(..., "--model", help="alias (smollm2-135m), folder, .ggu
 JsonOpt = typer.Option(False, "--json", help="print one JSON object as the last line")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars")
 SeedOpt = typer.Option(0, "--seed", help="random seed")
-UpdateOpt = typer.Option(False, "--update", help="reconstruct the kept weights, as SparseGPT does")
+UpdateOpt = typer.Option(False, "--update", help="reconstruct the kept weights, as SparseGPT does (= --solver update)")
+SolverOpt = typer.Option(None, "--solver", help=f"layer solvers after the mask, in order: comma list of {SOLVERS.choices(', ')}")
 # The calibration of prune and apply (CalibrationOptions).
 CalibOpt = typer.Option("builtin", "--calib", help="calibration text: a file, builtin, wikitext2, c4, ptb")
 NsamplesOpt = typer.Option(128, "--nsamples", help="calibration windows")
@@ -103,6 +106,14 @@ def _emit(summary: dict[str, Any], as_json: bool, lines: list[str]) -> None:
         typer.echo(json.dumps(summary, sort_keys=True))
 
 
+def _described(pruner: str, update: bool, solver: Optional[str]) -> str:
+    """``wanda + fw,update``: the pruner and the solvers the user asked for."""
+    steps = [name.strip() for name in (solver or "").split(",") if name.strip()]
+    if update and "update" not in steps:
+        steps.append("update")
+    return pruner + (f" + {','.join(steps)}" if steps else "")
+
+
 def _format_ppl(value: Optional[float]) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
@@ -112,6 +123,8 @@ def prune(
     model: str = ModelOpt,
     method: str = typer.Option("wanda", "--method", help=" | ".join(prune_methods())),
     update: bool = UpdateOpt,
+    solver: Optional[str] = SolverOpt,
+    rows: str = typer.Option("uniform", "--rows", help=f"row allocation: {ROW_ALLOCATIONS.choices()}"),
     sparsity: Optional[float] = typer.Option(None, "--sparsity", help="fraction pruned, e.g. 0.5"),
     structure: Optional[str] = typer.Option(None, "--structure", help="N:M, e.g. 2:4"),
     allocation: str = typer.Option("uniform", "--allocation", help=LAYER_ALLOCATIONS.choices()),
@@ -133,12 +146,13 @@ def prune(
     from paretoprune.workflows import PruneConfig, prune as run
 
     config = PruneConfig(
-        model=model, method=method, update=update, sparsity=sparsity, structure=structure, allocation=allocation,
+        model=model, method=method, update=update, solver=solver, rows=rows, sparsity=sparsity, structure=structure,
+        allocation=allocation,
         calibration=_calibration_options(calib, nsamples, seqlen, seed, sequential),
         after=_after_pruning_options(save, eval, max_windows, eval_tasks, task_dir, limit), progress=not quiet,
     )  # fmt: skip
     result = run(config)
-    lines = [f"sparsity   {result.sparsity:.4f}  ({method}{' + update' if update else ''}, {structure or allocation})"]
+    lines = [f"sparsity   {result.sparsity:.4f}  ({_described(method, update, solver)}, {structure or allocation})"]
     if result.perplexity is not None:
         lines.append(f"perplexity {_format_ppl(result.perplexity)}  ({result.tokens} tokens of {eval})")
     if result.saved:
@@ -335,6 +349,10 @@ def apply(
     model: str = ModelOpt,
     pruner: str = typer.Option("recipe", "--pruner", help=" | ".join(apply_pruners())),
     update: bool = UpdateOpt,
+    solver: Optional[str] = typer.Option(
+        None, "--solver", help=f"replace the recipe's solvers: comma list of {SOLVERS.choices(', ')}"
+    ),
+    rows: Optional[str] = typer.Option(None, "--rows", help=f"replace the recipe's rows: {ROW_ALLOCATIONS.choices()}"),
     force: bool = typer.Option(False, "--force", help="apply to another model by module name"),
     calib: str = CalibOpt,
     nsamples: int = NsamplesOpt,
@@ -354,12 +372,12 @@ def apply(
     from paretoprune.workflows import ApplyConfig, apply as run
 
     config = ApplyConfig(
-        recipe=recipe, model=model, pruner=pruner, update=update, force=force,
+        recipe=recipe, model=model, pruner=pruner, update=update, solver=solver, rows=rows, force=force,
         calibration=_calibration_options(calib, nsamples, seqlen, seed, sequential),
         after=_after_pruning_options(save, eval, max_windows, eval_tasks, task_dir, limit), progress=not quiet,
     )  # fmt: skip
     result = run(config)
-    lines = [f"sparsity   {result.sparsity:.4f}  ({recipe.name} with {pruner}{' + update' if update else ''})"]
+    lines = [f"sparsity   {result.sparsity:.4f}  ({recipe.name} with {_described(pruner, update, solver)})"]
     if result.perplexity is not None:
         lines.append(f"perplexity {_format_ppl(result.perplexity)}  ({result.tokens} tokens of {eval})")
     if result.saved:

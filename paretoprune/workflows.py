@@ -24,6 +24,8 @@ from paretoprune.errors import InputError
 from paretoprune.evaluators.perplexity import perplexity
 from paretoprune.evaluators.stats import collect_stats
 from paretoprune.metrics.masks import parse_structure
+from paretoprune.metrics.row_allocation import ROW_ALLOCATIONS
+from paretoprune.metrics.solvers import check_chain, parse_chain
 from paretoprune.metrics.scores import SCORING_RULES, MetricSpec
 from paretoprune.models import (
     LoadedModel,
@@ -107,7 +109,9 @@ class AfterPruning:
 class PruneConfig:
     model: str  # alias, folder, .gguf file or hub id
     method: str = "wanda"  # a registered scoring rule (magnitude, wanda, ria, ...) or sparsegpt
-    update: bool = False  # reconstruct the survivors of a scoring rule's masks, as SparseGPT does
+    update: bool = False  # the same as adding "update" to the solvers (kept for older scripts)
+    solver: str | None = None  # layer solvers after the mask, in order, e.g. "fw,update"
+    rows: str = "uniform"  # a registered row allocation (uniform, trim)
     sparsity: float | None = None  # fraction of weights pruned (unstructured)
     structure: str | None = None  # "N:M" instead of a sparsity
     allocation: str = "uniform"  # a registered layer allocation (uniform, owl, ...)
@@ -178,41 +182,51 @@ def check_prune_config(config: PruneConfig) -> None:
         parse_structure(config.structure)
     if config.calibration.nsamples <= 0 or config.calibration.seqlen <= 1:
         raise InputError("--nsamples must be positive and --seqlen at least 2")
-    _check_update(config.update, config.method)
+    _check_update(solver_chain(config.update, config.solver), config.method)
+    ROW_ALLOCATIONS.lookup(config.rows)
 
 
-def _pruner_needs_data(method: str, update: bool, recipe_metric: MetricSpec | None = None) -> bool:
-    """Whether pruning with ``method`` (or the recipe's own rule) reads calibration windows."""
-    if method in MASK_SOLVERS or update:
+def solver_chain(update: bool, solver: str | None) -> tuple[str, ...]:
+    """``--solver fw`` with ``--update`` -> ("fw", "update"): the update goes last."""
+    chain = parse_chain(solver)
+    return check_chain(chain + ("update",)) if update and "update" not in chain else chain
+
+
+def _pruner_needs_data(method: str, chain: tuple[str, ...], rows: str, recipe_metric: MetricSpec | None = None) -> bool:
+    """Whether pruning with ``method`` (or the recipe's own rule), its solvers and its row
+    allocation reads calibration windows."""
+    if method in MASK_SOLVERS or chain or ROW_ALLOCATIONS.lookup(rows).needs_inputs:
         return True
     metric = recipe_metric if method == "recipe" else SCORING_RULES.lookup(method)
     return metric is not None and metric.uses_activations
 
 
-def _check_update(update: bool, pruner: str) -> None:
-    if update and pruner in MASK_SOLVERS:
-        raise InputError("--update goes with a scoring rule (recipe, magnitude, wanda, ria): sparsegpt updates already")
+def _check_update(chain: tuple[str, ...], pruner: str) -> None:
+    if chain and pruner in MASK_SOLVERS:
+        raise InputError(f"--update and --solver go with a scoring rule (recipe, {', '.join(SCORING_RULES)}): "
+                         "sparsegpt already updates the weights it keeps")  # fmt: skip
 
 
 def prune(config: PruneConfig) -> PruneResult:
     check_prune_config(config)
     task_dir = _task_dir(config.after.tasks)
+    chain = solver_chain(config.update, config.solver)
     needs_tokens = (
-        _pruner_needs_data(config.method, config.update) or LAYER_ALLOCATIONS.lookup(config.allocation).needs_stats
+        _pruner_needs_data(config.method, chain, config.rows)
+        or LAYER_ALLOCATIONS.lookup(config.allocation).needs_stats
     )
     if needs_tokens or config.after.eval is not None:
         _check_seqlen(config.model, config.calibration.seqlen)
     loaded = load_model(config.model)
     model, layout = loaded.model, find_layout(loaded.model)
     tokens = _calibration_windows(loaded, config.calibration) if needs_tokens else None
-    candidate = _candidate(config, layout, model, tokens)
+    candidate = replace(_candidate(config, layout, model, tokens), rows=config.rows, solvers=chain)
     report = prune_model(
         model,
         layout,
         candidate,
         tokens,
         method="sparsegpt" if config.method in MASK_SOLVERS else "metric",
-        update=config.update,
         sequential=config.calibration.sequential,
         batch_size=config.batch_size,
         progress=config.progress,
@@ -356,6 +370,8 @@ def apply_recipe(
     *,
     pruner: str = "recipe",
     update: bool = False,
+    solver: str | None = None,
+    rows: str | None = None,
     sequential: bool = False,
     force: bool = False,
     progress: bool = True,
@@ -363,21 +379,32 @@ def apply_recipe(
     """Prune a live model in place with a recipe's per-layer sparsities; returns a PruneReport.
 
     ``pruner="recipe"`` uses the recipe's own metric; ``magnitude``, ``wanda`` or ``ria`` swap in
-    that metric; ``sparsegpt`` reconstructs the surviving weights with SparseGPT. ``update``
-    gives a scoring rule's masks that reconstruction too.
+    that metric; ``sparsegpt`` reconstructs the surviving weights with SparseGPT. The recipe's
+    own row allocation and solvers apply unless ``rows`` or ``solver`` (a chain such as
+    ``"fw,update"``) replace them; ``update`` appends SparseGPT's update to the solvers.
     """
     _check_pruner(pruner)
     layout = find_layout(model)
     shapes = {linear.name: (linear.out_features, linear.in_features) for linear in layout.linears}
     match = recipe.check_model(fingerprint(model), shapes, force=force)
-    candidate = replace(recipe.to_candidate(), sparsities=match.sparsities)
-    if pruner in SCORING_RULES:
-        candidate = replace(candidate, metric=SCORING_RULES[pruner])
+    candidate = _applied_candidate(recipe, pruner, solver_chain(update, solver) if solver else None, rows)
+    candidate = replace(candidate, sparsities=match.sparsities)
     return prune_model(
         model, layout, candidate, calib_tokens,
         method="sparsegpt" if pruner in MASK_SOLVERS else "metric",
-        update=update, sequential=sequential, progress=progress,
+        update=update and not solver, sequential=sequential, progress=progress,
     )  # fmt: skip
+
+
+def _applied_candidate(recipe: Recipe, pruner: str, chain: tuple[str, ...] | None, rows: str | None) -> Candidate:
+    """The recipe's candidate with the user's choices in place of its own, where given; a
+    SparseGPT pruner keeps neither the recipe's solvers nor its rows (it chooses its own)."""
+    candidate = recipe.to_candidate()
+    if pruner in SCORING_RULES:
+        candidate = replace(candidate, metric=SCORING_RULES[pruner])
+    if pruner in MASK_SOLVERS:
+        return replace(candidate, solvers=(), rows="uniform")
+    return replace(candidate, solvers=candidate.solvers if chain is None else chain, rows=rows or candidate.rows)
 
 
 @dataclass
@@ -385,7 +412,9 @@ class ApplyConfig:
     recipe: Path  # a recipe file (YAML or JSON)
     model: str  # alias, folder, .gguf file or hub id
     pruner: str = "recipe"  # the recipe's own rule, a registered scoring rule, or sparsegpt
-    update: bool = False  # reconstruct the survivors of the pruner's masks, as SparseGPT does
+    update: bool = False  # append SparseGPT's update to the solvers
+    solver: str | None = None  # replace the recipe's solvers with this chain, e.g. "fw,update"
+    rows: str | None = None  # replace the recipe's row allocation (uniform, trim)
     force: bool = False  # apply by module name to a model of another fingerprint
     calibration: CalibrationOptions = field(default_factory=CalibrationOptions)
     after: AfterPruning = field(default_factory=AfterPruning)
@@ -397,20 +426,22 @@ def apply(config: ApplyConfig) -> PruneResult:
     """Load a recipe and a model, prune, evaluate and save (the saved folder keeps the recipe)."""
     recipe = load_recipe(config.recipe)
     _check_pruner(config.pruner)
-    _check_update(config.update, config.pruner)
+    chain = solver_chain(config.update, config.solver) if (config.solver or config.update) else None
+    candidate = _applied_candidate(recipe, config.pruner, chain, config.rows)
+    if config.pruner in MASK_SOLVERS:
+        _check_update(chain or (), config.pruner)
     save = config.after.save
     if save is not None and save.exists() and any(save.iterdir()):
         raise InputError(f"--save folder {save} is not empty: choose a new folder")
     task_dir = _task_dir(config.after.tasks)
-    metric = recipe.to_candidate().metric
-    needs_tokens = _pruner_needs_data(config.pruner, config.update, recipe_metric=metric)
+    needs_tokens = _pruner_needs_data(config.pruner, candidate.solvers, candidate.rows, recipe_metric=candidate.metric)
     if needs_tokens or config.after.eval is not None:
         _check_seqlen(config.model, config.calibration.seqlen)
     loaded = load_model(config.model)
     tokens = _calibration_windows(loaded, config.calibration) if needs_tokens else None
     report = apply_recipe(
-        loaded.model, recipe, tokens, pruner=config.pruner, update=config.update,
-        sequential=config.calibration.sequential, force=config.force, progress=config.progress,
+        loaded.model, recipe, tokens, pruner=config.pruner, update=config.update, solver=config.solver,
+        rows=config.rows, sequential=config.calibration.sequential, force=config.force, progress=config.progress,
     )  # fmt: skip
     return _after_pruning(loaded, report, config, task_dir, {"recipe.yaml": recipe_yaml(recipe)})
 

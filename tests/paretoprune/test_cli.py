@@ -61,7 +61,7 @@ def test_prune_save_reload_gives_the_reported_perplexity(model_dir: Path, tmp_pa
         (["front", "no-such-run"], "holds no search"),
         (["prune", "--model", "MODEL", "--no-such-option"], "No such option: --no-such-option"),
         (["prune", "--model", "MODEL", "--sparsity", "half"], "Invalid value for '--sparsity'"),
-        (["prune", "--model", "MODEL", "--method", "sparsegpt", "--update", "--sparsity", "0.5"], "--update goes with"),
+        (["prune", "--model", "MODEL", "--method", "sparsegpt", "--update", "--sparsity", "0.5"], "--update and --solver go with"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(model_dir: Path, args: list[str], fragment: str) -> None:
@@ -236,3 +236,70 @@ def test_bench_eval_prints_the_keys_scripts_read(model_dir: Path, capsys: pytest
     assert {"forward_s", "layerwise_s", "metric_s", "layerwise_ratio", "metric_ratio", "model_bytes",
             "overhead_bytes"} <= set(summary)  # fmt: skip
     assert lines[0].startswith("dense forward") and "x forward" in lines[1]
+
+
+# --------------------------------------------------------------------------------------------
+# Solvers and row allocations
+
+
+def _json_main(*args: str) -> dict:
+    import contextlib
+    import io
+
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout), pytest.raises(SystemExit) as exited:
+        main([*args, "--json", "--quiet"])
+    assert exited.value.code in (0, None), stdout.getvalue()[-500:]
+    return json.loads(stdout.getvalue().strip().splitlines()[-1])
+
+
+def test_prune_with_a_solver_chain_and_trim_rows_keeps_the_sparsity(model_dir: Path) -> None:
+    common = ("prune", "--model", str(model_dir), "--sparsity", "0.6", "--seqlen", "64", "--nsamples", "4",
+              "--eval", "builtin", "--max-windows", "2")  # fmt: skip
+    plain = _json_main(*common)
+    solved = _json_main(*common, "--solver", "fw,update")
+    rows = _json_main(*common, "--rows", "trim")
+    assert solved["sparsity"] == pytest.approx(plain["sparsity"], abs=1e-3)
+    assert rows["sparsity"] == pytest.approx(plain["sparsity"], abs=1e-6)
+    assert solved["perplexity"] != plain["perplexity"] and rows["perplexity"] != plain["perplexity"]
+
+
+def test_apply_uses_the_recipes_solvers_unless_told_otherwise(
+    model_dir: Path, recipe_file: Path, tmp_path: Path
+) -> None:
+    from paretoprune.recipe import load_recipe, recipe_from_data
+
+    data = load_recipe(recipe_file).to_data()
+    data["pruning"]["solvers"] = ["update"]
+    with_solver = save_recipe(recipe_from_data(data), tmp_path / "solved.yaml")
+    common = ("--model", str(model_dir), "--seqlen", "64", "--nsamples", "4", "--eval", "builtin", "--max-windows", "2")
+    own = _json_main("apply", str(with_solver), *common)
+    explicit = _json_main("apply", str(recipe_file), *common, "--solver", "update")
+    plain = _json_main("apply", str(recipe_file), *common)
+    assert own["perplexity"] == pytest.approx(explicit["perplexity"], rel=1e-9)
+    assert own["perplexity"] != plain["perplexity"]
+    overridden = _json_main("apply", str(with_solver), *common, "--solver", "fw")
+    assert overridden["perplexity"] != own["perplexity"]
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["prune", "--model", "MODEL", "--sparsity", "0.5", "--seqlen", "64", "--solver", "update,fw"],
+         "put the solvers that change the mask (fw) before"),
+        (["prune", "--model", "MODEL", "--sparsity", "0.5", "--seqlen", "64", "--solver", "obs"],
+         "unknown solver 'obs' for --solver"),
+        (["prune", "--model", "MODEL", "--structure", "2:4", "--seqlen", "64", "--rows", "trim"],
+         "use --rows uniform with --structure 2:4"),
+        (["prune", "--model", "MODEL", "--method", "sparsegpt", "--sparsity", "0.5", "--seqlen", "64",
+          "--solver", "fw"], "sparsegpt already updates"),
+        (["apply", "RECIPE", "--model", "MODEL", "--seqlen", "64", "--rows", "zigzag"],
+         "unknown row allocation 'zigzag' for --rows"),
+    ],
+)  # fmt: skip
+def test_bad_solver_and_row_choices_exit_2_in_one_line(
+    model_dir: Path, recipe_file: Path, args: list[str], fragment: str
+) -> None:
+    places = {"MODEL": str(model_dir), "RECIPE": str(recipe_file)}
+    code, errors = _main(*[places.get(arg, arg) for arg in args], "--quiet")
+    assert code == 2 and len(errors) == 1 and fragment in errors[0], errors
