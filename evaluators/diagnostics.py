@@ -30,7 +30,7 @@ from paretoprune.evaluators.fitness import TOPK_CACHED, FitnessTokens, fitness_h
 from paretoprune.metrics.diagnostics import effective_rank, energy, kendall_tau, wasserstein_1d
 from paretoprune.models import logits_from_hidden
 
-__all__ = ["TAU_KS", "model_diagnostics"]
+__all__ = ["TAU_KS", "compare_models", "model_diagnostics"]
 
 # The k of the top-k ranking agreement that ACBench reports; the largest is TOPK_CACHED.
 TAU_KS = (3, 10, 20)
@@ -63,6 +63,21 @@ def model_diagnostics(
         dense = _run(model, tokens, token_chunk, top_ids=None)
         with pruned():
             sparse = _run(model, tokens, token_chunk, top_ids=dense.top_ids)
+    return _summary(dense, sparse)
+
+
+def compare_models(
+    dense_model: nn.Module, pruned_model: nn.Module, tokens: FitnessTokens, *, token_chunk: int = 512
+) -> dict[str, float]:
+    """The same diagnostics for two separate models, e.g. a saved pruned model and its dense
+    original, on the same tokens."""
+    with torch.inference_mode():
+        dense = _run(dense_model, tokens, token_chunk, top_ids=None)
+        sparse = _run(pruned_model, tokens, token_chunk, top_ids=dense.top_ids)
+    return _summary(dense, sparse)
+
+
+def _summary(dense: _Run, sparse: _Run) -> dict[str, float]:
     dense_mean, sparse_mean = float(dense.energies.mean()), float(sparse.energies.mean())
     taus = {
         f"topk_tau_{k}": float(kendall_tau(dense.top_logits[:, :k], sparse.top_logits[:, :k]).mean())

@@ -166,25 +166,70 @@ def eval_command(
     data: Optional[str] = typer.Option(None, "--data", help="text source for perplexity"),
     seqlen: int = SeqlenOpt,
     max_windows: Optional[int] = MaxWindowsOpt,
-    tasks: Optional[str] = typer.Option(None, "--tasks", help=f"comma list of {TASKS.choices(', ')}"),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help=f"comma list of {TASKS.choices(', ')}, passkey"),
     task_dir: Optional[Path] = TaskDirOpt,
     limit: Optional[int] = LimitOpt,
     held_out: Optional[str] = HeldOutOpt,
+    diagnostics: bool = typer.Option(False, "--diagnostics", help="ERank, top-k tau, energy against --reference"),
+    reference: Optional[str] = typer.Option(None, "--reference", help="the dense model, for --diagnostics"),
+    passkey_lengths: str = typer.Option("256,512,1024", "--passkey-lengths", help="passkey prompt lengths (tokens)"),
+    passkey_depths: str = typer.Option("0,0.25,0.5,0.75,1", "--passkey-depths", help="key depths in [0, 1]"),
+    passkey_trials: int = typer.Option(4, "--passkey-trials", help="prompts per length and depth"),
+    passkey_filler: str = typer.Option("builtin", "--passkey-filler", help="text the key is hidden in"),
+    passkey_plot: Optional[Path] = typer.Option(None, "--passkey-plot", help="heat map PNG of the passkey grid"),
+    test_time_prune: Optional[float] = typer.Option(
+        None, "--test-time-prune", help="RATIO in (0, 1]: per-window masks from its first part (μ-MoE)"
+    ),
+    structured: bool = typer.Option(False, "--structured", help="test-time pruning keeps whole input channels"),
+    context_fraction: float = typer.Option(0.5, "--context-fraction", help="part of a window the masks read"),
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Perplexity on a text source and/or zero-shot accuracy on standard tasks."""
+    """Perplexity, zero-shot accuracy, passkey retrieval, diagnostics and test-time pruning."""
+    from paretoprune.capabilities import PasskeyOptions, TestTimeOptions
     from paretoprune.workflows import EvalConfig, evaluate
 
+    passkey = PasskeyOptions(
+        lengths=tuple(_numbers(passkey_lengths, "--passkey-lengths", int)),
+        depths=tuple(_numbers(passkey_depths, "--passkey-depths", float)),
+        trials=passkey_trials, filler=passkey_filler, plot=passkey_plot,
+    )  # fmt: skip
     config = EvalConfig(
         model=model, data=data, seqlen=seqlen, max_windows=max_windows,
-        tasks=_task_options(tasks, task_dir, limit, held_out), progress=not quiet,
+        tasks=_task_options(tasks, task_dir, limit, held_out), diagnostics=diagnostics, reference=reference,
+        passkey=passkey, progress=not quiet,
+        test_time=None if test_time_prune is None else TestTimeOptions(test_time_prune, structured, context_fraction),
     )  # fmt: skip
     result = evaluate(config)
     lines = []
     if result.perplexity is not None:
         lines.append(f"perplexity {_format_ppl(result.perplexity)}  ({result.tokens} tokens, {result.windows} windows)")
-    _emit(result.summary(), as_json, lines + _task_lines(result.tasks))
+    _emit(result.summary(), as_json, lines + _task_lines(result.tasks) + _capability_lines(result))
+
+
+def _numbers(text: str, option: str, kind: type) -> list[Any]:
+    try:
+        values = [kind(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InputError(f"{option} {text} is not understood: write numbers separated by commas, e.g. 256,512") from None
+    if not values:
+        raise InputError(f"{option} is empty: give at least one number")
+    return values
+
+
+def _capability_lines(result: Any) -> list[str]:
+    lines = []
+    if result.diagnostics is not None:
+        shown = ("diff_erank", "topk_tau_3", "topk_tau_10", "topk_tau_20", "energy_shift", "energy_w1")
+        lines.append("diagnostics " + ", ".join(f"{key} {result.diagnostics[key]:.4f}" for key in shown))
+    if result.passkey is not None:
+        lines.append(f"passkey    {result.passkey['mean']:.3f} exact match over {len(result.passkey['lengths'])} "
+                     f"lengths x {len(result.passkey['depths'])} depths")  # fmt: skip
+    if result.test_time is not None:
+        tt = result.test_time
+        lines.append(f"test-time  ratio {tt['ratio']}: perplexity {_format_ppl(tt['perplexity'])} against "
+                     f"{_format_ppl(tt['unpruned_perplexity'])} unpruned ({tt['scored_tokens']} scored tokens)")  # fmt: skip
+    return lines
 
 
 @app.command("bench-eval")

@@ -23,6 +23,10 @@ from paretoprune.data import calibration_windows, evaluation_windows
 from paretoprune.errors import InputError
 from paretoprune.evaluators.perplexity import perplexity
 from paretoprune.evaluators.stats import collect_stats
+from paretoprune import capabilities
+from paretoprune.capabilities import PASSKEY_TASK, PasskeyOptions, TestTimeOptions
+from paretoprune.evaluators.runtime_pruning import check_ratio, context_length
+from paretoprune.evaluators.zeroshot_tasks import TASKS
 from paretoprune.metrics.masks import parse_structure
 from paretoprune.metrics.row_allocation import ROW_ALLOCATIONS
 from paretoprune.metrics.solvers import check_chain, parse_chain
@@ -148,7 +152,12 @@ class EvalConfig:
     data: str | None = None  # perplexity on this text source
     seqlen: int = 2048
     max_windows: int | None = None
-    tasks: TaskOptions = field(default_factory=TaskOptions)
+    tasks: TaskOptions = field(default_factory=TaskOptions)  # "passkey" among them: see passkey
+    # ACBench's diagnostics on the --data windows, against this dense reference model.
+    diagnostics: bool = False
+    reference: str | None = None
+    passkey: PasskeyOptions = field(default_factory=PasskeyOptions)  # used when tasks name passkey
+    test_time: TestTimeOptions | None = None  # μ-MoE test-time pruning on the --data windows
     batch_size: int = 8
     progress: bool = True
 
@@ -159,13 +168,17 @@ class EvalResult:
     tokens: int | None = None
     windows: int | None = None
     tasks: dict[str, Any] | None = None
+    diagnostics: dict[str, float] | None = None
+    passkey: dict[str, Any] | None = None
+    test_time: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.perplexity is not None:
             out |= {"perplexity": self.perplexity, "tokens": self.tokens, "windows": self.windows}
-        if self.tasks is not None:
-            out["tasks"] = self.tasks
+        for key in ("tasks", "diagnostics", "passkey", "test_time"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
         return out
 
 
@@ -286,11 +299,9 @@ def _candidate(
 
 
 def evaluate(config: EvalConfig) -> EvalResult:
-    if config.seqlen <= 1:
-        raise InputError("--seqlen must be at least 2")
-    if config.data is None and not config.tasks.tasks:
-        raise InputError("nothing to evaluate: give --data SRC for perplexity and/or --tasks T1,T2")
-    task_dir = _task_dir(config.tasks)
+    _check_eval_config(config)
+    zero_shot = replace(config.tasks, tasks=tuple(t for t in config.tasks.tasks if t != PASSKEY_TASK))
+    task_dir = _task_dir(zero_shot)
     if config.data is not None:  # zero-shot tasks read whole examples, not --seqlen windows
         _check_seqlen(config.model, config.seqlen)
     loaded = load_model(config.model)
@@ -298,8 +309,41 @@ def evaluate(config: EvalConfig) -> EvalResult:
     if config.data is not None:
         result = _perplexity(loaded, config.data, config.seqlen, config.max_windows, config.batch_size,
                              config.progress)  # fmt: skip
-    result.tasks = _zero_shot(loaded, config.tasks, task_dir, config.batch_size, config.progress)
+        windows = evaluation_windows(loaded.tokenizer, config.data, config.seqlen, config.max_windows)
+        if config.diagnostics:
+            result.diagnostics = capabilities.diagnostics(_reference(config), loaded, windows)
+        if config.test_time is not None:
+            result.test_time = capabilities.test_time(loaded, windows, config.test_time)
+    result.tasks = _zero_shot(loaded, zero_shot, task_dir, config.batch_size, config.progress)
+    if PASSKEY_TASK in config.tasks.tasks:
+        result.passkey = capabilities.passkey(loaded, config.passkey, config.progress)
     return result
+
+
+def _check_eval_config(config: EvalConfig) -> None:
+    """Fail before loading anything on options that cannot work together."""
+    if config.seqlen <= 1:
+        raise InputError("--seqlen must be at least 2")
+    if config.data is None and not config.tasks.tasks:
+        raise InputError("nothing to evaluate: give --data SRC for perplexity and/or --tasks T1,T2")
+    needs_windows = [name for name, on in (("--diagnostics", config.diagnostics),
+                                           ("--test-time-prune", config.test_time is not None)) if on]  # fmt: skip
+    if needs_windows and config.data is None:
+        raise InputError(f"{needs_windows[0]} scores text windows: add --data SRC (e.g. --data builtin)")
+    if config.diagnostics and config.reference is None:
+        raise InputError("--diagnostics compares against the dense model: add --reference M (the unpruned model)")
+    if config.test_time is not None:
+        check_ratio(config.test_time.ratio)
+        context_length(config.seqlen, config.test_time.context_fraction)
+    unknown = [t for t in config.tasks.tasks if t != PASSKEY_TASK and t not in TASKS]
+    if unknown:
+        raise InputError(f"unknown evaluation task {unknown[0]!r} for --tasks: choose one of "
+                         f"{', '.join((*TASKS, PASSKEY_TASK))}")  # fmt: skip
+
+
+def _reference(config: EvalConfig) -> LoadedModel:
+    assert config.reference is not None
+    return load_model(config.reference)
 
 
 def _task_dir(options: TaskOptions) -> Path | None:

@@ -303,3 +303,54 @@ def test_bad_solver_and_row_choices_exit_2_in_one_line(
     places = {"MODEL": str(model_dir), "RECIPE": str(recipe_file)}
     code, errors = _main(*[places.get(arg, arg) for arg in args], "--quiet")
     assert code == 2 and len(errors) == 1 and fragment in errors[0], errors
+
+
+# --------------------------------------------------------------------------------------------
+# Capabilities: diagnostics, passkey, test-time pruning
+
+
+def test_eval_diagnostics_against_the_dense_reference(model_dir: Path, tmp_path: Path) -> None:
+    saved = tmp_path / "pruned"
+    _json_main("prune", "--model", str(model_dir), "--sparsity", "0.7", "--seqlen", "64", "--nsamples", "4",
+               "--save", str(saved))  # fmt: skip
+    common = ("eval", "--data", "builtin", "--seqlen", "64", "--max-windows", "2", "--diagnostics")
+    itself = _json_main(*common, "--model", str(model_dir), "--reference", str(model_dir))["diagnostics"]
+    pruned = _json_main(*common, "--model", str(saved), "--reference", str(model_dir))["diagnostics"]
+    assert itself["diff_erank"] == 0 and itself["topk_tau_10"] == 1 and itself["energy_shift"] == 0
+    assert pruned["topk_tau_10"] < 1 and pruned["energy_w1"] > 0
+    assert set(pruned) >= {"diff_erank", "topk_tau_3", "topk_tau_20", "energy_shift"}
+
+
+def test_eval_passkey_grid_and_its_plot(model_dir: Path, tmp_path: Path) -> None:
+    plot = tmp_path / "passkey.png"
+    summary = _json_main("eval", "--model", str(model_dir), "--tasks", "passkey", "--passkey-lengths", "200,300",
+                         "--passkey-depths", "0,1", "--passkey-trials", "1", "--passkey-plot", str(plot))  # fmt: skip
+    grid = summary["passkey"]
+    assert grid["lengths"] == [200, 300] and grid["depths"] == [0.0, 1.0] and len(grid["accuracy"]) == 2
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_eval_test_time_pruning_is_exact_at_ratio_one(model_dir: Path) -> None:
+    common = ("eval", "--model", str(model_dir), "--data", "builtin", "--seqlen", "64", "--max-windows", "2")
+    exact = _json_main(*common, "--test-time-prune", "1.0")["test_time"]
+    half = _json_main(*common, "--test-time-prune", "0.5", "--structured")["test_time"]
+    assert exact["perplexity"] == pytest.approx(exact["unpruned_perplexity"], rel=1e-6)
+    assert exact["scored_tokens"] == 2 * 32 and exact["context_tokens"] == 32
+    assert half["perplexity"] != pytest.approx(half["unpruned_perplexity"], rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--data", "builtin", "--diagnostics"], "add --reference M"),
+        (["--tasks", "passkey", "--diagnostics", "--reference", "MODEL"], "--diagnostics scores text windows"),
+        (["--data", "builtin", "--test-time-prune", "1.5"], "test-time ratio 1.5 is outside (0, 1]"),
+        (["--tasks", "passkey", "--passkey-lengths", "100000"], "--passkey-lengths 100000 exceeds the model's context"),
+        (["--tasks", "passkey", "--passkey-lengths", "a,b"], "--passkey-lengths a,b is not understood"),
+        (["--tasks", "passkey,mmlu"], "unknown evaluation task 'mmlu' for --tasks"),
+    ],
+)  # fmt: skip
+def test_bad_capability_options_exit_2_in_one_line(model_dir: Path, args: list[str], fragment: str) -> None:
+    code, errors = _main("eval", "--model", str(model_dir), "--seqlen", "64",
+                         *[str(model_dir) if a == "MODEL" else a for a in args], "--quiet")  # fmt: skip
+    assert code == 2 and len(errors) == 1 and fragment in errors[0], errors
