@@ -128,6 +128,9 @@ def prune(
     sparsity: Optional[float] = typer.Option(None, "--sparsity", help="fraction pruned, e.g. 0.5"),
     structure: Optional[str] = typer.Option(None, "--structure", help="N:M, e.g. 2:4"),
     allocation: str = typer.Option("uniform", "--allocation", help=LAYER_ALLOCATIONS.choices()),
+    truth_dir: Optional[Path] = typer.Option(
+        None, "--truth-dir", help="true/false statement sets, for --allocation tplo (default $PARETOPRUNE_TRUTH_DIR)"
+    ),
     calib: str = CalibOpt,
     nsamples: int = NsamplesOpt,
     seqlen: int = SeqlenOpt,
@@ -147,7 +150,7 @@ def prune(
 
     config = PruneConfig(
         model=model, method=method, update=update, solver=solver, rows=rows, sparsity=sparsity, structure=structure,
-        allocation=allocation,
+        allocation=allocation, truth_dir=truth_dir,
         calibration=_calibration_options(calib, nsamples, seqlen, seed, sequential),
         after=_after_pruning_options(save, eval, max_windows, eval_tasks, task_dir, limit), progress=not quiet,
     )  # fmt: skip

@@ -18,6 +18,8 @@ import logging
 import time
 from functools import partial
 from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +42,7 @@ from paretoprune.registry import Registry
 
 __all__ = [
     "LAYER_ALLOCATIONS",
+    "AllocationInputs",
     "LayerAllocation",
     "PruneReport",
     "check_candidate",
@@ -93,7 +96,19 @@ def owl_sparsities(
     return {linear.name: float(per_block[linear.block_index]) for linear in layout.linears}
 
 
-AllocateFn = Callable[[ModelLayout, Mapping[str, ChannelStats] | None, float], dict[str, float]]
+@dataclass(frozen=True)
+class AllocationInputs:
+    """What a layer allocation may read besides the target: the model's layout, its activation
+    statistics, and for rules that probe the model (TPLO) the model, tokenizer and statements."""
+
+    layout: ModelLayout
+    stats: Mapping[str, ChannelStats] | None = None
+    model: nn.Module | None = None
+    tokenizer: Any = None
+    truth_dir: Path | None = None  # folder of true/false statement sets (TPLO)
+
+
+AllocateFn = Callable[[AllocationInputs, float], dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -102,16 +117,27 @@ class LayerAllocation:
 
     allocate: AllocateFn
     needs_stats: bool  # activation statistics of the calibration data
+    needs_truth: bool = False  # true/false statement sets (--truth-dir)
 
 
-def _uniform(layout: ModelLayout, stats: Mapping[str, ChannelStats] | None, sparsity: float) -> dict[str, float]:
-    return uniform_sparsities(layout, sparsity)
+def _uniform(inputs: AllocationInputs, sparsity: float) -> dict[str, float]:
+    return uniform_sparsities(inputs.layout, sparsity)
 
 
-def _owl(layout: ModelLayout, stats: Mapping[str, ChannelStats] | None, sparsity: float) -> dict[str, float]:
-    if stats is None:
+def _owl(inputs: AllocationInputs, sparsity: float) -> dict[str, float]:
+    if inputs.stats is None:
         raise ValueError("OWL allocation needs activation statistics")
-    return owl_sparsities(layout, stats, sparsity)
+    return owl_sparsities(inputs.layout, inputs.stats, sparsity)
+
+
+def _tplo(inputs: AllocationInputs, sparsity: float) -> dict[str, float]:
+    from paretoprune.evaluators.truth import tplo_sparsities  # it builds on OWL, defined here
+    from paretoprune.truth import load_statements, truth_dir
+
+    if inputs.stats is None or inputs.model is None:
+        raise ValueError("TPLO allocation needs the model and its activation statistics")
+    sets = load_statements(truth_dir(inputs.truth_dir))
+    return tplo_sparsities(inputs.model, inputs.layout, inputs.stats, inputs.tokenizer, sets, sparsity)
 
 
 LAYER_ALLOCATIONS: Registry[LayerAllocation] = Registry("layer allocation", option="--allocation")
@@ -119,6 +145,11 @@ LAYER_ALLOCATIONS.register("uniform", LayerAllocation(_uniform, needs_stats=Fals
                            summary="every layer at the target sparsity")
 LAYER_ALLOCATIONS.register("owl", LayerAllocation(_owl, needs_stats=True),
                            summary="OWL: blocks with more activation outliers keep more weights")
+LAYER_ALLOCATIONS.register(
+    "tplo", LayerAllocation(_tplo, needs_stats=True, needs_truth=True),
+    summary="TPLO: OWL below the block that best separates true from false statements, less sparsity "
+    "where they separate best above it (--truth-dir)",
+)  # fmt: skip
 
 
 def layer_sparsities(
@@ -126,9 +157,12 @@ def layer_sparsities(
     sparsity: float,
     allocation: str,
     stats: Mapping[str, ChannelStats] | None = None,
+    **extra: Any,
 ) -> dict[str, float]:
-    """Each layer's sparsity under the registered ``allocation`` rule."""
-    return LAYER_ALLOCATIONS.lookup(allocation).allocate(layout, stats, sparsity)
+    """Each layer's sparsity under the registered ``allocation`` rule; ``extra`` fills the other
+    fields of :class:`AllocationInputs` (model, tokenizer, truth_dir) for rules that need them."""
+    rule = LAYER_ALLOCATIONS.lookup(allocation)
+    return rule.allocate(AllocationInputs(layout, stats, **extra), sparsity)
 
 
 # --------------------------------------------------------------------------------------------

@@ -118,7 +118,8 @@ class PruneConfig:
     rows: str = "uniform"  # a registered row allocation (uniform, trim)
     sparsity: float | None = None  # fraction of weights pruned (unstructured)
     structure: str | None = None  # "N:M" instead of a sparsity
-    allocation: str = "uniform"  # a registered layer allocation (uniform, owl, ...)
+    allocation: str = "uniform"  # a registered layer allocation (uniform, owl, tplo, ...)
+    truth_dir: Path | None = None  # true/false statement sets for tplo (default $PARETOPRUNE_TRUTH_DIR)
     calibration: CalibrationOptions = field(default_factory=CalibrationOptions)
     after: AfterPruning = field(default_factory=AfterPruning)
     batch_size: int = 8  # windows per forward pass
@@ -197,6 +198,10 @@ def check_prune_config(config: PruneConfig) -> None:
         raise InputError("--nsamples must be positive and --seqlen at least 2")
     _check_update(solver_chain(config.update, config.solver), config.method)
     ROW_ALLOCATIONS.lookup(config.rows)
+    if LAYER_ALLOCATIONS.lookup(config.allocation).needs_truth:
+        from paretoprune.truth import load_statements, truth_dir
+
+        load_statements(truth_dir(config.truth_dir))  # a missing or broken folder fails before the model loads
 
 
 def solver_chain(update: bool, solver: str | None) -> tuple[str, ...]:
@@ -233,7 +238,7 @@ def prune(config: PruneConfig) -> PruneResult:
     loaded = load_model(config.model)
     model, layout = loaded.model, find_layout(loaded.model)
     tokens = _calibration_windows(loaded, config.calibration) if needs_tokens else None
-    candidate = replace(_candidate(config, layout, model, tokens), rows=config.rows, solvers=chain)
+    candidate = replace(_candidate(config, layout, model, tokens, loaded.tokenizer), rows=config.rows, solvers=chain)
     report = prune_model(
         model,
         layout,
@@ -281,7 +286,7 @@ def _after_pruning(
 
 
 def _candidate(
-    config: PruneConfig, layout: ModelLayout, model: torch.nn.Module, tokens: torch.Tensor | None
+    config: PruneConfig, layout: ModelLayout, model: torch.nn.Module, tokens: torch.Tensor | None, tokenizer: Any = None
 ) -> Candidate:
     metric = SCORING_RULES["magnitude" if config.method in MASK_SOLVERS else config.method]
     if config.structure is not None:
@@ -294,7 +299,8 @@ def _candidate(
     if LAYER_ALLOCATIONS.lookup(config.allocation).needs_stats:
         assert tokens is not None
         stats = collect_stats(model, layout, tokens, batch_size=config.batch_size)
-    sparsities = layer_sparsities(layout, config.sparsity, config.allocation, stats)
+    sparsities = layer_sparsities(layout, config.sparsity, config.allocation, stats, model=model,
+                                  tokenizer=tokenizer, truth_dir=config.truth_dir)  # fmt: skip
     return Candidate(metric=metric, sparsities=sparsities)
 
 
