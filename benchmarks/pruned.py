@@ -13,7 +13,7 @@ from paretoprune.evaluators.stats import collect_stats
 from paretoprune.metrics.masks import parse_structure
 from paretoprune.metrics.scores import SCORING_RULES
 from paretoprune.models import LoadedModel, ModelLayout, find_layout, load_model
-from paretoprune.pruning import LAYER_ALLOCATIONS, PruneReport, measure_sparsity, prune_model
+from paretoprune.pruning import LAYER_ALLOCATIONS, AllocationInputs, PruneReport, measure_sparsity, prune_model
 from paretoprune.recipe import Recipe
 from paretoprune.workflows import MASK_SOLVERS, apply_recipe
 
@@ -66,4 +66,5 @@ def baseline_candidate(model: nn.Module, layout: ModelLayout, pruning: Pruning, 
         return Candidate(metric=rule, sparsities=sparsities, structure=pruning.structure)
     allocation = LAYER_ALLOCATIONS.lookup(pruning.source)
     stats = collect_stats(model, layout, tokens, batch_size=batch_size) if allocation.needs_stats else None
-    return Candidate(metric=rule, sparsities=allocation.allocate(layout, stats, pruning.target_sparsity))
+    inputs = AllocationInputs(layout, stats, model=model)
+    return Candidate(metric=rule, sparsities=allocation.allocate(inputs, pruning.target_sparsity))
