@@ -20,11 +20,18 @@ import torch
 
 from paretoprune.errors import InputError
 from paretoprune.models import LoadedModel, check_context, find_layout
+from paretoprune.registry import Registry
 
-__all__ = ["PASSKEY_TASK", "PasskeyOptions", "TestTimeOptions", "diagnostics", "passkey", "test_time"]
+__all__ = ["GENERATED_TASKS", "PASSKEY_TASK", "PasskeyOptions", "TestTimeOptions", "diagnostics", "passkey", "test_time"]
 
 # ``--tasks passkey``: generated from local text rather than read from task files.
 PASSKEY_TASK = "passkey"
+GENERATED_TASKS: Registry[str] = Registry("generated task", option="--tasks")
+GENERATED_TASKS.register(
+    PASSKEY_TASK, "passkey",
+    summary="a random 5-digit key hidden at a chosen depth of filler text; exact match of the answer "
+    "(--passkey-lengths, --passkey-depths)",
+)  # fmt: skip
 
 
 def diagnostics(reference: LoadedModel, model: LoadedModel, windows: torch.Tensor) -> dict[str, float]:

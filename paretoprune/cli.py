@@ -433,6 +433,25 @@ def apply(
     _emit(result.summary(), as_json, lines + _task_lines(result.tasks))
 
 
+@app.command()
+def blocks(
+    as_markdown: bool = typer.Option(False, "--markdown", help="the README's tables, in Markdown"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """List the building blocks by kind: scoring rules, allocations, solvers, objectives, tasks."""
+    from paretoprune.catalog import building_blocks, markdown
+
+    if as_markdown:
+        typer.echo(markdown())
+        return
+    lines = []
+    for title, registry in building_blocks().items():
+        lines.append(f"{title}:")
+        lines += [f"  {entry.name:<14} {entry.summary}" for entry in registry.entries()]
+    summary = {title: registry.names() for title, registry in building_blocks().items()}
+    _emit(summary, as_json, lines)
+
+
 def _configure_logging() -> None:
     level = os.environ.get("PARETOPRUNE_LOG", "WARNING").upper()
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)

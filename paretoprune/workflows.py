@@ -24,7 +24,7 @@ from paretoprune.errors import InputError
 from paretoprune.evaluators.perplexity import perplexity
 from paretoprune.evaluators.stats import collect_stats
 from paretoprune import capabilities
-from paretoprune.capabilities import PASSKEY_TASK, PasskeyOptions, TestTimeOptions
+from paretoprune.capabilities import GENERATED_TASKS, PASSKEY_TASK, PasskeyOptions, TestTimeOptions
 from paretoprune.evaluators.runtime_pruning import check_ratio, context_length
 from paretoprune.evaluators.zeroshot_tasks import TASKS
 from paretoprune.metrics.masks import parse_structure
@@ -341,10 +341,10 @@ def _check_eval_config(config: EvalConfig) -> None:
     if config.test_time is not None:
         check_ratio(config.test_time.ratio)
         context_length(config.seqlen, config.test_time.context_fraction)
-    unknown = [t for t in config.tasks.tasks if t != PASSKEY_TASK and t not in TASKS]
+    unknown = [t for t in config.tasks.tasks if t not in GENERATED_TASKS and t not in TASKS]
     if unknown:
         raise InputError(f"unknown evaluation task {unknown[0]!r} for --tasks: choose one of "
-                         f"{', '.join((*TASKS, PASSKEY_TASK))}")  # fmt: skip
+                         f"{', '.join((*TASKS, *GENERATED_TASKS))}")  # fmt: skip
 
 
 def _reference(config: EvalConfig) -> LoadedModel:

@@ -53,3 +53,28 @@ def test_the_building_block_registries_hold_the_known_methods() -> None:
     assert all(isinstance(spec, MetricSpec) and spec.name == name for name, spec in SCORING_RULES.items())
     assert {"kl", "sparsity"} <= set(OBJECTIVES) and OBJECTIVES["sparsity"].direction == "maximize"
     assert "boolq" in TASKS and TASKS.lookup("boolq").name == "boolq"
+
+
+def test_the_readme_tables_are_the_registries() -> None:
+    from pathlib import Path
+
+    from paretoprune.catalog import README_END, README_START, building_blocks, markdown
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start, end = readme.index(README_START), readme.index(README_END) + len(README_END)
+    assert readme[start:end] == markdown(), "regenerate with: paretoprune blocks --markdown"
+    for registry in building_blocks().values():
+        assert all(f"| `{name}` |" in markdown() for name in registry)
+
+
+def test_blocks_command_lists_every_kind(capsys) -> None:
+    import json
+
+    from paretoprune.catalog import building_blocks
+    from paretoprune.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["blocks", "--json"])
+    assert exited.value.code in (0, None)
+    listed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert listed == {title: list(registry.names()) for title, registry in building_blocks().items()}
