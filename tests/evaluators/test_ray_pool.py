@@ -10,11 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import ray
 
-ray = pytest.importorskip("ray")
-
-from paretoprune.errors import InputError  # noqa: E402
-from paretoprune.evaluators.ray_pool import EvaluatorPool, Outcome, _default_threads  # noqa: E402
+from paretoprune.errors import InputError
+from paretoprune.evaluators.ray_pool import EvaluatorPool, Outcome, _default_threads
 
 pytestmark = pytest.mark.ray
 

@@ -66,10 +66,13 @@ def test_round_trip_keeps_sparsities_and_perplexity(searched, tmp_path: Path, pr
 @pytest.mark.ray
 def test_llmcompressor_and_ratio_exports(searched, tmp_path: Path) -> None:
     _, run = searched
-    ratios = tmp_path / "ratios.json"
+    ratios, knee = tmp_path / "ratios.json", tmp_path / "knee.yaml"
     _json(_cli("export", str(run), "--format", "ratios", "--pick", "knee", "--out", str(ratios), "--json"))
-    layers = json.loads(ratios.read_text())
-    assert len(layers["layers"]) == 21 if "layers" in layers else len(layers) > 0
+    _json(_cli("export", str(run), "--format", "yaml", "--pick", "knee", "--out", str(knee), "--json"))
+    exported, recipe = json.loads(ratios.read_text()), load_recipe(knee)
+    assert exported["layers"] == recipe.pruning.layers  # every layer, in the model's module order
+    assert list(exported["layers"]) == list(recipe.pruning.layers)
+    assert exported["sparsity"] == recipe.pruning.sparsity and exported["structure"] == recipe.pruning.structure
     target = tmp_path / "llmc.yaml"
     _json(_cli("export", str(run), "--format", "llmcompressor", "--pick", "index:0", "--out", str(target), "--json"))
     stage = yaml.safe_load(target.read_text())["sparsity_stage"]["sparsity_modifiers"]

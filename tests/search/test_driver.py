@@ -239,7 +239,9 @@ def test_two_stage_search_uses_the_best_metric_of_stage_one(model_dir: Path, tmp
     assert summary["front"][0]["kl"] <= stage2.loc[0, "kl"]
 
 
-def test_task_aware_front_trades_text_against_a_task(model_dir: Path, tmp_path: Path, shared_data: Path) -> None:
+def test_task_aware_front_is_the_non_dominated_set_of_text_and_task_kl(
+    model_dir: Path, tmp_path: Path, shared_data: Path
+) -> None:
     out = tmp_path / "run"
     summary = _run([
         sys.executable, "-m", "paretoprune", "search", "--model", str(model_dir), "--calib", "builtin",
@@ -251,3 +253,12 @@ def test_task_aware_front_trades_text_against_a_task(model_dir: Path, tmp_path: 
     assert {"kl", "kl@arc_easy"} <= set(frame.columns)
     assert (frame["kl@arc_easy"] > 0).all() and not frame["kl@arc_easy"].equals(frame["kl"])
     assert all({"kl", "kl@arc_easy"} <= set(member) for member in summary["front"])
+    # The front holds exactly the evaluations no other one beats on both: sorted by text KL, its
+    # task KL falls strictly (each member trades one for the other), and every evaluation off the
+    # front is dominated by a member.
+    front = sorted((m["kl"], m["kl@arc_easy"]) for m in summary["front"])
+    assert all(b[1] < a[1] for a, b in zip(front, front[1:]))
+    members = {m["eval_id"] for m in summary["front"]}
+    others = frame[~frame["eval_id"].isin(members)][["kl", "kl@arc_easy"]].to_numpy()
+    for text, task in others:  # dominated, or a duplicate of a member
+        assert any(k <= text and t <= task for k, t in front)
