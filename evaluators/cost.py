@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -29,7 +29,7 @@ from paretoprune.metrics.allocation import block_totals, expand_block_genes, spa
 from paretoprune.metrics.scores import NORMALISERS, SCORING_RULES, TRANSFORMS, MetricSpec
 from paretoprune.models import ModelLayout, check_context, find_layout, load_model, model_bytes, read_config
 
-__all__ = ["BenchEvalConfig", "EvaluationCost", "bench_eval", "random_candidate"]
+__all__ = ["BenchEvalConfig", "EvaluationCost", "bench_eval", "median_seconds", "random_candidate"]
 
 KINDS = ("layerwise", "metric")
 
@@ -44,6 +44,7 @@ class BenchEvalConfig:
     sparsity: float = 0.6  # the candidates' mean sparsity
     seed: int = 0  # picks the windows and the candidates
     objectives: tuple[str, ...] = ("kl", "sparsity")
+    dtype: str = "auto"  # auto | bfloat16 | float16 | float32 (the model runs on the CPU: auto is fp32)
     progress: bool = True
 
 
@@ -58,6 +59,7 @@ class EvaluationCost:
     overhead_bytes: int  # what the evaluator keeps besides them (targets, rank caches)
     tokens: int
     threads: int  # torch's CPU threads during the measurement
+    dtype: str = "float32"  # the dtype the model ran in
 
     @property
     def layerwise_ratio(self) -> float:
@@ -79,6 +81,7 @@ class EvaluationCost:
             "overhead_bytes": self.overhead_bytes,
             "tokens": self.tokens,
             "threads": self.threads,
+            "dtype": self.dtype,
         }
 
 
@@ -88,10 +91,8 @@ def bench_eval(config: BenchEvalConfig) -> EvaluationCost:
     The three kinds are timed round-robin (forward, layerwise candidate, metric candidate, ...)
     so that a noisy machine slows them alike; each figure is a median.
     """
-    from tqdm.auto import tqdm
-
     check_context(read_config(config.model), {"--seqlen": config.seqlen})
-    loaded = load_model(config.model)
+    loaded = load_model(config.model, dtype=config.dtype)
     model, layout = loaded.model, find_layout(loaded.model)
     tokens = calibration_windows(loaded.tokenizer, config.calib, config.nsamples, config.seqlen, config.seed)
     evaluator = CandidateEvaluator(
@@ -108,22 +109,49 @@ def bench_eval(config: BenchEvalConfig) -> EvaluationCost:
         return lambda: evaluator.evaluate(random_candidate(layout, kind, config.sparsity, rng))
 
     calls = {"forward": forward, **{kind: evaluation(kind) for kind in KINDS}}
-    for call in (forward, calls["layerwise"]):  # warm-up: first calls pay for allocations
-        call()
-    timings: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in tqdm(range(config.candidates), desc="bench-eval", disable=not config.progress):
-        for name, call in calls.items():
-            started = time.perf_counter()
-            call()
-            timings[name].append(time.perf_counter() - started)
-    medians = {name: statistics.median(values) for name, values in timings.items()}
+    medians = median_seconds(calls, config.candidates, warm_up=("forward", "layerwise"), desc="bench-eval",
+                             progress=config.progress)  # fmt: skip
     overhead = evaluator.resident_bytes()
     evaluator.close()
     return EvaluationCost(
         forward_s=medians["forward"], layerwise_s=medians["layerwise"], metric_s=medians["metric"],
         model_bytes=model_bytes(model), overhead_bytes=overhead, tokens=int(tokens.numel()),
-        threads=torch.get_num_threads(),
+        threads=torch.get_num_threads(), dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
     )  # fmt: skip
+
+
+def median_seconds(
+    calls: Mapping[str, Callable[[], object]],
+    repeats: int,
+    *,
+    warm_up: tuple[str, ...] = (),
+    device: torch.device | None = None,
+    desc: str = "timing",
+    progress: bool = False,
+) -> dict[str, float]:
+    """The median seconds of each call over ``repeats`` rounds, the calls timed round-robin.
+
+    Round-robin, so that a noisy machine slows every kind alike. The calls named in
+    ``warm_up`` run once first, untimed: first calls pay for allocations and kernel choices.
+    On a GPU the clock stops only once ``device`` has finished the work queued by the call.
+    """
+    from tqdm.auto import tqdm
+
+    for name in warm_up:
+        calls[name]()
+    timings: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in tqdm(range(repeats), desc=desc, disable=not progress):
+        for name, call in calls.items():
+            started = time.perf_counter()
+            call()
+            _synchronize(device)
+            timings[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in timings.items()}
+
+
+def _synchronize(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def random_candidate(layout: ModelLayout, kind: str, sparsity: float, rng: np.random.Generator,

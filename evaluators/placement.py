@@ -9,7 +9,8 @@ It also places a loaded model on the GPUs Ray gave an actor: the whole model on 
 with ``--gpus-per-worker`` above 1, its decoder blocks spread over them (the embeddings, the
 final norm and the output head stay on the first GPU, so inputs and outputs live there).
 
-Sizes are those of the model as paretoprune loads it: every parameter in fp32.
+Sizes are those of the model as paretoprune loads it: every parameter in the dtype it runs in
+(``--dtype``; see :func:`paretoprune.models.model_dtype`), whatever dtype its files hold.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "place_model",
     "spread_device_map",
     "stats_to_devices",
+    "worker_device",
     "worker_memory_bytes",
 ]
 
@@ -49,9 +51,10 @@ GiB = 2**30
 FP32_BYTES = 4
 
 # Used only when a GGUF's tensor table cannot be read. Its files hold 0.5 (Q4) to 2 (F16) bytes
-# per weight and fp32 takes 4: times 2 is exact for F16 and too low for quantized files, so the
-# memory check stays a floor (only a rare F32 GGUF would be overestimated).
-_GGUF_SIZE_FACTOR = 2.0
+# per weight, so a file holds at least half as many weights as it has bytes (exactly half for
+# F16, more when quantized): counted so, the memory check stays a floor (only a rare F32 GGUF
+# would be overestimated).
+_GGUF_WEIGHTS_PER_BYTE = 0.5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,19 +62,19 @@ _GGUF_SIZE_FACTOR = 2.0
 # ---------------------------------------------------------------------------------------------
 
 
-def estimate_model_bytes(model_spec: str, dtype_bytes: int = FP32_BYTES) -> int | None:
-    """Bytes the model's parameters take once loaded, or None when nothing local tells.
+def estimate_model_bytes(model_spec: str, dtype: torch.dtype = torch.float32) -> int | None:
+    """Bytes the model's parameters take once loaded in ``dtype``, or None when nothing local tells.
 
     ``model_spec`` is what ``--model`` takes: an alias, a folder, a .gguf file or a hub id
     (counted only if it is already in the Hugging Face cache: this never downloads).
     """
     count = count_parameters(model_spec)
-    if count is not None:
-        return count * dtype_bytes
-    source = model_source(model_spec)
-    if source.is_gguf:
-        return int(source.location.stat().st_size * _GGUF_SIZE_FACTOR * dtype_bytes / FP32_BYTES)
-    return None
+    if count is None:
+        source = model_source(model_spec)
+        if not source.is_gguf:
+            return None
+        count = int(source.location.stat().st_size * _GGUF_WEIGHTS_PER_BYTE)
+    return count * dtype.itemsize
 
 
 def count_parameters(model_spec: str) -> int | None:
@@ -190,8 +193,8 @@ def check_fits(model_bytes: int, gpus_per_worker: float, available_bytes: int) -
     """Raise InputError when a model's weights alone exceed a worker's memory.
 
     The evaluator needs more than the weights (in layerwise mode a rank cache of 2 bytes per
-    prunable weight, half the fp32 weights; the dense targets; one forward's activations):
-    passing this check is necessary, not sufficient. Failing it is certain failure, so it is
+    prunable weight, half the fp32 weights and as much as bf16 ones; the dense targets; one
+    forward's activations): passing this check is necessary, not sufficient. Failing it is certain failure, so it is
     refused before anything loads.
     """
     if model_bytes <= available_bytes:
@@ -222,14 +225,16 @@ def _gpus_needed(model_bytes: int, gpus_per_worker: float, available_bytes: int)
     return math.ceil(model_bytes / per_gpu) if per_gpu > 0 else math.floor(gpus_per_worker) + 1
 
 
-def check_model_fits(model_spec: str, gpus_per_worker: float | None = None) -> int | None:
-    """Check, before loading, that ``model_spec`` can fit this worker; its estimated bytes.
+def check_model_fits(
+    model_spec: str, gpus_per_worker: float | None = None, dtype: torch.dtype = torch.float32
+) -> int | None:
+    """Check, before loading, that ``model_spec`` in ``dtype`` can fit this worker; its estimated bytes.
 
     ``gpus_per_worker=None`` asks Ray what the calling actor was given. Unknown sizes (a hub
     id not yet downloaded) pass, with a log line.
     """
     gpus = assigned_gpus() if gpus_per_worker is None else gpus_per_worker
-    model_bytes = estimate_model_bytes(model_spec)
+    model_bytes = estimate_model_bytes(model_spec, dtype)
     if model_bytes is None:
         logger.info("size of %s unknown before loading it: memory check skipped", model_spec)
         return None
@@ -274,12 +279,24 @@ def spread_device_map(model: nn.Module, layout: ModelLayout, devices: int) -> di
     return device_map
 
 
+def worker_device() -> torch.device:
+    """Where :func:`place_model` will put a model: the first visible GPU, else the CPU.
+
+    Known before loading, so that ``--dtype auto`` can be resolved for it.
+    """
+    return torch.device("cuda", 0) if _visible_gpus() > 0 else torch.device("cpu")
+
+
+def _visible_gpus() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def place_model(model: nn.Module, layout: ModelLayout) -> torch.device:
     """Move the model onto the visible GPUs (spread over several if there are); the input device.
 
     Without a GPU the model stays where it is.
     """
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    count = _visible_gpus()
     if count == 0:
         return torch.device("cpu")
     if count == 1:

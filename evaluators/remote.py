@@ -3,7 +3,8 @@
 The driver gathers everything the actors share once (tokens, statistics, the fixed scoring
 rule) into one :class:`EvaluatorInputs`, which travels through Ray's object store once. Each
 actor then loads the model itself, places it on its GPUs (or leaves it on the CPU), and scores
-the :class:`~paretoprune.candidate.Candidate` objects the pool hands it::
+the :class:`~paretoprune.candidate.Candidate` objects the pool hands it. Each actor resolves
+``--dtype`` for its own device, so ``auto`` gives the checkpoint's dtype on a GPU worker::
 
     pool = EvaluatorPool(RemoteEvaluator, (inputs,), workers=4)
     outcomes = pool.evaluate(candidates)
@@ -36,17 +37,21 @@ class EvaluatorInputs:
     rank_metric: MetricSpec | None = None
     # The tokens of objectives written name@SOURCE, by SOURCE.
     sources: dict[str, FitnessTokens] = field(default_factory=dict)
+    # --dtype, resolved by each actor for its own device: auto is the checkpoint's dtype on a
+    # GPU and fp32 on a CPU.
+    dtype: str = "auto"
 
 
 class RemoteEvaluator:
     """A CandidateEvaluator built inside a Ray actor from :class:`EvaluatorInputs`."""
 
     def __init__(self, inputs: EvaluatorInputs) -> None:
-        from paretoprune.evaluators.placement import check_model_fits, place_model, stats_to_devices
-        from paretoprune.models import find_layout, load_model
+        from paretoprune.evaluators.placement import check_model_fits, place_model, stats_to_devices, worker_device
+        from paretoprune.models import find_layout, load_model, model_dtype
 
-        check_model_fits(inputs.model_spec)  # before loading: one clear line if it cannot fit this actor
-        loaded = load_model(inputs.model_spec)
+        dtype = model_dtype(inputs.model_spec, inputs.dtype, worker_device())
+        check_model_fits(inputs.model_spec, dtype=dtype)  # before loading: one clear line if it cannot fit
+        loaded = load_model(inputs.model_spec, dtype=dtype)
         layout = find_layout(loaded.model)
         device = place_model(loaded.model, layout)  # one GPU, its blocks over several GPUs, or the CPU
         self._evaluator = CandidateEvaluator(

@@ -11,6 +11,10 @@ bounded by ``nsamples x seqlen x hidden`` whatever the depth of the model.
 The walk yields after gathering each block's statistics, so a caller may prune the block in
 place before the walk moves on. Whether the next block then sees the pruned or the dense
 outputs is the difference between sequential and one-shot pruning.
+
+Whatever dtype the model runs in, the sums are kept in fp64 (squared norms) and fp32 (the Gram
+matrix), on the device of each linear: a bf16 model gives the statistics of its bf16
+activations without rounding them further, and a GPU never copies its activations out.
 """
 
 from __future__ import annotations
@@ -50,13 +54,16 @@ class ChannelStats:
         return self.gram * (2.0 / max(self.count, 1))
 
     def add(self, inputs: torch.Tensor) -> None:
-        rows = inputs.reshape(-1, inputs.shape[-1]).float()
+        # fp32 rows: the square of a bf16 or fp16 value is exact in fp32, and the sums over
+        # thousands of tokens are accumulated in fp64 (norms) and fp32 (Gram), never in the
+        # model's dtype.
+        rows = inputs.reshape(-1, inputs.shape[-1]).to(self.sq_sum.device, torch.float32)
         self.sq_sum += rows.square().sum(dim=0, dtype=torch.float64)
         self.count += rows.shape[0]
         if self.gram is not None:
             self.gram.addmm_(rows.t(), rows)
         if self.last_inputs is not None and inputs.dim() == 3:
-            self.last_inputs.append(inputs[:, -1, :].float())
+            self.last_inputs.append(inputs[:, -1, :].to(self.sq_sum.device, torch.float32))
 
     def last_token_inputs(self) -> torch.Tensor:
         """[sequences, in]: the input each calibration sequence gave at its last position."""
@@ -165,29 +172,28 @@ def _block_stats(
     hessian: bool,
     last_tokens: bool = False,
 ) -> dict[str, ChannelStats]:
-    stats = {
-        linear.name: ChannelStats(
-            sq_sum=torch.zeros(linear.in_features, dtype=torch.float64),
-            gram=(
-                torch.zeros(linear.in_features, linear.in_features, dtype=torch.float32)
-                if hessian
-                else None
-            ),
-            last_inputs=[] if last_tokens else None,
-        )
-        for linear in linears
-    }
+    stats = {linear.name: _empty_stats(linear, hessian, last_tokens) for linear in linears}
     with _recording(linears, stats), torch.inference_mode():
         for item in inputs:
             block.module(item.hidden, *item.args, **item.kwargs)
     return stats
 
 
+def _empty_stats(linear: PrunableLinear, hessian: bool, last_tokens: bool) -> ChannelStats:
+    """Zero sums on the linear's own device, where its inputs arrive."""
+    device, size = linear.module.weight.device, linear.in_features
+    return ChannelStats(
+        sq_sum=torch.zeros(size, dtype=torch.float64, device=device),
+        gram=torch.zeros(size, size, dtype=torch.float32, device=device) if hessian else None,
+        last_inputs=[] if last_tokens else None,
+    )
+
+
 @contextmanager
 def _recording(linears: list[PrunableLinear], stats: dict[str, ChannelStats]) -> Iterator[None]:
     def hook_for(name: str):
         def record(_module: nn.Module, args: tuple) -> None:
-            stats[name].add(args[0].detach().cpu())
+            stats[name].add(args[0].detach())
 
         return record
 

@@ -43,6 +43,8 @@ ModelOpt = typer.Option(..., "--model", help="alias (smollm2-135m), folder, .ggu
 JsonOpt = typer.Option(False, "--json", help="print one JSON object as the last line")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars")
 SeedOpt = typer.Option(0, "--seed", help="random seed")
+DTYPE_HELP = "auto | bfloat16 | float16 | float32 (auto: the checkpoint's dtype on a GPU, float32 on a CPU)"
+DtypeOpt = typer.Option("auto", "--dtype", help=DTYPE_HELP)
 UpdateOpt = typer.Option(False, "--update", help="reconstruct the kept weights, as SparseGPT does (= --solver update)")
 SolverOpt = typer.Option(None, "--solver", help=f"layer solvers after the mask, in order: comma list of {SOLVERS.choices(', ')}")
 # The calibration of prune and apply (CalibrationOptions).
@@ -142,6 +144,7 @@ def prune(
     eval_tasks: Optional[str] = EvalTasksOpt,
     task_dir: Optional[Path] = TaskDirOpt,
     limit: Optional[int] = LimitOpt,
+    dtype: str = DtypeOpt,
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -152,7 +155,8 @@ def prune(
         model=model, method=method, update=update, solver=solver, rows=rows, sparsity=sparsity, structure=structure,
         allocation=allocation, truth_dir=truth_dir,
         calibration=_calibration_options(calib, nsamples, seqlen, seed, sequential),
-        after=_after_pruning_options(save, eval, max_windows, eval_tasks, task_dir, limit), progress=not quiet,
+        after=_after_pruning_options(save, eval, max_windows, eval_tasks, task_dir, limit), dtype=dtype,
+        progress=not quiet,
     )  # fmt: skip
     result = run(config)
     lines = [f"sparsity   {result.sparsity:.4f}  ({_described(method, update, solver)}, {structure or allocation})"]
@@ -185,6 +189,7 @@ def eval_command(
     ),
     structured: bool = typer.Option(False, "--structured", help="test-time pruning keeps whole input channels"),
     context_fraction: float = typer.Option(0.5, "--context-fraction", help="part of a window the masks read"),
+    dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP + "; also of --reference"),
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -200,7 +205,7 @@ def eval_command(
     config = EvalConfig(
         model=model, data=data, seqlen=seqlen, max_windows=max_windows,
         tasks=_task_options(tasks, task_dir, limit, held_out), diagnostics=diagnostics, reference=reference,
-        passkey=passkey, progress=not quiet,
+        passkey=passkey, dtype=dtype, progress=not quiet,
         test_time=None if test_time_prune is None else TestTimeOptions(test_time_prune, structured, context_fraction),
     )  # fmt: skip
     result = evaluate(config)
@@ -243,6 +248,7 @@ def bench_eval_command(
     seqlen: int = typer.Option(256, "--seqlen", help="tokens per window"),
     candidates: int = typer.Option(5, "--candidates", help="timed evaluations of each kind"),
     seed: int = SeedOpt,
+    dtype: str = DtypeOpt,
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -251,11 +257,11 @@ def bench_eval_command(
 
     config = BenchEvalConfig(
         model=model, calib=calib, nsamples=nsamples, seqlen=seqlen, candidates=candidates,
-        seed=seed, progress=not quiet,
+        seed=seed, dtype=dtype, progress=not quiet,
     )  # fmt: skip
     cost = bench_eval(config)
     lines = [
-        f"dense forward       {cost.forward_s:.3f} s  ({cost.tokens} tokens)",
+        f"dense forward       {cost.forward_s:.3f} s  ({cost.tokens} tokens, {cost.dtype})",
         f"layerwise candidate {cost.layerwise_s:.3f} s  ({cost.layerwise_ratio:.2f}x forward)",
         f"metric candidate    {cost.metric_s:.3f} s  ({cost.metric_ratio:.2f}x forward)",
         f"model weights       {cost.model_bytes / 2**20:.0f} MiB, evaluator extra "
@@ -316,6 +322,7 @@ def search(
     task_calib_fraction: Optional[float] = typer.Option(
         None, "--task-calib-fraction", help="share of a task's examples kept for calibration (0.5)"
     ),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help=DTYPE_HELP + "; the driver's statistics copy is on a CPU"),
     config_file: Optional[Path] = typer.Option(None, "--config", help="YAML file with these settings"),
     out: Optional[str] = typer.Option(None, "--out", help="run folder"),
     resume_dir: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this folder"),
@@ -339,7 +346,7 @@ def search(
             gpus_per_worker=gpus_per_worker, ray_address=ray_address, seed=seed, algorithm=algorithm,
             mutation=mutation, granularity=granularity, delta=delta, storage=storage, out=out,
             stages=tuple(stages.split(",")) if stages else None,
-            task_dir=task_dir, task_calib_fraction=task_calib_fraction,
+            task_dir=task_dir, task_calib_fraction=task_calib_fraction, dtype=dtype,
         )  # fmt: skip
         settings.update({key: value for key, value in given.items() if value is not None})
         result = run_search(load_config(settings), progress=not quiet)
@@ -413,6 +420,7 @@ def apply(
     eval_tasks: Optional[str] = EvalTasksOpt,
     task_dir: Optional[Path] = TaskDirOpt,
     limit: Optional[int] = LimitOpt,
+    dtype: str = DtypeOpt,
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -422,7 +430,8 @@ def apply(
     config = ApplyConfig(
         recipe=recipe, model=model, pruner=pruner, update=update, solver=solver, rows=rows, force=force,
         calibration=_calibration_options(calib, nsamples, seqlen, seed, sequential),
-        after=_after_pruning_options(save, eval, max_windows, eval_tasks, task_dir, limit), progress=not quiet,
+        after=_after_pruning_options(save, eval, max_windows, eval_tasks, task_dir, limit), dtype=dtype,
+        progress=not quiet,
     )  # fmt: skip
     result = run(config)
     lines = [f"sparsity   {result.sparsity:.4f}  ({recipe.name} with {_described(pruner, update, solver)})"]

@@ -32,6 +32,8 @@ from paretoprune.errors import InputError
 
 __all__ = [
     "ALIASES",
+    "DTYPES",
+    "DTYPE_CHOICES",
     "DecoderBlock",
     "LoadedModel",
     "ModelLayout",
@@ -39,6 +41,8 @@ __all__ = [
     "PrunableLinear",
     "cache_dir",
     "check_context",
+    "check_dtype",
+    "checkpoint_dtype",
     "context_length",
     "final_hidden_states",
     "find_layout",
@@ -46,8 +50,10 @@ __all__ = [
     "logits_from_hidden",
     "load_model",
     "model_bytes",
+    "model_dtype",
     "model_source",
     "read_config",
+    "resolve_dtype",
 ]
 
 logger = logging.getLogger(__name__)
@@ -199,8 +205,17 @@ def final_hidden_states(
 
 
 def logits_from_hidden(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-    """The output head applied to final hidden states, as model(...).logits would give."""
-    logits = model.get_output_embeddings()(hidden)
+    """The output head applied to final hidden states, as model(...).logits would give.
+
+    The hidden states are handed to the head in its own dtype: callers keep them in fp32 for
+    their comparisons, and a bf16 head refuses fp32 inputs. Going back from fp32 to the model's
+    dtype is exact, since the states came out of the model in that dtype.
+    """
+    head = model.get_output_embeddings()
+    weight = getattr(head, "weight", None)
+    if weight is not None and hidden.dtype != weight.dtype:
+        hidden = hidden.to(weight.dtype)
+    logits = head(hidden)
     cap = getattr(model.config, "final_logit_softcapping", None)
     if cap:  # Gemma-style soft capping happens after the head
         logits = torch.tanh(logits / cap) * cap
@@ -318,11 +333,78 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def load_model(spec: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Load a causal LM and its tokenizer from an alias, a folder, a .gguf file or a hub id."""
+# --------------------------------------------------------------------------------------------
+# Dtype
+#
+# ``--dtype`` names the precision the weights are loaded in. The numerics that decide a search
+# do not follow it: statistics, scores, solves and log-softmaxes are computed in fp32 (or fp64)
+# from whatever dtype the model runs in.
+
+DTYPES: dict[str, torch.dtype] = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+DTYPE_CHOICES: tuple[str, ...] = ("auto", *DTYPES)
+
+
+def check_dtype(name: str | torch.dtype) -> None:
+    """Refuse, in one line, a dtype that is neither one of DTYPE_CHOICES nor a dtype of DTYPES."""
+    if name in DTYPE_CHOICES or name in DTYPES.values():
+        return
+    raise InputError(f"unknown dtype {name!r} for --dtype: use auto, bfloat16, float16 or float32")
+
+
+def resolve_dtype(
+    name: str | torch.dtype, device: str | torch.device = "cpu", checkpoint: torch.dtype = torch.float32
+) -> torch.dtype:
+    """The dtype a model runs in on ``device`` for ``--dtype name``.
+
+    ``auto`` keeps the ``checkpoint``'s dtype on a GPU, whose fast kernels are half precision,
+    and uses fp32 on a CPU, where nothing is rounded and the results match the committed ones
+    (bfloat16 is faster on CPUs with bf16 instructions: ask for it). float16 on a CPU is
+    allowed with a warning: it runs, but most CPUs have no fp16 arithmetic, so it is slower than
+    fp32 and keeps fp16's narrow range; bfloat16 is the CPU's half precision.
+    """
+    check_dtype(name)
+    on_cpu = torch.device(device).type == "cpu"
+    if name == "auto":
+        return torch.float32 if on_cpu else checkpoint
+    dtype = DTYPES[name] if isinstance(name, str) else name
+    if dtype == torch.float16 and on_cpu:
+        logger.warning("float16 on a CPU is slower than float32 and may overflow: use bfloat16 for half precision")
+    return dtype
+
+
+def checkpoint_dtype(spec: str) -> torch.dtype:
+    """The dtype a model's config says its weights are stored in; fp32 when it says none we use.
+
+    A GGUF file counts as what its converted copy holds (fp32): its own quantized formats are
+    not a dtype a model runs in.
+    """
+    settings = read_config(spec).to_dict()
+    stored = settings.get("dtype") or settings.get("torch_dtype")  # the key's name before transformers 4.56
+    return DTYPES.get(str(stored).removeprefix("torch."), torch.float32)
+
+
+def model_dtype(spec: str, name: str | torch.dtype, device: str | torch.device = "cpu") -> torch.dtype:
+    """The dtype ``spec`` runs in on ``device`` for ``--dtype name``; the config is read only for auto on a GPU."""
+    check_dtype(name)
+    needs_checkpoint = name == "auto" and torch.device(device).type != "cpu"
+    return resolve_dtype(name, device, checkpoint_dtype(spec) if needs_checkpoint else torch.float32)
+
+
+def load_model(spec: str, dtype: str | torch.dtype = "auto") -> LoadedModel:
+    """Load a causal LM and its tokenizer from an alias, a folder, a .gguf file or a hub id.
+
+    The model is loaded on the CPU, so a ``dtype`` name is resolved for the CPU (``auto`` is
+    fp32). Code that moves the model to a GPU passes the dtype it resolved for that GPU
+    (:func:`model_dtype`).
+    """
+    if isinstance(dtype, torch.dtype):
+        check_dtype(dtype)
+        resolved = dtype
+    else:
+        resolved = resolve_dtype(dtype, "cpu")
     source = model_source(spec)
     location = _converted_gguf(source) if source.is_gguf else source.location
-    model, tokenizer = _from_pretrained(str(location), spec, dtype)
+    model, tokenizer = _from_pretrained(str(location), spec, resolved)
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, name=spec, source=str(location))
 

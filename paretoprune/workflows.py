@@ -35,6 +35,7 @@ from paretoprune.models import (
     LoadedModel,
     ModelLayout,
     check_context,
+    check_dtype,
     find_layout,
     fingerprint,
     load_model,
@@ -122,6 +123,7 @@ class PruneConfig:
     truth_dir: Path | None = None  # true/false statement sets for tplo (default $PARETOPRUNE_TRUTH_DIR)
     calibration: CalibrationOptions = field(default_factory=CalibrationOptions)
     after: AfterPruning = field(default_factory=AfterPruning)
+    dtype: str = "auto"  # auto | bfloat16 | float16 | float32: the model runs on the CPU, so auto is fp32
     batch_size: int = 8  # windows per forward pass
     progress: bool = True
 
@@ -159,6 +161,7 @@ class EvalConfig:
     reference: str | None = None
     passkey: PasskeyOptions = field(default_factory=PasskeyOptions)  # used when tasks name passkey
     test_time: TestTimeOptions | None = None  # μ-MoE test-time pruning on the --data windows
+    dtype: str = "auto"  # of --model and --reference (on the CPU, auto is fp32)
     batch_size: int = 8
     progress: bool = True
 
@@ -187,6 +190,7 @@ def check_prune_config(config: PruneConfig) -> None:
     """Fail fast, before any model is loaded, on options that cannot work together."""
     if config.method not in prune_methods():
         raise InputError(f"unknown method {config.method!r} for --method: choose one of {', '.join(prune_methods())}")
+    check_dtype(config.dtype)
     LAYER_ALLOCATIONS.lookup(config.allocation)
     if (config.sparsity is None) == (config.structure is None):
         raise InputError("give exactly one of --sparsity S (e.g. 0.5) or --structure N:M (e.g. 2:4)")
@@ -235,7 +239,7 @@ def prune(config: PruneConfig) -> PruneResult:
     )
     if needs_tokens or config.after.eval is not None:
         _check_seqlen(config.model, config.calibration.seqlen)
-    loaded = load_model(config.model)
+    loaded = load_model(config.model, dtype=config.dtype)
     model, layout = loaded.model, find_layout(loaded.model)
     tokens = _calibration_windows(loaded, config.calibration) if needs_tokens else None
     candidate = replace(_candidate(config, layout, model, tokens, loaded.tokenizer), rows=config.rows, solvers=chain)
@@ -310,7 +314,7 @@ def evaluate(config: EvalConfig) -> EvalResult:
     task_dir = _task_dir(zero_shot)
     if config.data is not None:  # zero-shot tasks read whole examples, not --seqlen windows
         _check_seqlen(config.model, config.seqlen)
-    loaded = load_model(config.model)
+    loaded = load_model(config.model, dtype=config.dtype)
     result = EvalResult()
     if config.data is not None:
         result = _perplexity(loaded, config.data, config.seqlen, config.max_windows, config.batch_size,
@@ -330,6 +334,7 @@ def _check_eval_config(config: EvalConfig) -> None:
     """Fail before loading anything on options that cannot work together."""
     if config.seqlen <= 1:
         raise InputError("--seqlen must be at least 2")
+    check_dtype(config.dtype)
     if config.data is None and not config.tasks.tasks:
         raise InputError("nothing to evaluate: give --data SRC for perplexity and/or --tasks T1,T2")
     needs_windows = [name for name, on in (("--diagnostics", config.diagnostics),
@@ -349,7 +354,7 @@ def _check_eval_config(config: EvalConfig) -> None:
 
 def _reference(config: EvalConfig) -> LoadedModel:
     assert config.reference is not None
-    return load_model(config.reference)
+    return load_model(config.reference, dtype=config.dtype)
 
 
 def _task_dir(options: TaskOptions) -> Path | None:
@@ -468,6 +473,7 @@ class ApplyConfig:
     force: bool = False  # apply by module name to a model of another fingerprint
     calibration: CalibrationOptions = field(default_factory=CalibrationOptions)
     after: AfterPruning = field(default_factory=AfterPruning)
+    dtype: str = "auto"  # auto | bfloat16 | float16 | float32: the model runs on the CPU, so auto is fp32
     batch_size: int = 8  # windows per forward pass
     progress: bool = True
 
@@ -476,6 +482,7 @@ def apply(config: ApplyConfig) -> PruneResult:
     """Load a recipe and a model, prune, evaluate and save (the saved folder keeps the recipe)."""
     recipe = load_recipe(config.recipe)
     _check_pruner(config.pruner)
+    check_dtype(config.dtype)
     chain = solver_chain(config.update, config.solver) if (config.solver or config.update) else None
     candidate = _applied_candidate(recipe, config.pruner, chain, config.rows)
     if config.pruner in MASK_SOLVERS:
@@ -487,7 +494,7 @@ def apply(config: ApplyConfig) -> PruneResult:
     needs_tokens = _pruner_needs_data(config.pruner, candidate.solvers, candidate.rows, recipe_metric=candidate.metric)
     if needs_tokens or config.after.eval is not None:
         _check_seqlen(config.model, config.calibration.seqlen)
-    loaded = load_model(config.model)
+    loaded = load_model(config.model, dtype=config.dtype)
     tokens = _calibration_windows(loaded, config.calibration) if needs_tokens else None
     report = apply_recipe(
         loaded.model, recipe, tokens, pruner=config.pruner, update=config.update, solver=config.solver,

@@ -28,7 +28,7 @@ from paretoprune.errors import InputError
 from paretoprune.evaluators.fitness import check_objectives
 from paretoprune.evaluators.ray_pool import EvaluatorPool, Outcome
 from paretoprune.evaluators.remote import RemoteEvaluator
-from paretoprune.models import check_context, read_config
+from paretoprune.models import check_context, check_dtype, read_config
 from paretoprune.search.algorithms import SearchAlgorithm, make_algorithm
 from paretoprune.search.archive import Archive, candidate_of
 from paretoprune.search.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
@@ -81,6 +81,7 @@ def resume(run_dir: str | Path, generations: int | None = None, progress: bool =
 
 def _check(config: SearchConfig) -> None:
     check_objectives(config.objective_names)
+    check_dtype(config.dtype)
     check_space_config(config.space_config())
     _check_stages(config)
     _check_windows_fit(config)

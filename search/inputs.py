@@ -20,7 +20,7 @@ from paretoprune.evaluators.placement import check_model_fits
 from paretoprune.evaluators.remote import EvaluatorInputs
 from paretoprune.evaluators.stats import collect_stats
 from paretoprune.evaluators.zeroshot_tasks import example_text, load_task, split_indices, task_names
-from paretoprune.models import ModelLayout, check_context, find_layout, fingerprint, load_model
+from paretoprune.models import ModelLayout, check_context, find_layout, fingerprint, load_model, resolve_dtype
 from paretoprune.pruning import owl_sparsities
 from paretoprune.recipe import CalibrationInfo, ModelInfo, Provenance
 from paretoprune.search.config import SearchConfig
@@ -43,9 +43,14 @@ class SearchInputs:
 
 
 def prepare(config: SearchConfig) -> SearchInputs:
-    """Load the model once on the driver and gather everything the search will need."""
-    check_model_fits(config.model, gpus_per_worker=0)  # the driver keeps a CPU copy for statistics
-    loaded = load_model(config.model)
+    """Load the model once on the driver and gather everything the search will need.
+
+    The driver's copy runs on the CPU, so ``--dtype auto`` is fp32 there, whatever the
+    evaluators on GPUs choose; the statistics are summed in fp64 and fp32 either way.
+    """
+    dtype = resolve_dtype(config.dtype, "cpu")  # the driver keeps a CPU copy for statistics
+    check_model_fits(config.model, gpus_per_worker=0, dtype=dtype)
+    loaded = load_model(config.model, dtype=dtype)
     check_context(loaded.model.config, {"--seqlen": config.seqlen, "--stats-seqlen": config.stats_seqlen})
     layout = find_layout(loaded.model)
     tokens = calibration_windows(loaded.tokenizer, config.calib, config.nsamples, config.seqlen, config.seed)
@@ -70,7 +75,7 @@ def prepare(config: SearchConfig) -> SearchInputs:
     provenance = Provenance(calibration=calibration, fitness={"text": plain, **_describe_sources(config, sources)})
     evaluator = EvaluatorInputs(
         model_spec=config.model, tokens=tokens, stats=stats, objectives=config.objective_names,
-        rank_metric=None if space.searches_metric else space.base_metric, sources=sources,
+        rank_metric=None if space.searches_metric else space.base_metric, sources=sources, dtype=config.dtype,
     )  # fmt: skip
     return SearchInputs(model=model, provenance=provenance, layout=layout, space=space, evaluator=evaluator)
 

@@ -16,8 +16,10 @@ from paretoprune.evaluators.placement import (
     count_parameters,
     estimate_model_bytes,
     gpu_share_bytes,
+    place_model,
     spread_device_map,
     stats_to_devices,
+    worker_device,
 )
 from paretoprune.evaluators.stats import ChannelStats
 from paretoprune.models import find_layout, model_source
@@ -84,8 +86,29 @@ def test_size_of_a_saved_model_is_read_from_its_headers(model_dir: Path) -> None
     parameters = sum(p.numel() for p in model.parameters())  # tied weights once, as saved
     assert count_parameters(str(model_dir)) == parameters
     assert estimate_model_bytes(str(model_dir)) == 4 * parameters
-    assert estimate_model_bytes(str(model_dir), dtype_bytes=2) == 2 * parameters
     assert check_model_fits(str(model_dir), gpus_per_worker=0) == 4 * parameters
+
+
+@pytest.mark.parametrize("dtype, size", [(torch.float32, 4), (torch.bfloat16, 2), (torch.float16, 2)])
+def test_the_memory_check_counts_the_dtype_the_model_runs_in(model_dir: Path, dtype: torch.dtype, size: int) -> None:
+    parameters = count_parameters(str(model_dir))
+    assert parameters is not None
+    assert estimate_model_bytes(str(model_dir), dtype) == size * parameters
+    assert check_model_fits(str(model_dir), gpus_per_worker=0, dtype=dtype) == size * parameters
+
+
+def test_a_bf16_model_fits_where_its_fp32_copy_does_not(model_dir: Path) -> None:
+    parameters = count_parameters(str(model_dir))
+    assert parameters is not None
+    available = 3 * parameters  # between the bf16 (2 bytes a weight) and the fp32 (4 bytes) sizes
+    check_fits(2 * parameters, gpus_per_worker=1, available_bytes=available)
+    with pytest.raises(InputError, match="raise --gpus-per-worker to 2"):
+        check_fits(4 * parameters, gpus_per_worker=1, available_bytes=available)
+
+
+def test_the_worker_device_is_where_place_model_puts_the_model() -> None:
+    model = tiny_model("llama", layers=2)
+    assert place_model(model, find_layout(model)) == worker_device()
 
 
 def test_sizes_of_unknown_models() -> None:
@@ -154,6 +177,7 @@ def test_a_gguf_is_counted_from_the_copy_the_model_adapter_converted(
     gguf.write_bytes(b"GGUF" + bytes(4092))  # not a readable GGUF: only its converted copy can be counted
     assert count_parameters(str(gguf)) is None
     assert estimate_model_bytes(str(gguf)) == 2 * 4096  # from its size: a floor of the fp32 weights
+    assert estimate_model_bytes(str(gguf), torch.bfloat16) == 4096  # and of bf16 ones
     converted = model_source(str(gguf)).converted  # where loading it would put the safetensors copy
     assert converted is not None and converted.parent == tmp_path / "cache" / "models"
     tiny_model("llama", layers=2).save_pretrained(converted)
