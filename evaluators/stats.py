@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from paretoprune.metrics.sparsegpt import fp32_matmuls
 from paretoprune.models import DecoderBlock, ModelLayout, PrunableLinear
 
 __all__ = ["BlockStep", "ChannelStats", "collect_stats", "walk_blocks"]
@@ -61,7 +62,8 @@ class ChannelStats:
         self.sq_sum += rows.square().sum(dim=0, dtype=torch.float64)
         self.count += rows.shape[0]
         if self.gram is not None:
-            self.gram.addmm_(rows.t(), rows)
+            with fp32_matmuls():  # SparseGPT's Hessian: never TF32
+                self.gram.addmm_(rows.t(), rows)
         if self.last_inputs is not None and inputs.dim() == 3:
             self.last_inputs.append(inputs[:, -1, :].to(self.sq_sum.device, torch.float32))
 

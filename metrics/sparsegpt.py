@@ -23,9 +23,17 @@ rule): it only reconstructs, so any scoring rule's masks get SparseGPT's weight 
 
 Inputs never seen in calibration (zero Hessian diagonal) carry no signal: their weights are
 zeroed and their Hessian entry set to 1 so the factorisation stays defined.
+
+The solve is fp32 whatever dtype the model runs in: the weight and the Hessian are converted,
+and matrix products run at full fp32 precision even where the process allows TF32 (10 bits of
+mantissa, too few for the error propagation of thousands of columns). The caller writes the
+result back in the model's dtype.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -38,7 +46,7 @@ from paretoprune.metrics.masks import (
     nm_ranks,
 )
 
-__all__ = ["sparsegpt_prune", "sparsegpt_update"]
+__all__ = ["fp32_matmuls", "sparsegpt_prune", "sparsegpt_update"]
 
 # Damping is multiplied by this factor and retried when the damped Hessian is still not
 # positive definite (numerically rank-deficient calibration data).
@@ -66,12 +74,13 @@ def sparsegpt_prune(
     total = round(sparsity * result.numel())
     if structure is None and total == 0:
         return result
-    inverse_factor = _prepare_sweep(result, hessian, damp)
-    step = _aligned_blocksize(blocksize, structure)
-    for start in range(0, result.shape[1], step):
-        end = min(start + step, result.shape[1])
-        pruned_here = _block_budget(sparsity, result.shape[0], start, end)
-        _prune_block(result, inverse_factor, start, end, structure, pruned_here)
+    with fp32_matmuls():
+        inverse_factor = _prepare_sweep(result, hessian, damp)
+        step = _aligned_blocksize(blocksize, structure)
+        for start in range(0, result.shape[1], step):
+            end = min(start + step, result.shape[1])
+            pruned_here = _block_budget(sparsity, result.shape[0], start, end)
+            _prune_block(result, inverse_factor, start, end, structure, pruned_here)
     return result
 
 
@@ -96,11 +105,27 @@ def sparsegpt_update(
     dropped = ~keep.to(result.device)
     if not bool(dropped.any()):
         return result
-    inverse_factor = _prepare_sweep(result, hessian, damp)
-    for start in range(0, result.shape[1], blocksize):
-        end = min(start + blocksize, result.shape[1])
-        _prune_block(result, inverse_factor, start, end, None, 0, fixed=dropped[:, start:end])
+    with fp32_matmuls():
+        inverse_factor = _prepare_sweep(result, hessian, damp)
+        for start in range(0, result.shape[1], blocksize):
+            end = min(start + blocksize, result.shape[1])
+            _prune_block(result, inverse_factor, start, end, None, 0, fixed=dropped[:, start:end])
     return result
+
+
+@contextmanager
+def fp32_matmuls() -> Iterator[None]:
+    """fp32 matrix products at full precision inside the block, as the process had them after.
+
+    A process may allow TF32 for speed (``torch.set_float32_matmul_precision("high")``); the
+    solve and the Gram matrices it reads must not be rounded so.
+    """
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
 
 
 def _check_arguments(

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from paretoprune.evaluators.cost import BenchEvalConfig, bench_eval, random_candidate
+from paretoprune.evaluators.cost import BenchEvalConfig, bench_eval, median_seconds, random_candidate
 from paretoprune.metrics.allocation import weighted_mean
 from paretoprune.models import find_layout
 from paretoprune.testing import byte_tokenizer, tiny_model
@@ -44,3 +44,21 @@ def test_bench_eval_times_all_three_kinds(tmp_path: Path) -> None:
     assert all(summary[key] > 0 for key in ("forward_s", "layerwise_s", "metric_s", "model_bytes"))
     assert summary["layerwise_ratio"] == pytest.approx(cost.layerwise_s / cost.forward_s)
     assert summary["metric_ratio"] == pytest.approx(cost.metric_s / cost.forward_s)
+
+
+def test_bench_eval_runs_the_model_in_the_dtype_asked(tmp_path: Path) -> None:
+    model = tiny_model("llama", layers=2)
+    model.save_pretrained(tmp_path)
+    byte_tokenizer().save_pretrained(tmp_path)
+    parameters = sum(p.numel() for p in model.parameters())
+    cost = bench_eval(BenchEvalConfig(model=str(tmp_path), nsamples=2, seqlen=32, candidates=1, dtype="bfloat16",
+                                      progress=False))  # fmt: skip
+    assert cost.summary()["dtype"] == "bfloat16" and cost.model_bytes == 2 * parameters
+
+
+def test_median_seconds_warms_up_then_times_the_calls_round_robin() -> None:
+    order: list[str] = []
+    calls = {name: (lambda name=name: order.append(name)) for name in ("a", "b")}
+    medians = median_seconds(calls, 3, warm_up=("b",))
+    assert order == ["b", "a", "b", "a", "b", "a", "b"]
+    assert set(medians) == {"a", "b"} and all(value >= 0 for value in medians.values())

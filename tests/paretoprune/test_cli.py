@@ -62,6 +62,8 @@ def test_prune_save_reload_gives_the_reported_perplexity(model_dir: Path, tmp_pa
         (["prune", "--model", "MODEL", "--no-such-option"], "No such option: --no-such-option"),
         (["prune", "--model", "MODEL", "--sparsity", "half"], "Invalid value for '--sparsity'"),
         (["prune", "--model", "MODEL", "--method", "sparsegpt", "--update", "--sparsity", "0.5"], "--update and --solver go with"),
+        (["prune", "--model", "MODEL", "--sparsity", "0.5", "--dtype", "half"], "use auto, bfloat16, float16 or float32"),
+        (["eval", "--model", "MODEL", "--data", "builtin", "--seqlen", "64", "--dtype", "fp8"], "unknown dtype 'fp8'"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(model_dir: Path, args: list[str], fragment: str) -> None:
@@ -229,6 +231,29 @@ def test_prune_and_apply_share_their_calibration_and_after_pruning_options() -> 
     for config in (PruneConfig, ApplyConfig):
         types = {f.name: f.default_factory for f in dataclasses.fields(config) if f.name in ("calibration", "after")}
         assert types == {"calibration": CalibrationOptions, "after": AfterPruning}
+
+
+def test_every_command_that_loads_a_model_takes_dtype() -> None:
+    import typer
+
+    from paretoprune.cli import app
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    for name in ("prune", "eval", "bench-eval", "search", "apply"):
+        option = next((p for p in commands[name].params if "--dtype" in p.opts), None)
+        assert option is not None, name
+        assert "auto | bfloat16 | float16 | float32" in option.help, name
+
+
+def test_prune_in_bf16_saves_a_bf16_model(model_dir: Path, tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    saved = tmp_path / "pruned"
+    summary = _json_main("prune", "--model", str(model_dir), "--sparsity", "0.5", "--nsamples", "2", "--seqlen", "32",
+                         "--dtype", "bfloat16", "--save", str(saved))  # fmt: skip
+    assert summary["sparsity"] == pytest.approx(0.5)
+    with safe_open(str(saved / "model.safetensors"), framework="pt") as weights:
+        assert {weights.get_slice(key).get_dtype() for key in weights.keys()} == {"BF16"}
 
 
 def test_bench_eval_prints_the_keys_scripts_read(model_dir: Path, capsys: pytest.CaptureFixture) -> None:

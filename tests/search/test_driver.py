@@ -104,6 +104,18 @@ def test_layerwise_search_end_to_end(model_dir: Path, tmp_path: Path) -> None:
     assert front["front"] == summary["front"]
 
 
+def test_a_bf16_search_keeps_its_dtype_in_config_yaml_and_on_resume(model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    _run(_search_args(model_dir, out, "--mode", "layerwise", "--sparsity", "0.5", "--generations", "1",
+                      "--dtype", "bfloat16"))  # fmt: skip
+    assert Run.open(out).config.dtype == "bfloat16"
+    _run([sys.executable, "-m", "paretoprune", "search", "--resume", str(out), "--generations", "2", "--quiet"])
+    assert Run.open(out).config.dtype == "bfloat16"
+    frame = _archive(out)
+    assert list(frame["eval_id"]) == list(range(16)) and (frame["status"] == "ok").all()
+    assert (frame["kl"] > 0).all()
+
+
 def _ctrl_c_as_in_a_terminal() -> None:
     """Let the child see SIGINT as Ctrl-C even when this suite runs as a shell's background job,
     whose children inherit SIGINT ignored (and then Python never raises KeyboardInterrupt)."""
