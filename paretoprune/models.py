@@ -540,6 +540,8 @@ def _from_pretrained(
     with _loading(spec):
         tokenizer = AutoTokenizer.from_pretrained(source, **extra)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **extra)
+    if next(model.parameters()).dtype != dtype:  # transformers before 4.56 read torch_dtype, not dtype
+        model.to(dtype)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
