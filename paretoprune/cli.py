@@ -322,7 +322,9 @@ def search(
     task_calib_fraction: Optional[float] = typer.Option(
         None, "--task-calib-fraction", help="share of a task's examples kept for calibration (0.5)"
     ),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help=DTYPE_HELP + "; the driver's statistics copy is on a CPU"),
+    dtype: Optional[str] = typer.Option(
+        None, "--dtype", help=DTYPE_HELP + "; the driver's statistics copy is on a CPU"
+    ),
     config_file: Optional[Path] = typer.Option(None, "--config", help="YAML file with these settings"),
     out: Optional[str] = typer.Option(None, "--out", help="run folder"),
     resume_dir: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this folder"),

@@ -625,7 +625,8 @@ def _rows(name: str, measured: dict[str, Any]) -> Iterator[tuple[str, float, flo
         yield f"metric candidate, {tokens}", measured["metric_s"], measured["metric_ratio"]
         yield f"evaluator set-up (dense targets, rank cache), {tokens}", measured["evaluator_build_s"], None
     elif name == "statistics":
-        yield f"statistics collection, {measured['tokens']} tokens", measured["statistics_s"], measured.get("statistics_ratio")
+        label = f"statistics collection, {measured['tokens']} tokens"
+        yield label, measured["statistics_s"], measured.get("statistics_ratio")
     elif name == "sparsegpt_block":
         yield f"SparseGPT Hessians of block {measured['block']}", measured["hessian_s"], measured.get("hessian_ratio")
         yield (f"SparseGPT solve of block {measured['block']} ({measured['linears']} linears)",
@@ -637,7 +638,8 @@ def _rows(name: str, measured: dict[str, Any]) -> Iterator[tuple[str, float, flo
 
 
 def _memory_table(report: dict[str, Any]) -> list[str]:
-    lines = ["| memory | size |", "|---|---:|", f"| weights ({report['dtype']}) | {_gib(report['model']['weight_bytes'])} |"]
+    weights = f"| weights ({report['dtype']}) | {_gib(report['model']['weight_bytes'])} |"
+    lines = ["| memory | size |", "|---|---:|", weights]
     for name, measured in report["measurements"].items():
         if not name.startswith("evaluation_"):
             continue
@@ -650,7 +652,8 @@ def _memory_table(report: dict[str, Any]) -> list[str]:
             if measured.get(key) is not None:
                 lines.append(f"| {label}, {tokens} | {_gib(measured[key])} |")
     if report["peak_device_bytes"] is not None:
-        lines.append(f"| peak allocated over the run (torch.cuda.max_memory_allocated) | {_gib(report['peak_device_bytes'])} |")
+        peak = _gib(report["peak_device_bytes"])
+        lines.append(f"| peak allocated over the run (torch.cuda.max_memory_allocated) | {peak} |")
     return lines
 
 

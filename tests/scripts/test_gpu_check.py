@@ -121,7 +121,8 @@ def test_without_pymoo_the_search_asks_the_baselines_then_random_repaired_genome
     from paretoprune.search.space import SearchSpace, SpaceConfig
     from paretoprune.testing import tiny_model
 
-    space = SearchSpace(find_layout(tiny_model("llama", layers=3)), SpaceConfig(sparsity=None, sparsity_range=(0.4, 0.7)))
+    layout = find_layout(tiny_model("llama", layers=3))
+    space = SearchSpace(layout, SpaceConfig(sparsity=None, sparsity_range=(0.4, 0.7)))
     search = gpu_check.RandomGenomes(space, pop=5)
     first = search.ask()
     baselines = np.stack(list(space.baselines().values()))
