@@ -54,6 +54,7 @@ from typing import Literal
 import torch
 
 from paretoprune.errors import InputError
+from paretoprune.metrics.sparsegpt import check_weight_and_hessian
 
 __all__ = [
     "INFER",
@@ -406,12 +407,7 @@ def _rounded_no_worse(problem: _Problem, relaxed: torch.Tensor) -> torch.Tensor:
 def _check_arguments(
     weight: torch.Tensor, hessian: torch.Tensor, keep: torch.Tensor, iterations: int, alpha: float
 ) -> None:
-    if weight.dim() != 2:
-        raise InputError(f"a weight matrix must be 2-D [out, in], got shape {tuple(weight.shape)}")
-    columns = weight.shape[1]
-    if tuple(hessian.shape) != (columns, columns):
-        shape = tuple(hessian.shape)
-        raise InputError(f"the Hessian must be [{columns}, {columns}] for this weight, not {shape}")
+    check_weight_and_hessian(weight, hessian)
     if keep.shape != weight.shape or keep.dtype != torch.bool:
         raise InputError(f"the keep mask must be a bool tensor of the weight's shape {tuple(weight.shape)}")
     if not (bool(torch.isfinite(weight).all()) and bool(torch.isfinite(hessian).all())):

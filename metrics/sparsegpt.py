@@ -46,7 +46,7 @@ from paretoprune.metrics.masks import (
     nm_ranks,
 )
 
-__all__ = ["fp32_matmuls", "sparsegpt_prune", "sparsegpt_update"]
+__all__ = ["check_weight_and_hessian", "fp32_matmuls", "sparsegpt_prune", "sparsegpt_update"]
 
 # Damping is multiplied by this factor and retried when the damped Hessian is still not
 # positive definite (numerically rank-deficient calibration data).
@@ -128,6 +128,16 @@ def fp32_matmuls() -> Iterator[None]:
         torch.set_float32_matmul_precision(previous)
 
 
+def check_weight_and_hessian(weight: torch.Tensor, hessian: torch.Tensor) -> None:
+    """One linear's problem is well formed: a 2-D weight [out, in] and an [in, in] Hessian."""
+    if weight.dim() != 2:
+        raise InputError(f"a weight matrix must be 2-D [out, in], got shape {tuple(weight.shape)}")
+    columns = weight.shape[1]
+    if tuple(hessian.shape) != (columns, columns):
+        shape = tuple(hessian.shape)
+        raise InputError(f"the Hessian must be [{columns}, {columns}] for this weight, not {shape}")
+
+
 def _check_arguments(
     weight: torch.Tensor,
     hessian: torch.Tensor,
@@ -135,12 +145,8 @@ def _check_arguments(
     blocksize: int,
     damp: float,
 ) -> None:
-    if weight.dim() != 2:
-        raise InputError(f"a weight matrix must be 2-D [out, in], got shape {tuple(weight.shape)}")
+    check_weight_and_hessian(weight, hessian)
     columns = weight.shape[1]
-    if tuple(hessian.shape) != (columns, columns):
-        shape = tuple(hessian.shape)
-        raise InputError(f"the Hessian must be [{columns}, {columns}] for this weight, not {shape}")
     if structure is not None and not 0 < structure[0] < structure[1]:
         raise InputError(f"structure {structure} needs 0 < N < M (N kept of every M weights)")
     check_structure_fits(columns, structure, "the layer given to SparseGPT")
