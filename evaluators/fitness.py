@@ -8,10 +8,11 @@ search keeps fixed, a per-row rank cache.
 
 Masks never overwrite the model's weights. Each prunable linear gets a parametrization
 (``torch.nn.utils.parametrize``) that, while a candidate is being scored, hands the forward
-pass ``where(keep, W, 0)`` computed just in time from the untouched dense ``W``. The dense
-weights therefore exist once, no restore step can go wrong, and only one layer's masked copy
-is alive at any moment. With the rank cache, a candidate that only changes sparsities costs
-one comparison per weight on top of the forward pass.
+pass ``W * keep`` (keep: 0 or 1) computed just in time from the untouched dense ``W``. The
+dense weights therefore exist once, no restore step can go wrong, and only one layer's masked
+copy is alive at any moment. With the rank cache, a candidate that only changes sparsities
+costs one comparison and one product per weight on top of the forward pass; a new scoring
+rule costs its scores and a selection of each row's threshold (no sort).
 
 The output head is applied a chunk of tokens at a time, so the [tokens x vocabulary] logits
 of the pruned model never exist all at once.
@@ -32,10 +33,10 @@ from paretoprune.errors import InputError
 from paretoprune.evaluators.stats import ChannelStats
 from paretoprune.registry import Registry
 from paretoprune.metrics.diagnostics import effective_rank, energy, kendall_tau
-from paretoprune.metrics.masks import layer_ranks, parse_structure, pruned_count, row_ranks
+from paretoprune.metrics.masks import keep_mask, layer_ranks, parse_structure, pruned_count, row_ranks
 from paretoprune.metrics.scores import MetricSpec, compute_scores
 from paretoprune.models import ModelLayout, PrunableLinear, final_hidden_states, logits_from_hidden
-from paretoprune.pruning import check_candidate, keep_mask
+from paretoprune.pruning import check_candidate
 
 __all__ = [
     "OBJECTIVES",
@@ -152,6 +153,28 @@ class _Masker(nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         return weight if self.rule is None else self.rule(weight)
+
+
+# Zeroing pruned weights. Both helpers give exactly the dense weight where it is kept and a zero
+# where it is pruned (-0.0 for a negative weight; a matmul adds either zero to its sums alike, so
+# the outputs are those of ``torch.where(keep, weight, 0)``). They avoid ``torch.where``, which on
+# the CPU takes several times longer than a product, and they run once per layer per candidate.
+
+
+def _masked_by_ranks(weight: torch.Tensor, ranks: torch.Tensor, pruned: int) -> torch.Tensor:
+    """The weight where ``ranks >= pruned``, zero elsewhere: two passes over one new tensor.
+
+    The comparison writes its 0/1 answer straight in the weight's dtype, and the product with
+    the weight then happens in place. A bool mask would cost a third pass, since a product
+    converts it to the weight's dtype first.
+    """
+    keep = torch.ge(ranks, pruned, out=torch.empty_like(weight))
+    return keep.mul_(weight)
+
+
+def _masked_by_keep(weight: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """The weight where ``keep`` (0 and 1 in the weight's dtype) is 1, zero elsewhere."""
+    return torch.mul(weight, keep)
 
 
 class CandidateEvaluator:
@@ -279,23 +302,25 @@ class CandidateEvaluator:
             return lambda weight: torch.zeros_like(weight)
 
         def rule(weight: torch.Tensor) -> torch.Tensor:
-            return torch.where(ranks >= pruned, weight, 0.0)
+            return _masked_by_ranks(weight, ranks, pruned)
 
         return rule
 
     def _scoring_rule(self, linear: PrunableLinear, candidate: Candidate):
         sparsity = float(candidate.sparsities.get(linear.name, 0.0))
-        if sparsity == 0.0 and parse_structure(candidate.structure) is None:
+        structure = parse_structure(candidate.structure)
+        if sparsity == 0.0 and structure is None:
             return None
         act_norm = self._act_norm(linear, candidate.metric)
 
         def rule(weight: torch.Tensor) -> torch.Tensor:
+            # The steps of pruning.keep_mask, with the mask made in the weight's dtype.
             matrix = weight.t() if linear.transposed else weight
+            scores = compute_scores(matrix.float(), act_norm, candidate.metric)
             keep = keep_mask(
-                matrix, act_norm, candidate.metric, sparsity,
-                candidate.structure, candidate.group, linear.name,
-            )  # fmt: skip
-            return torch.where(keep.t() if linear.transposed else keep, weight, 0.0)
+                scores, sparsity, structure, candidate.group, linear.name, dtype=weight.dtype
+            )
+            return _masked_by_keep(weight, keep.t() if linear.transposed else keep)
 
         return rule
 
@@ -348,15 +373,20 @@ class _Reference:
         count = hidden.shape[0]
         totals = {"kl": 0.0, "logits_mse": 0.0, "topk_tau": 0.0}
         energies = []
+        scratch: torch.Tensor | None = None
         for start in range(0, count, self.token_chunk):
             stop = min(start + self.token_chunk, count)
             logits = self._logits(hidden[start:stop])
+            # One [chunk, vocabulary] buffer for the intermediate results of every chunk: a fresh
+            # tensor per step would have the operating system map and zero hundreds of megabytes
+            # of pages per candidate, which takes longer than the arithmetic done in them.
+            scratch = torch.empty_like(logits) if scratch is None else scratch
+            work = scratch[: stop - start]
             if "probs" in self.wanted:
-                cross = (self.targets["probs"][start:stop] * torch.log_softmax(logits, -1)).sum(-1)
-                totals["kl"] += float((self.targets["neg_entropy"][start:stop] - cross).sum())
+                totals["kl"] += self._kl_sum(logits, start, stop, work)
             if "logits" in self.wanted:
-                diff = logits - self.targets["logits"][start:stop]
-                totals["logits_mse"] += float(diff.square().sum())
+                diff = torch.sub(logits, self.targets["logits"][start:stop], out=work)
+                totals["logits_mse"] += float(diff.square_().sum())
             if "topk" in self.wanted:
                 totals["topk_tau"] += float(self._topk_taus(logits, start, stop).sum())
             if "energy" in self.wanted:
@@ -367,6 +397,16 @@ class _Reference:
             shift = torch.cat(energies).double().mean() - self.targets["energy"].double().mean()
             values["energy_shift"] = abs(float(shift))
         return values
+
+    def _kl_sum(self, logits: torch.Tensor, start: int, stop: int, work: torch.Tensor) -> float:
+        """The sum over positions start..stop of KL(dense || pruned), with ``work`` as scratch.
+
+        Per position KL = sum_v p log p - sum_v p log q: the first half is a cached target, the
+        second is formed in ``work`` (the same numbers as ``(p * log_softmax(logits)).sum(-1)``).
+        """
+        log_q = torch.log_softmax(logits, dim=-1, out=work)
+        cross = log_q.mul_(self.targets["probs"][start:stop]).sum(-1)
+        return float((self.targets["neg_entropy"][start:stop] - cross).sum())
 
     def _topk_taus(self, logits: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         """Per position, tau between dense and pruned logits on the dense top TOPK_OBJECTIVE tokens."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import torch
 
 from paretoprune.errors import InputError
@@ -162,50 +163,87 @@ def keep_mask_from_ranks(ranks: torch.Tensor, sparsity: float, group: str = "row
 # Masks straight from scores, identical to the rank path.
 
 
-def keep_mask_from_scores(scores: torch.Tensor, sparsity: float, group: str = "row") -> torch.Tensor:
+def keep_mask_from_scores(
+    scores: torch.Tensor, sparsity: float, group: str = "row", *, dtype: torch.dtype = torch.bool
+) -> torch.Tensor:
     """Keep-mask at ``sparsity`` per row or per layer, identical to ``keep_mask_from_ranks``.
 
     It selects the k-th smallest score of each group instead of sorting the group: weights below
     it are pruned, weights above it kept, and only groups where several weights tie at that
-    value need the ties split by index.
+    value need the ties split by index. A ``dtype`` other than bool gives the mask as 0 and 1 in
+    that dtype, ready to multiply a weight by (a product converts a bool mask first).
     """
     _check_matrix(scores)
     _check_group(group)
     size = scores.shape[1] if group == "row" else scores.numel()
-    return keep_mask_without_lowest(scores, pruned_count(size, sparsity), group)
+    return keep_mask_without_lowest(scores, pruned_count(size, sparsity), group, dtype=dtype)
 
 
-def keep_mask_without_lowest(scores: torch.Tensor, count: int, group: str = "row") -> torch.Tensor:
+def keep_mask_without_lowest(
+    scores: torch.Tensor, count: int, group: str = "row", *, dtype: torch.dtype = torch.bool
+) -> torch.Tensor:
     """Keep-mask that prunes exactly ``count`` lowest scores of each group (ties: lowest index)."""
     _check_matrix(scores)
     _check_group(group)
     groups = scores if group == "row" else scores.reshape(1, -1)
     if not 0 <= count <= groups.shape[1]:
         raise InputError(f"cannot prune {count} of {groups.shape[1]} weights in a {group}")
-    return _keep_lowest_pruned(groups, count).reshape(scores.shape)
+    return _keep_lowest_pruned(groups, count, dtype).reshape(scores.shape)
 
 
-def _keep_lowest_pruned(groups: torch.Tensor, k: int) -> torch.Tensor:
+def _keep_lowest_pruned(groups: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
     """Mask of each row of ``groups`` without its k lowest entries (stable order breaks ties)."""
-    if k == 0:
-        return torch.ones(groups.shape, dtype=torch.bool, device=groups.device)
-    threshold = torch.kthvalue(groups, k, dim=1, keepdim=True).values
-    keep = groups > threshold
-    kept = keep.sum(dim=1)
-    tied_rows = torch.nonzero(kept != groups.shape[1] - k).flatten()
+    width = groups.shape[1]
+    if k == 0 or k == width:
+        return torch.full(groups.shape, k == 0, dtype=dtype, device=groups.device)
+    threshold, successor = _kth_and_next_smallest(groups, k)
+    keep = torch.gt(groups, threshold, out=torch.empty(groups.shape, dtype=dtype, device=groups.device))
+    # That prunes exactly the k entries up to the threshold, unless the next one ties with it.
+    tied_rows = torch.nonzero(successor.flatten() == threshold.flatten()).flatten()
+    if tied_rows.numel() == groups.shape[0]:  # every row tied: no need to gather and scatter them
+        return _split_ties(groups, threshold, keep, k)
     if tied_rows.numel():
-        keep[tied_rows] = _split_ties(groups[tied_rows], threshold[tied_rows], k)
+        keep[tied_rows] = _split_ties(groups[tied_rows], threshold[tied_rows], keep[tied_rows], k)
     return keep
 
 
-def _split_ties(groups: torch.Tensor, threshold: torch.Tensor, k: int) -> torch.Tensor:
-    """Rows where several entries equal the threshold: prune the lowest-index ones among them."""
-    below = groups < threshold
+def _split_ties(
+    groups: torch.Tensor, threshold: torch.Tensor, above: torch.Tensor, k: int
+) -> torch.Tensor:
+    """Rows where several entries equal the threshold: prune the lowest-index ones among them.
+
+    ``above`` marks the entries over the threshold (it is filled in and returned). The k pruned
+    entries of a row are those below the threshold and then its first ties, so a tie survives
+    when its position among the row's ties exceeds k - (entries below).
+    """
     tied = groups == threshold
-    still_to_prune = k - below.sum(dim=1, keepdim=True)
-    tie_position = torch.cumsum(tied, dim=1, dtype=torch.int32)  # 1 at a row's first tied entry, 2, ...
-    pruned = below | (tied & (tie_position <= still_to_prune))
-    return ~pruned
+    tie_position = torch.cumsum(tied, dim=1, dtype=torch.int32)  # 1 at a row's first tie, 2, ...
+    tie_count = tie_position[:, -1:]
+    below = groups.shape[1] - tie_count - above.sum(dim=1, keepdim=True, dtype=torch.int32)
+    return above.masked_fill_(tied & (tie_position > k - below), True)
+
+
+# numpy's selection handles these dtypes natively; others (half precision) go to torch.
+_NUMPY_SELECTABLE = frozenset({torch.float32, torch.float64, torch.int16, torch.int32, torch.int64})
+
+
+def _kth_and_next_smallest(groups: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k-th and (k+1)-th smallest entries (k from 1) of each row, as two [rows, 1] columns.
+
+    On the CPU both come from one pass of numpy's introselect, several times faster than
+    ``torch.kthvalue``: that one also builds an int64 index tensor the masks never use, and
+    spreads each call over OpenMP threads, whose start-up dominates on busy machines. Both are
+    exact order statistics, so the masks do not depend on which one ran.
+    """
+    if groups.device.type == "cpu" and groups.dtype in _NUMPY_SELECTABLE:
+        partitioned = np.partition(groups.detach().numpy(), k - 1, axis=1)
+        # Everything after the k-th place is at least as large, so the next one is their minimum
+        # (partitioning at both places at once takes numpy several times longer). The copy lets
+        # the partitioned array go, which a view would keep alive.
+        kth = partitioned[:, k - 1 : k].copy()
+        return torch.from_numpy(kth), torch.from_numpy(partitioned[:, k:].min(axis=1, keepdims=True))
+    kth = torch.kthvalue(groups, k, dim=1, keepdim=True).values
+    return kth, torch.kthvalue(groups, k + 1, dim=1, keepdim=True).values
 
 
 # ----------------------------------------------------------------------------------------------
@@ -266,9 +304,12 @@ def keep_mask(
     structure: tuple[int, int] | None = None,
     group: str = "row",
     layer_name: str = "this layer",
+    *,
+    dtype: torch.dtype = torch.bool,
 ) -> torch.Tensor:
     """One entry point: N:M when ``structure`` is given (its pattern fixes the sparsity, so
-    ``sparsity`` is not used), else unstructured at ``sparsity`` over ``group``."""
+    ``sparsity`` is not used), else unstructured at ``sparsity`` over ``group``. The mask is
+    bool, or 0 and 1 in ``dtype`` (see :func:`keep_mask_from_scores`)."""
     if structure is None:
-        return keep_mask_from_scores(scores, sparsity, group)
-    return nm_keep_mask(scores, structure[0], structure[1], layer_name)
+        return keep_mask_from_scores(scores, sparsity, group, dtype=dtype)
+    return nm_keep_mask(scores, structure[0], structure[1], layer_name).to(dtype)

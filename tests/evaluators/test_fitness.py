@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from paretoprune.evaluators.fitness import CandidateEvaluator
 from paretoprune.evaluators.stats import collect_stats
 from paretoprune.metrics.scores import KNOWN_METRICS, MetricSpec
 from paretoprune.models import find_layout
-from paretoprune.pruning import prune_model
+from paretoprune.pruning import keep_mask, prune_model
 from paretoprune.testing import tiny_model
 
 ALL_OBJECTIVES = ("kl", "logits_mse", "hidden_mse", "sparsity", "params")
@@ -96,6 +97,62 @@ def test_rank_cache_and_scoring_give_identical_values() -> None:
     cached.close()
     plain = CandidateEvaluator(model, layout, stats, tokens)
     assert plain.evaluate(candidate) == by_rank
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_masked_weights_are_the_dense_ones_where_kept_and_zero_elsewhere(dtype: torch.dtype) -> None:
+    model, layout, tokens, stats = _setup()
+    model.to(dtype)
+    evaluator = CandidateEvaluator(model, layout, stats, tokens, rank_metric=KNOWN_METRICS["wanda"])
+    rng = random.Random(7)
+    # The rank path, the scoring path, and N:M.
+    for metric, structure in (("wanda", "unstructured"), ("ria", "unstructured"), ("ria", "2:4")):
+        candidate = replace(_random_candidate(layout, rng, KNOWN_METRICS[metric]), structure=structure)
+        with evaluator.applied(candidate):
+            for linear in layout.linears:
+                dense = linear.module.parametrizations.weight.original
+                act_norm, sparsity = stats[linear.name].act_norm, candidate.sparsities[linear.name]
+                keep = keep_mask(dense.float(), act_norm, candidate.metric, sparsity, structure)
+                masked = linear.module.weight
+                assert masked.dtype == dtype
+                assert torch.equal(masked, torch.where(keep, dense, 0.0)), (metric, linear.name)
+
+
+def test_objectives_equal_those_of_masks_applied_with_where(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The evaluator zeroes weights by a product, which leaves -0.0 for negative weights; the
+    # objectives must be bit-identical to those of torch.where's +0.0.
+    from paretoprune.evaluators import fitness
+
+    model, layout, tokens, stats = _setup()
+    evaluator = CandidateEvaluator(
+        model, layout, stats, tokens, objectives=ALL_OBJECTIVES, rank_metric=KNOWN_METRICS["wanda"]
+    )
+    rng = random.Random(8)
+    candidates = [_random_candidate(layout, rng, KNOWN_METRICS[name]) for name in ("wanda", "ria")]
+    by_product = [evaluator.evaluate(candidate) for candidate in candidates]
+
+    def by_ranks(weight: torch.Tensor, ranks: torch.Tensor, pruned: int) -> torch.Tensor:
+        return torch.where(ranks >= pruned, weight, 0.0)
+
+    def by_keep(weight: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        return torch.where(keep.bool(), weight, 0.0)
+
+    monkeypatch.setattr(fitness, "_masked_by_ranks", by_ranks)
+    monkeypatch.setattr(fitness, "_masked_by_keep", by_keep)
+    assert [evaluator.evaluate(candidate) for candidate in candidates] == by_product
+
+
+def test_chunks_that_do_not_divide_the_tokens_give_the_same_objectives() -> None:
+    # The last chunk is shorter than the scratch buffer the others share.
+    model, layout, tokens, stats = _setup()
+    candidate = _random_candidate(layout, random.Random(9), KNOWN_METRICS["wanda"])
+    evaluator = CandidateEvaluator(
+        model, layout, stats, tokens, objectives=ALL_OBJECTIVES[:2], token_chunk=48
+    )
+    got = evaluator.evaluate(candidate)
+    expected = _direct_objectives("llama", tokens, candidate)
+    for name in ALL_OBJECTIVES[:2]:
+        assert got[name] == pytest.approx(expected[name], rel=1e-4, abs=1e-7), name
 
 
 def test_padding_is_excluded() -> None:

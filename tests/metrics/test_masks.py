@@ -151,6 +151,42 @@ def test_identity_on_a_realistic_layer_with_many_ties() -> None:
                 assert torch.equal(direct, keep_mask_from_ranks(ranks, sparsity, group))
 
 
+@pytest.mark.parametrize("group", ["row", "layer"])
+def test_every_dtype_selects_the_same_mask(group: str) -> None:
+    # On the CPU float32/float64/int scores are selected by numpy, half precision by torch (as on
+    # a GPU): small integer scores are exact in every dtype, so all must give the same mask.
+    for seed in range(8):
+        scores = tie_rich(seed, 1 + seed % 6, 24 + seed, levels=2 + seed % 4)
+        for sparsity in (0.05, 0.3, 0.5, 0.8, 0.97):
+            expected = keep_mask_from_scores(scores, sparsity, group)
+            for dtype in (torch.float64, torch.float16, torch.bfloat16, torch.int32):
+                got = keep_mask_from_scores(scores.to(dtype), sparsity, group)
+                assert torch.equal(got, expected), dtype
+
+
+@pytest.mark.parametrize("group", ["row", "layer"])
+def test_a_mask_in_a_weight_dtype_is_the_bool_mask_as_numbers(group: str) -> None:
+    for seed in range(6):
+        scores = tie_rich(seed, 1 + seed % 4, 16)
+        for sparsity in (0.0, 0.3, 0.5, 0.99):  # 0.99 prunes every weight of a 16-wide row
+            expected = keep_mask_from_scores(scores, sparsity, group)
+            for dtype in (torch.float32, torch.bfloat16):
+                got = keep_mask(scores, sparsity, group=group, dtype=dtype)
+                assert got.dtype == dtype and torch.equal(got, expected.to(dtype))
+    nm = keep_mask(scores, 0.0, structure=(2, 4), dtype=torch.float16)
+    assert torch.equal(nm, nm_keep_mask(scores, 2, 4).half())
+
+
+def test_some_rows_tied_and_others_not() -> None:
+    # Row 0 ties at its threshold, row 1 does not: only row 0 goes through the tie split.
+    scores = torch.tensor([[3.0, 1.0, 1.0, 1.0, 2.0, 1.0], [6.0, 5.0, 4.0, 3.0, 2.0, 1.0]])
+    keep = keep_mask_from_scores(scores, 0.5)
+    assert keep.tolist() == [
+        [True, False, False, False, True, True],
+        [True, True, True, False, False, False],
+    ]
+
+
 def test_masks_are_deterministic() -> None:
     scores = tie_rich(3, 16, 64, levels=2)
     first = keep_mask_from_scores(scores, 0.5)
@@ -187,6 +223,8 @@ def test_without_lowest_prunes_an_exact_count() -> None:
     scores = tie_rich(5, 4, 10)
     assert int((~keep_mask_without_lowest(scores, 13, group="layer")).sum()) == 13
     assert (~keep_mask_without_lowest(scores, 3)).sum(dim=1).tolist() == [3, 3, 3, 3]
+    assert not bool(keep_mask_without_lowest(scores, 10).any())
+    assert not bool(keep_mask_without_lowest(scores, 40, group="layer").any())
     with pytest.raises(InputError):
         keep_mask_without_lowest(scores, 11)
 
