@@ -37,6 +37,7 @@ from paretoprune.metrics.scores import SCORING_RULES, MetricSpec, compute_scores
 from paretoprune.metrics.row_allocation import ROW_ALLOCATIONS, keep_mask_with_row_counts, row_counts
 from paretoprune.metrics.solvers import SOLVERS, check_chain, run_chain
 from paretoprune.metrics.sparsegpt import sparsegpt_prune
+from paretoprune.global_scores import ScoreMap, check_score_map
 from paretoprune.models import ModelLayout, PrunableLinear
 from paretoprune.registry import Registry
 
@@ -240,6 +241,7 @@ def prune_model(
     sequential: bool = False,
     batch_size: int = 8,
     progress: bool = True,
+    scores: ScoreMap | None = None,
 ) -> PruneReport:
     """Prune ``model`` in place as ``candidate`` says and report the sparsity reached.
 
@@ -248,6 +250,8 @@ def prune_model(
     ``update`` appends SparseGPT's update to them. ``method="sparsegpt"`` uses SparseGPT at the
     candidate's sparsities and structure. ``tokens`` (calibration windows) are needed unless the
     metric ignores activations and no solver or row allocation reads calibration data.
+    ``scores`` (a global rule's score map, see :mod:`paretoprune.global_scores`) replaces the
+    metric's scores layer by layer.
     """
     if method not in ("metric", "sparsegpt"):
         raise InputError(f"unknown pruning method {method!r}: use metric or sparsegpt")
@@ -255,16 +259,18 @@ def prune_model(
     if chain and method == "sparsegpt":
         raise InputError("--update and --solver go with a scoring rule: SparseGPT already updates the weights it keeps")
     check_candidate(layout, candidate)
+    if scores is not None:
+        check_score_map(scores, layout)
     rows = ROW_ALLOCATIONS.lookup(candidate.rows)
     started = time.perf_counter()
     needs = _Needs(
         hessian=method == "sparsegpt" or any(SOLVERS[name].needs_hessian for name in chain),
         last_tokens=rows.needs_inputs,
     )
-    needs_data = needs.hessian or needs.last_tokens or candidate.metric.uses_activations
+    needs_data = needs.hessian or needs.last_tokens or (scores is None and candidate.metric.uses_activations)
     if needs_data and tokens is None:
         raise InputError("this pruner needs calibration data: pass --calib SRC")
-    prune = partial(_prune_linear, candidate=candidate, method=method, chain=chain)
+    prune = partial(_prune_linear, candidate=candidate, method=method, chain=chain, scores=scores)
     if needs_data:
         steps = walk_blocks(model, layout, tokens, batch_size=batch_size, hessian=needs.hessian,
                             propagate="pruned" if sequential else "dense", last_tokens=needs.last_tokens)  # fmt: skip
@@ -286,7 +292,13 @@ class _Needs:
 
 
 def _prune_linear(
-    linear: PrunableLinear, stats: ChannelStats | None, *, candidate: Candidate, method: str, chain: tuple[str, ...]
+    linear: PrunableLinear,
+    stats: ChannelStats | None,
+    *,
+    candidate: Candidate,
+    method: str,
+    chain: tuple[str, ...],
+    scores: ScoreMap | None = None,
 ) -> None:
     sparsity = candidate.sparsities.get(linear.name, 0.0)
     nm = parse_structure(candidate.structure)
@@ -298,7 +310,8 @@ def _prune_linear(
         pruned = sparsegpt_prune(weight.float(), stats.hessian(), sparsity, structure=nm)
         weight.copy_(pruned.to(weight.dtype))
         return
-    mask = _layer_mask(linear, weight, stats, candidate, sparsity)
+    given = None if scores is None else scores[linear.name]
+    mask = _layer_mask(linear, weight, stats, candidate, sparsity, given)
     if chain:
         assert stats is not None
         solved, _ = run_chain(chain, weight.float(), mask, stats.hessian())
@@ -308,14 +321,25 @@ def _prune_linear(
 
 
 def _layer_mask(
-    linear: PrunableLinear, weight: torch.Tensor, stats: ChannelStats | None, candidate: Candidate, sparsity: float
+    linear: PrunableLinear,
+    weight: torch.Tensor,
+    stats: ChannelStats | None,
+    candidate: Candidate,
+    sparsity: float,
+    given: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The keep mask of one layer: the rule's scores, shared among rows by the row allocation."""
+    """The keep mask of one layer: the rule's scores (or the ``given`` ones of a global rule),
+    shared among rows by the row allocation."""
     act_norm = stats.act_norm if stats is not None else None
-    if candidate.rows == "uniform":
+    if candidate.rows == "uniform" and given is None:
         return keep_mask(weight, act_norm, candidate.metric, sparsity, candidate.structure, candidate.group, linear.name)
+    if given is not None:
+        scores = given.to(weight.device, torch.float32)
+    else:
+        scores = compute_scores(weight.float(), act_norm if candidate.metric.uses_activations else None, candidate.metric)
+    if candidate.rows == "uniform":
+        return masks.keep_mask(scores, sparsity, parse_structure(candidate.structure), candidate.group, linear.name)
     assert stats is not None
-    scores = compute_scores(weight.float(), act_norm if candidate.metric.uses_activations else None, candidate.metric)
     per_row = ROW_ALLOCATIONS[candidate.rows].allocate(weight, scores, stats.last_token_inputs(), sparsity)
     total = weight.shape[0] * masks.pruned_count(weight.shape[1], sparsity)
     return keep_mask_with_row_counts(scores, row_counts(per_row, weight.shape[1], total))

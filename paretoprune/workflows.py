@@ -27,6 +27,7 @@ from paretoprune import capabilities
 from paretoprune.capabilities import GENERATED_TASKS, PASSKEY_TASK, PasskeyOptions, TestTimeOptions
 from paretoprune.evaluators.runtime_pruning import check_ratio, context_length
 from paretoprune.evaluators.zeroshot_tasks import TASKS
+from paretoprune.global_scores import GLOBAL_SCORES, GlobalScoreInputs
 from paretoprune.metrics.masks import parse_structure
 from paretoprune.metrics.row_allocation import ROW_ALLOCATIONS
 from paretoprune.metrics.solvers import check_chain, parse_chain
@@ -34,6 +35,7 @@ from paretoprune.metrics.scores import SCORING_RULES, MetricSpec
 from paretoprune.models import (
     LoadedModel,
     ModelLayout,
+    cache_dir,
     check_context,
     check_dtype,
     find_layout,
@@ -68,8 +70,8 @@ MASK_SOLVERS = ("sparsegpt",)
 
 
 def prune_methods() -> tuple[str, ...]:
-    """What ``prune --method`` accepts: every registered scoring rule, then SparseGPT."""
-    return (*SCORING_RULES.names(), *MASK_SOLVERS)
+    """What ``prune --method`` accepts: every registered scoring rule, the global ones, then SparseGPT."""
+    return (*SCORING_RULES.names(), *GLOBAL_SCORES.names(), *MASK_SOLVERS)
 
 
 def apply_pruners() -> tuple[str, ...]:
@@ -217,7 +219,7 @@ def solver_chain(update: bool, solver: str | None) -> tuple[str, ...]:
 def _pruner_needs_data(method: str, chain: tuple[str, ...], rows: str, recipe_metric: MetricSpec | None = None) -> bool:
     """Whether pruning with ``method`` (or the recipe's own rule), its solvers and its row
     allocation reads calibration windows."""
-    if method in MASK_SOLVERS or chain or ROW_ALLOCATIONS.lookup(rows).needs_inputs:
+    if method in MASK_SOLVERS or method in GLOBAL_SCORES or chain or ROW_ALLOCATIONS.lookup(rows).needs_inputs:
         return True
     metric = recipe_metric if method == "recipe" else SCORING_RULES.lookup(method)
     return metric is not None and metric.uses_activations
@@ -243,6 +245,7 @@ def prune(config: PruneConfig) -> PruneResult:
     model, layout = loaded.model, find_layout(loaded.model)
     tokens = _calibration_windows(loaded, config.calibration) if needs_tokens else None
     candidate = replace(_candidate(config, layout, model, tokens, loaded.tokenizer), rows=config.rows, solvers=chain)
+    scores = _global_scores(config, loaded, layout, tokens)
     report = prune_model(
         model,
         layout,
@@ -252,8 +255,23 @@ def prune(config: PruneConfig) -> PruneResult:
         sequential=config.calibration.sequential,
         batch_size=config.batch_size,
         progress=config.progress,
+        scores=scores,
     )
     return _after_pruning(loaded, report, config, task_dir)
+
+
+def _global_scores(
+    config: PruneConfig, loaded: LoadedModel, layout: ModelLayout, tokens: torch.Tensor | None
+) -> dict[str, torch.Tensor] | None:
+    """The score map of a global scoring rule (UniPruning, LRP) on the dense model, else None."""
+    if config.method not in GLOBAL_SCORES:
+        return None
+    assert tokens is not None
+    inputs = GlobalScoreInputs(
+        loaded.model, layout, tokens, model_id=config.model, cache_dir=cache_dir() / "scores",
+        seed=config.calibration.seed, progress=config.progress,
+    )  # fmt: skip
+    return GLOBAL_SCORES[config.method].compute(inputs)
 
 
 def _calibration_windows(loaded: LoadedModel, options: CalibrationOptions) -> torch.Tensor:
@@ -292,7 +310,8 @@ def _after_pruning(
 def _candidate(
     config: PruneConfig, layout: ModelLayout, model: torch.nn.Module, tokens: torch.Tensor | None, tokenizer: Any = None
 ) -> Candidate:
-    metric = SCORING_RULES["magnitude" if config.method in MASK_SOLVERS else config.method]
+    # A mask solver or a global rule brings its own scores; the metric is then only a label.
+    metric = SCORING_RULES.get(config.method, SCORING_RULES["magnitude"])
     if config.structure is not None:
         nm = parse_structure(config.structure)
         assert nm is not None
