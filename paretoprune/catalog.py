@@ -10,6 +10,7 @@ from __future__ import annotations
 from paretoprune.capabilities import GENERATED_TASKS
 from paretoprune.evaluators.fitness import OBJECTIVES
 from paretoprune.evaluators.zeroshot_tasks import TASKS
+from paretoprune.global_scores import GLOBAL_SCORES
 from paretoprune.metrics.row_allocation import ROW_ALLOCATIONS
 from paretoprune.metrics.scores import SCORING_RULES
 from paretoprune.metrics.solvers import SOLVERS
@@ -26,6 +27,7 @@ def building_blocks() -> dict[str, Registry]:
     """The registries by the place they take in pruning (score, layers, rows, solve, measure)."""
     return {
         "scoring rules (--method, apply --pruner)": SCORING_RULES,
+        "global scoring rules, one pass over the whole model (--method)": GLOBAL_SCORES,
         "layer allocations (--allocation)": LAYER_ALLOCATIONS,
         "row allocations (--rows)": ROW_ALLOCATIONS,
         "solvers (--solver)": SOLVERS,
