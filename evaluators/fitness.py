@@ -30,6 +30,7 @@ from torch.nn.utils import parametrize
 
 from paretoprune.candidate import Candidate
 from paretoprune.errors import InputError
+from paretoprune.evaluators.capability_fitness import CAPABILITY_OBJECTIVES, CapabilityInputs, CapabilityScorer
 from paretoprune.evaluators.stats import ChannelStats
 from paretoprune.registry import Registry
 from paretoprune.metrics.diagnostics import effective_rank, energy, kendall_tau
@@ -73,6 +74,9 @@ for _objective in (
     Objective("erank", "minimize", "erank", "|ERank(pruned) - ERank(dense)| of final hidden states"),
     Objective("topk_tau", "maximize", "topk", "mean Kendall tau-b on the dense top-10 logits per token"),
     Objective("energy_shift", "minimize", "energy", "|mean shift| of the energy -logsumexp(logits)"),
+    # Capabilities (see paretoprune.evaluators.capability_fitness): accuracies on their own inputs.
+    Objective("probe", "maximize", None, "held-out truth-probe accuracy at the dense pivot block (--truth-dir)"),
+    Objective("passkey", "maximize", None, "passkey retrieval exact match on a small seeded grid"),
     Objective("sparsity", "maximize", None, "fraction of prunable weights removed"),
     Objective("params", "minimize", None, "prunable weights that remain"),
 ):
@@ -177,6 +181,12 @@ def _masked_by_keep(weight: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return torch.mul(weight, keep)
 
 
+def _target_dtype(model: nn.Module) -> torch.dtype:
+    """Half precision for the cached probabilities of a half-precision model, fp32 otherwise."""
+    dtype = next(model.parameters()).dtype
+    return dtype if dtype in (torch.bfloat16, torch.float16) else torch.float32
+
+
 class CandidateEvaluator:
     """Scores candidates against the dense model on fixed fitness tokens."""
 
@@ -193,9 +203,14 @@ class CandidateEvaluator:
         rank_group: str = "row",
         token_chunk: int = 512,
         sources: Mapping[str, FitnessTokens] | None = None,
+        # What the capability objectives (probe, passkey) read: statements and prompts.
+        capabilities: CapabilityInputs | None = None,
+        target_dtype: torch.dtype | None = None,
     ) -> None:
         """``input_ids`` are the fitness tokens of plain objectives; ``sources`` name the tokens
-        of objectives written ``name@source`` (e.g. a task's calibration prompts)."""
+        of objectives written ``name@source`` (e.g. a task's calibration prompts).
+        ``target_dtype`` stores the dense next-token probabilities (the largest cache, tokens x
+        vocabulary); by default the model's dtype when it runs in half precision, else fp32."""
         self.model, self.layout = model, layout
         self.objectives = check_objectives(objectives)
         token_sets = {None: FitnessTokens(input_ids, attention_mask), **dict(sources or {})}
@@ -207,9 +222,12 @@ class CandidateEvaluator:
             if OBJECTIVES[base].target is not None:
                 wanted.setdefault(source, set()).add(base)
         self._act_norms = {name: s.act_norm for name, s in stats.items()}
+        # Built on the dense model, before any mask: the probe's pivot block is the dense one's.
+        capability_names = {name for name in self.objectives if name in CAPABILITY_OBJECTIVES}
+        self._capabilities = CapabilityScorer(model, capabilities, capability_names) if capability_names else None
         self._maskers = self._install_maskers()
         self._references = {
-            source: _Reference(model, token_sets[source], bases, token_chunk)
+            source: _Reference(model, token_sets[source], bases, token_chunk, target_dtype or _target_dtype(model))
             for source, bases in wanted.items()
         }
         self._rank_key = (rank_metric, rank_group)
@@ -223,11 +241,13 @@ class CandidateEvaluator:
         check_candidate(self.layout, candidate)
         achieved = achieved_sparsities(self.layout, candidate)
         values: dict[str, float] = {}
-        if self._references:
+        if self._references or self._capabilities is not None:
             with self._masked(candidate), torch.inference_mode():
                 for source, reference in self._references.items():
                     suffix = "" if source is None else f"@{source}"
                     values |= {f"{base}{suffix}": v for base, v in reference.compare().items()}
+                if self._capabilities is not None:
+                    values |= self._capabilities.compare()
         removed = sum(achieved[linear.name] * linear.numel for linear in self.layout.linears)
         total = self.layout.total_numel
         values |= {"sparsity": removed / total, "params": float(total - removed)}
@@ -348,11 +368,22 @@ class _Reference:
     final hidden states (``erank``; ERank here is always that of the final hidden states, which
     are cheap, never of the logits), the top TOPK_CACHED token ids and their logits per position
     (``topk_tau``; the whole logits are not kept) and the energy per position (``energy_shift``).
-    The head is applied ``token_chunk`` tokens at a time.
+    The head is applied ``token_chunk`` tokens at a time. The probabilities, the largest target
+    (tokens x vocabulary), are stored in ``probs_dtype``: half precision halves them on a GPU, and
+    the constant half of KL is then computed from the stored values, so that the dense model's
+    KL to itself stays exactly 0.
     """
 
-    def __init__(self, model: nn.Module, tokens: FitnessTokens, wanted: set[str], token_chunk: int) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        tokens: FitnessTokens,
+        wanted: set[str],
+        token_chunk: int,
+        probs_dtype: torch.dtype = torch.float32,
+    ) -> None:
         self.model, self.tokens, self.token_chunk = model, tokens, token_chunk
+        self.probs_dtype = probs_dtype
         self.wanted = {OBJECTIVES[name].target for name in wanted}
         with torch.inference_mode():
             self.targets = self._dense_targets(self._hidden().float())
@@ -432,9 +463,9 @@ class _Reference:
                 targets["logits"] = logits
             if "probs" in self.wanted:
                 logprobs = torch.log_softmax(logits, dim=-1)
-                targets["probs"] = logprobs.exp()
-                # sum_v p log p per token: the constant half of KL(p || q)
-                targets["neg_entropy"] = (targets["probs"] * logprobs).sum(-1)
+                targets["probs"] = logprobs.exp().to(self.probs_dtype)
+                # sum_v p log p per token, the constant half of KL(p || q), from the stored p
+                targets["neg_entropy"] = (targets["probs"].float() * logprobs).sum(-1)
         if self.wanted & {"topk", "energy"}:
             targets |= self._dense_summaries(hidden)
         return targets

@@ -198,11 +198,14 @@ def test_a_search_actor_loads_its_model_in_the_dtype_of_the_search(bf16_dir: Pat
     assert values["kl"] > 0 and values["sparsity"] == pytest.approx(0.5)
 
 
+@pytest.mark.parametrize("target_dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("sparsity", [0.5, 0.8])
-def test_the_evaluators_kl_is_within_a_tenth_of_a_percent_of_an_fp64_kl(sparsity: float) -> None:
-    """The bound that holds the dense targets' storage to account: kept in fp32 now, they may
-    be stored in half precision only while this holds (bf16 probabilities measured 2e-4 off on
-    SmolLM2 when the cached neg-entropy is computed from the stored probabilities).
+def test_the_evaluators_kl_is_within_a_tenth_of_a_percent_of_an_fp64_kl(
+    sparsity: float, target_dtype: torch.dtype
+) -> None:
+    """The bound that holds the dense targets' storage to account: a half-precision model keeps
+    its dense probabilities in its own dtype (bf16 probabilities measured 2e-4 off on SmolLM2,
+    the cached neg-entropy being computed from the stored probabilities).
 
     Not at lower sparsities: this random model's next-token distributions are nearly uniform,
     and its KL (5e-5 at 20 %, 1e-6 at 5 %) nears what fp32 resolves as the difference of two
@@ -210,7 +213,10 @@ def test_the_evaluators_kl_is_within_a_tenth_of_a_percent_of_an_fp64_kl(sparsity
     """
     model = tiny_model("llama", layers=2, seed=1)
     layout, tokens = find_layout(model), _tokens(rows=4, length=48)
-    evaluator = CandidateEvaluator(model, layout, collect_stats(model, layout, tokens), tokens, objectives=("kl",))
+    stats = collect_stats(model, layout, tokens)
+    evaluator = CandidateEvaluator(model, layout, stats, tokens, objectives=("kl",), target_dtype=target_dtype)
+    assert evaluator._references[None].targets["probs"].dtype == target_dtype
+    assert evaluator.evaluate(Candidate(metric=SCORING_RULES["wanda"], sparsities={}))["kl"] == 0.0
     candidate = _uniform_wanda(layout.names, sparsity)
     with torch.inference_mode():
         dense = torch.log_softmax(model(input_ids=tokens).logits.double(), dim=-1)
