@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from paretoprune.metrics.allocation import block_totals, expand_block_genes
 from paretoprune.metrics.truth import (
     leave_one_topic_out,
     mean_separability,
+    pivot_block,
     separability,
     tplo_block_sparsities,
     within_topic,
@@ -33,12 +35,20 @@ from paretoprune.truth import StatementSet
 
 __all__ = [
     "PROBE_SPLITS",
+    "EncodedStatements",
     "activations_by_topic",
     "block_separability",
+    "check_split",
+    "encode_sets",
+    "encode_statements",
+    "encoded_activations",
+    "pivot_of",
     "probe_accuracy",
     "probe_accuracy_by_block",
+    "probe_scores",
     "separability_by_set",
     "statement_activations",
+    "truth_probe",
     "tplo_from_owl",
     "tplo_sparsities",
 ]
@@ -53,6 +63,33 @@ PROBE_SPLITS = ("topics", "statements")
 # Activations.
 
 
+@dataclass(frozen=True)
+class EncodedStatements:
+    """One statement set as token ids, ready to run without a tokenizer (e.g. inside an actor)."""
+
+    tokens: tuple[tuple[int, ...], ...]  # one row of ids per statement, in file order
+    labels: np.ndarray  # int64, 1 = true, 0 = false
+    pad_id: int  # filler after a short row; never attended to by a real token
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def encode_statements(model: nn.Module, tokenizer: Any, statements: Sequence[str], labels: Any = None) -> EncodedStatements:
+    """Statements as token ids (checked against the model's context); ``labels`` default to 0."""
+    tokens = tuple(tuple(_encode(model, tokenizer, text)) for text in statements)
+    if not tokens:
+        raise InputError("no statements to run")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    values = np.zeros(len(tokens), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64).reshape(-1)
+    return EncodedStatements(tokens, values, int(pad_id))
+
+
+def encode_sets(model: nn.Module, tokenizer: Any, sets: Mapping[str, StatementSet]) -> dict[str, EncodedStatements]:
+    """:func:`encode_statements` of every statement set, by topic."""
+    return {topic: encode_statements(model, tokenizer, s.statements, s.labels) for topic, s in sets.items()}
+
+
 def statement_activations(
     model: nn.Module,
     tokenizer: Any,
@@ -64,21 +101,25 @@ def statement_activations(
 
     ``blocks`` picks block indices (default all, in order); values are float32.
     """
+    return encoded_activations(model, encode_statements(model, tokenizer, statements), blocks, batch_size)
+
+
+def encoded_activations(
+    model: nn.Module, encoded: EncodedStatements, blocks: Sequence[int] | None = None, batch_size: int = 32
+) -> np.ndarray:
+    """:func:`statement_activations` of statements already encoded: [blocks, statements, hidden]."""
     layout = find_layout(model)
     chosen = _block_indices(layout, blocks)
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
-    tokens = [_encode(model, tokenizer, text) for text in statements]
-    if not tokens:
-        raise InputError("no statements to run")
+    tokens = encoded.tokens
     # Longest first, so each batch pads little; results go back to the callers' order.
     order = sorted(range(len(tokens)), key=lambda index: -len(tokens[index]))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     result: np.ndarray | None = None
     with torch.inference_mode(), _block_outputs(layout, chosen) as outputs:
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
-            picked = _run_batch(model, [tokens[index] for index in batch], pad_id, outputs)
+            picked = _run_batch(model, [list(tokens[index]) for index in batch], encoded.pad_id, outputs)
             if result is None:
                 result = np.empty((len(chosen), len(tokens), picked.shape[-1]), dtype=np.float32)
             result[:, batch] = picked
@@ -207,19 +248,14 @@ def probe_accuracy_by_block(
     topic out); ``"statements"``: by 2-fold cross-validation on its own statements. The model
     runs once; each block's probes are fitted on its activations.
     """
-    if split not in PROBE_SPLITS:
-        raise InputError(f"unknown probe split {split!r}: use {' or '.join(PROBE_SPLITS)}")
+    check_split(split)
     chosen = _block_indices(find_layout(model), blocks)
     activations = activations_by_topic(model, tokenizer, sets, chosen, batch_size)
     labels = {topic: statement_set.labels for topic, statement_set in sets.items()}
-    results: dict[int, dict[str, float]] = {}
-    for slot, block in enumerate(chosen):
-        features = {topic: per_block[slot] for topic, per_block in activations.items()}
-        if split == "topics":
-            results[block] = _with_mean(leave_one_topic_out(features, labels, l2))
-        else:
-            results[block] = _with_mean(within_topic(features, labels, l2=l2))
-    return results
+    return {
+        block: probe_scores({topic: per_block[slot] for topic, per_block in activations.items()}, labels, split, l2)
+        for slot, block in enumerate(chosen)
+    }
 
 
 def probe_accuracy(
@@ -237,8 +273,71 @@ def probe_accuracy(
     return probe_accuracy_by_block(model, tokenizer, sets, [block], l2, batch_size, split)[block]
 
 
+def check_split(split: str) -> str:
+    """One of :data:`PROBE_SPLITS`, else a one-line error."""
+    if split not in PROBE_SPLITS:
+        raise InputError(f"unknown probe split {split!r}: use {' or '.join(PROBE_SPLITS)}")
+    return split
+
+
+def probe_scores(
+    features: Mapping[str, np.ndarray], labels: Mapping[str, Any], split: str = "topics", l2: float = 1.0
+) -> dict[str, float]:
+    """Probe accuracy per topic and their mean, from one block's activations of each topic."""
+    if check_split(split) == "topics":
+        return _with_mean(leave_one_topic_out(features, labels, l2))
+    return _with_mean(within_topic(features, labels, l2=l2))
+
+
 def _with_mean(accuracies: dict[str, float]) -> dict[str, float]:
     return {**accuracies, MEAN: float(np.mean(list(accuracies.values())))}
+
+
+def pivot_of(activations: Mapping[str, np.ndarray], labels: Mapping[str, Any]) -> tuple[np.ndarray, int]:
+    """TPLO's separability profile over blocks and its peak, from [blocks, statements, hidden]
+    activations of each topic."""
+    raw = {topic: np.array([separability(block, labels[topic]) for block in acts]) for topic, acts in activations.items()}
+    profile = mean_separability(raw)
+    return profile, pivot_block(profile)
+
+
+def truth_probe(
+    model: nn.Module,
+    tokenizer: Any,
+    sets: Mapping[str, StatementSet],
+    reference: nn.Module | None = None,
+    l2: float = 1.0,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """Probe accuracy of ``model`` (and of its dense ``reference``) at the pivot block, both splits.
+
+    The pivot is the block where the dense model (``reference``, else ``model`` itself)
+    separates true from false best, so a pruned model is read at the depth where the dense
+    one holds truth. Each model is scored under both :data:`PROBE_SPLITS`: ``topics`` (leave
+    one topic out, the headline) and ``statements`` (held-out statements of the same topic).
+    """
+    if len(sets) < 2:
+        raise InputError(f"the truth probe leaves one topic out and needs at least two topics, got {len(sets)}")
+    dense = reference if reference is not None else model
+    encoded = encode_sets(dense, tokenizer, sets)
+    labels = {topic: item.labels for topic, item in encoded.items()}
+    every_block = {topic: encoded_activations(dense, item, None, batch_size) for topic, item in encoded.items()}
+    profile, pivot = pivot_of(every_block, labels)
+    at_pivot = {topic: acts[pivot] for topic, acts in every_block.items()}
+    report: dict[str, Any] = {
+        "pivot_block": pivot, "pivot_from": "model" if reference is None else "reference",
+        "separability": [round(float(value), 6) for value in profile],
+        "statements": {topic: len(item) for topic, item in encoded.items()}, "l2": l2,
+    }  # fmt: skip
+    if reference is not None:
+        report["reference"] = _both_splits(at_pivot, labels, l2)
+        at_pivot = {topic: encoded_activations(model, item, [pivot], batch_size)[0] for topic, item in encoded.items()}
+    report["model"] = _both_splits(at_pivot, labels, l2)
+    return report
+
+
+def _both_splits(features: Mapping[str, np.ndarray], labels: Mapping[str, Any], l2: float) -> dict[str, dict[str, float]]:
+    return {split: probe_scores(features, labels, split, l2) for split in PROBE_SPLITS}
 
 
 # ----------------------------------------------------------------------------------------------
