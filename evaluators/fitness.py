@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -46,6 +47,7 @@ __all__ = [
     "Objective",
     "TOPK_CACHED",
     "TOPK_OBJECTIVE",
+    "WeightRule",
     "achieved_sparsities",
     "check_objectives",
     "fitness_hidden_states",
@@ -148,6 +150,10 @@ def achieved_sparsities(layout: ModelLayout, candidate: Candidate) -> dict[str, 
     return out
 
 
+# (linear, its dense weight in the module's layout) -> the weight to run with, same layout.
+WeightRule = Callable[[PrunableLinear, torch.Tensor], torch.Tensor]
+
+
 class _Masker(nn.Module):
     """Parametrization of one linear's weight: the dense weight, or the current candidate's."""
 
@@ -236,13 +242,18 @@ class CandidateEvaluator:
     # ------------------------------------------------------------------------------------
     # Public
 
-    def evaluate(self, candidate: Candidate) -> dict[str, float]:
-        """The objectives of one candidate; the model is left exactly as it was."""
+    def evaluate(self, candidate: Candidate, solve: WeightRule | None = None) -> dict[str, float]:
+        """The objectives of one candidate; the model is left exactly as it was.
+
+        ``solve(linear, dense weight)`` gives each linear's pruned weight in place of the
+        candidate's masks: the finalist stage scores the masks after a solver moved the kept
+        weights, as the recipe will be applied. Called just in time, one linear at a time.
+        """
         check_candidate(self.layout, candidate)
         achieved = achieved_sparsities(self.layout, candidate)
         values: dict[str, float] = {}
         if self._references or self._capabilities is not None:
-            with self._masked(candidate), torch.inference_mode():
+            with self._masked(candidate) if solve is None else self._solved(solve), torch.inference_mode():
                 for source, reference in self._references.items():
                     suffix = "" if source is None else f"@{source}"
                     values |= {f"{base}{suffix}": v for base, v in reference.compare().items()}
@@ -291,6 +302,16 @@ class CandidateEvaluator:
             # Kept in the module's own weight layout so that masking needs no transpose.
             ranks[linear.name] = ranked.t().contiguous() if linear.transposed else ranked
         return ranks
+
+    @contextmanager
+    def _solved(self, solve: WeightRule) -> Iterator[None]:
+        try:
+            for linear in self.layout.linears:
+                self._maskers[linear.name].rule = partial(solve, linear)
+            yield
+        finally:
+            for masker in self._maskers.values():
+                masker.rule = None
 
     @contextmanager
     def _masked(self, candidate: Candidate) -> Iterator[None]:

@@ -1,0 +1,141 @@
+"""Scoring a candidate as its recipe will be applied: masks, then the solver chain, one-shot.
+
+The search's fitness scores a candidate's masks alone. A recipe is applied with a solver chain
+(e.g. SparseGPT's ``update`` of the kept weights), which changes the error a lot and can change
+which allocation is best. :class:`AppliedScorer` measures the model that
+``prune_model(model, layout, candidate, calibration)`` (one-shot) would leave, without pruning
+a copy of the model per candidate:
+
+- what depends only on the dense model and the calibration is computed once: the activation
+  norms (Wanda, RIA) and each linear's Hessian ``2/n X^T X``. With one-shot calibration every
+  block is calibrated on the dense model's activations, so these are the Hessians ``prune_model``
+  would gather for any candidate;
+- per candidate, each linear's pruned weight (mask, then ``candidate.solvers``) is computed just
+  in time inside the forward pass of :class:`~paretoprune.evaluators.fitness.CandidateEvaluator`,
+  so only one solved layer exists at a time and the dense weights are never touched.
+
+Sequential calibration (each block on the pruned blocks' outputs) depends on the candidate, so
+it cannot be cached this way; finalists are scored one-shot.
+
+Memory: beside the model, every linear's Hessian (``in_features^2`` fp32 each) and the dense
+targets of the finalist tokens (for ``kl``, ``tokens x vocabulary`` fp32 probabilities).
+
+:class:`AppliedEvaluator` is the same scorer built inside a Ray actor, for the evaluator pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from paretoprune.candidate import Candidate
+from paretoprune.errors import InputError
+from paretoprune.evaluators.fitness import CandidateEvaluator, FitnessTokens
+from paretoprune.evaluators.stats import ChannelStats, collect_stats
+from paretoprune.metrics.masks import parse_structure
+from paretoprune.metrics.solvers import run_chain
+from paretoprune.models import ModelLayout, PrunableLinear
+from paretoprune.pruning import keep_mask
+
+__all__ = ["AppliedEvaluator", "AppliedInputs", "AppliedScorer"]
+
+
+class AppliedScorer:
+    """The objectives of candidates pruned as applied, against the dense model on ``tokens``."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        layout: ModelLayout,
+        calibration: torch.Tensor,
+        tokens: torch.Tensor,
+        *,
+        objectives: Sequence[str] = ("kl", "sparsity"),
+        sources: Mapping[str, FitnessTokens] | None = None,
+    ) -> None:
+        """``calibration``: the windows the recipe is applied with (statistics and Hessians);
+        ``tokens``: the windows the objectives are measured on."""
+        self.layout = layout
+        # Gathered before the evaluator's parametrizations exist: the plain dense model, as
+        # prune_model's one-shot walk sees it.
+        self._stats = collect_stats(model, layout, calibration, hessian=True)
+        self._evaluator = CandidateEvaluator(model, layout, self._stats, tokens, objectives=objectives,
+                                             sources=sources)  # fmt: skip
+
+    def evaluate(self, candidate: Candidate) -> dict[str, float]:
+        """The objectives of ``candidate`` after its masks and its solvers (``candidate.solvers``)."""
+        if candidate.rows != "uniform":
+            raise InputError(f"finalists are scored with uniform rows; --rows {candidate.rows} is not supported here")
+        return self._evaluator.evaluate(candidate, solve=lambda linear, weight: self._pruned(linear, weight, candidate))
+
+    def close(self) -> None:
+        """The model as it was loaded (no parametrizations)."""
+        self._evaluator.close()
+
+    def _pruned(self, linear: PrunableLinear, weight: torch.Tensor, candidate: Candidate) -> torch.Tensor:
+        """One linear's weight as prune_model leaves it: the rule's mask, then the chain."""
+        sparsity = float(candidate.sparsities.get(linear.name, 0.0))
+        if sparsity == 0.0 and parse_structure(candidate.structure) is None:
+            return weight
+        matrix = weight.t() if linear.transposed else weight  # [out, in], as prune_model sees it
+        stats = self._stats[linear.name]
+        keep = keep_mask(matrix, stats.act_norm, candidate.metric, sparsity, candidate.structure, candidate.group,
+                         linear.name)  # fmt: skip
+        if candidate.solvers:
+            solved, _ = run_chain(tuple(candidate.solvers), matrix.float(), keep, stats.hessian())
+            pruned = solved.to(weight.dtype)
+        else:
+            pruned = matrix * keep.to(weight.dtype)
+        return pruned.t() if linear.transposed else pruned
+
+    @property
+    def stats(self) -> Mapping[str, ChannelStats]:
+        """The calibration statistics, Hessians included (gathered once)."""
+        return self._stats
+
+
+@dataclass(frozen=True)
+class AppliedInputs:
+    """What each finalist actor builds its scorer from. The windows are drawn by each actor from
+    ``calib`` (seeded, so all draw the same); the text must resolve on every node, as the model."""
+
+    model_spec: str
+    calib: str
+    # The calibration the recipe is applied with: the search's statistics windows.
+    calib_nsamples: int
+    calib_seqlen: int
+    # The finalist windows the objectives are measured on.
+    windows: int
+    seqlen: int
+    seed: int
+    objectives: tuple[str, ...]
+    sources: dict[str, FitnessTokens] = field(default_factory=dict)
+    dtype: str = "auto"
+    calib_seed: int = 0
+
+
+class AppliedEvaluator:
+    """An :class:`AppliedScorer` built inside a Ray actor from :class:`AppliedInputs`."""
+
+    def __init__(self, inputs: AppliedInputs) -> None:
+        from paretoprune.data import calibration_windows
+        from paretoprune.evaluators.placement import check_model_fits, place_model, worker_device
+        from paretoprune.models import find_layout, load_model, model_dtype
+
+        dtype = model_dtype(inputs.model_spec, inputs.dtype, worker_device())
+        check_model_fits(inputs.model_spec, dtype=dtype)
+        loaded = load_model(inputs.model_spec, dtype=dtype)
+        layout = find_layout(loaded.model)
+        device = place_model(loaded.model, layout)
+        calibration = calibration_windows(loaded.tokenizer, inputs.calib, inputs.calib_nsamples, inputs.calib_seqlen,
+                                          inputs.calib_seed)  # fmt: skip
+        tokens = calibration_windows(loaded.tokenizer, inputs.calib, inputs.windows, inputs.seqlen, inputs.seed)
+        sources = {name: FitnessTokens(t.input_ids.to(device), None if t.attention_mask is None
+                                       else t.attention_mask.to(device)) for name, t in inputs.sources.items()}  # fmt: skip
+        self._scorer = AppliedScorer(loaded.model, layout, calibration.to(device), tokens.to(device),
+                                     objectives=inputs.objectives, sources=sources)  # fmt: skip
+
+    def evaluate(self, candidate: Candidate) -> dict[str, float]:
+        return self._scorer.evaluate(candidate)
