@@ -8,6 +8,7 @@ import numpy as np
 
 from paretoprune.errors import InputError
 from paretoprune.search.algorithms.base import RepairFn, SearchAlgorithm
+from paretoprune.search.algorithms.memetic import MemeticSearch
 from paretoprune.search.algorithms.optuna_nsga3 import OptunaNSGA3
 from paretoprune.search.algorithms.pymoo_nsga3 import PymooNSGA3
 from paretoprune.search.algorithms.sensitivity import SensitivitySearch
@@ -17,6 +18,7 @@ __all__ = ["ALGORITHMS", "make_algorithm"]
 
 ALGORITHMS: dict[str, type[SearchAlgorithm]] = {
     "pymoo": PymooNSGA3, "optuna": OptunaNSGA3, "swap": SwapSearch, "sensitivity": SensitivitySearch,
+    "memetic": MemeticSearch,
 }
 
 
@@ -36,18 +38,19 @@ def make_algorithm(
     mutation: str = "polynomial",
     options: Mapping[str, Any] | None = None,
 ) -> SearchAlgorithm:
-    """Build the algorithm called ``name`` ("pymoo", "optuna", "swap" or "sensitivity").
+    """Build the algorithm called ``name`` ("pymoo", "optuna", "swap", "sensitivity" or "memetic").
 
-    ``options`` are the settings of the one-objective searches beyond the common ones: the swap
-    search's ``step``, the sensitivity search's ``probe``, ``radius``, ``shrink`` and
-    ``two_sided_every``.
+    ``options`` are the settings beyond the common ones: the swap search's ``step``, the
+    sensitivity search's ``probe``, ``radius``, ``shrink`` and ``two_sided_every``, and the
+    memetic search's ``anchors``, ``level_gene``, ``ga_generations`` and ``steps`` beside the
+    sensitivity settings its local rounds use.
     """
     if name not in ALGORITHMS:
         raise InputError(f"unknown search algorithm '{name}'; choose one of {', '.join(ALGORITHMS)}")
     if options and name not in _OPTIONS:
-        raise InputError(f"algorithm_options are for the swap and sensitivity searches, not {name}; drop them")
-    if mutation != "polynomial" and name != "pymoo":
-        raise InputError(f"mutation {mutation!r} is a pymoo option; use --algorithm pymoo or drop it")
+        raise InputError(f"algorithm_options are for the swap, sensitivity and memetic searches, not {name}; drop them")
+    if mutation != "polynomial" and name not in ("pymoo", "memetic"):
+        raise InputError(f"mutation {mutation!r} is a pymoo option; use --algorithm pymoo or memetic, or drop it")
     common = dict(n_var=n_var, xl=xl, xu=xu, n_obj=n_obj, pop_size=pop_size, seed=seed, repair=repair, initial=initial)
     if name == "optuna":
         return OptunaNSGA3(**common, storage=storage, study_name=study_name)
@@ -55,10 +58,15 @@ def make_algorithm(
         raise InputError("--storage is an optuna option; add --algorithm optuna or drop --storage")
     if name == "pymoo":
         return PymooNSGA3(**common, mutation=mutation)
+    if name == "memetic":
+        return MemeticSearch(**common, mutation=mutation, **_checked_options(name, options or {}))
     return ALGORITHMS[name](**common, **_checked_options(name, options or {}))
 
 
-_OPTIONS = {"swap": ("step",), "sensitivity": ("probe", "radius", "shrink", "two_sided_every")}
+_LOCAL = ("probe", "radius", "shrink", "two_sided_every")
+_OPTIONS = {
+    "swap": ("step",), "sensitivity": _LOCAL, "memetic": ("anchors", "level_gene", "ga_generations", "steps", *_LOCAL),
+}
 
 
 def _checked_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:

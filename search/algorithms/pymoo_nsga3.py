@@ -18,7 +18,7 @@ from pymoo.operators.selection.tournament import TournamentSelection
 from pymoo.problems.static import StaticProblem
 
 from paretoprune.errors import InputError
-from paretoprune.search.algorithms.base import RepairFn, SearchAlgorithm
+from paretoprune.search.algorithms.base import RepairFn, SearchAlgorithm, failed_rows
 from paretoprune.search.algorithms.directions import reference_directions
 from paretoprune.search.algorithms.swap import swap_moves
 
@@ -174,6 +174,27 @@ class PymooNSGA3(SearchAlgorithm):
         Evaluator().eval(StaticProblem(self._algorithm.problem, F=values, G=violation), self._population)
         self._algorithm.tell(infills=self._population)
         self._population = None
+
+    def absorb(self, genomes: np.ndarray, objectives: np.ndarray) -> None:
+        """Merge genomes evaluated elsewhere into the population, through NSGA-III's survival.
+
+        A memetic search improves members by local steps; absorbed, the improved genomes
+        compete with the population and breed like any child (Lamarckian learning). Only after
+        the first generation was told: before it there is no population to merge with.
+        """
+        if self._pending is not None or self._population is not None:
+            raise RuntimeError("absorb() between ask() and tell(): absorb after tell()")
+        if not self._algorithm.is_initialized:
+            raise RuntimeError("absorb() before the first generation was told")
+        genomes = np.asarray(genomes, dtype=float).reshape(-1, self.n_var)
+        if len(genomes) == 0:
+            return
+        values = np.asarray(objectives, dtype=float).reshape(len(genomes), self.n_obj)
+        failed = failed_rows(values)
+        population = Population.new("X", genomes)
+        Evaluator().eval(StaticProblem(self._algorithm.problem, F=np.where(failed[:, None], _FAILED_OBJECTIVE, values),
+                                       G=failed.astype(float)[:, None]), population)  # fmt: skip
+        self._algorithm.tell(infills=population)
 
     def _snapshot(self) -> dict[str, Any]:
         return _algorithm_state(self._algorithm)

@@ -121,6 +121,21 @@ class SensitivitySearch(SearchAlgorithm):
     def _width(self) -> np.ndarray:
         return self.xu - self.xl
 
+    @property
+    def centre(self) -> np.ndarray | None:
+        """The best genome evaluated so far (None before the start was told)."""
+        return None if self._centre is None else self._centre.copy()
+
+    def local_model(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:
+        """The last fitted model, for searches that reuse it elsewhere; None before the first fit.
+
+        Slope and curvature per gene at the point the last probes were centred on, that point,
+        and the trust radius the next steps will use (a fraction of each gene's box width).
+        """
+        if self._model is None or self._anchor is None:
+            return None
+        return self._model[0], self._model[1], self._anchor, self._radius
+
     def _ask(self) -> np.ndarray:
         if self._phase == "start":
             starts = self.initial if len(self.initial) else ((self.xl + self.xu) / 2)[None, :]

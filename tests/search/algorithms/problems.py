@@ -127,3 +127,71 @@ def assert_same_state(loaded: Any, expected: Any, path: str = "state") -> None:
         assert np.isnan(loaded), path
     else:
         assert loaded == expected, path
+
+
+# A front shaped like a range search's: layer genes then the target sparsity, the error a sum of
+# convex per-layer costs. Layer i at sparsity s costs SCALE[i] * exp(RATE[i] * s), weighted by
+# its size; its sparsity is the target plus SPREAD times its gene's deviation from the weighted
+# mean gene, so that the weighted mean sparsity is exactly the target (as the space's repair
+# makes it). Since the rates differ, the best allocation changes with the target.
+LAYER_SIZES = np.array([2.6, 2.6, 2.0, 1.6, 1.1, 1.8])
+LAYER_SCALE = np.array([0.05, 0.0343, 0.0418, 0.0009, 0.0321, 0.0687])
+LAYER_RATE = np.array([6.5, 4.3, 4.3, 10.0, 7.9, 5.4])
+LEVELS = (0.3, 0.7)  # the box of the target gene
+SPREAD = 0.3  # how far a layer's sparsity may stray from the target, per unit of gene
+
+
+def layer_sparsities(genomes: np.ndarray) -> np.ndarray:
+    """Each layer's sparsity: the target (last gene) plus SPREAD times the gene's deviation."""
+    layers, target = genomes[:, :-1], genomes[:, -1:]
+    deviation = layers - (layers @ LAYER_SIZES / LAYER_SIZES.sum())[:, None]
+    return target + SPREAD * deviation
+
+
+def layered(genomes: np.ndarray) -> np.ndarray:
+    """Minimised (error, -target sparsity): the error is the size-weighted mean layer cost."""
+    costs = LAYER_SCALE * np.exp(LAYER_RATE * layer_sparsities(genomes))
+    return np.stack([costs @ LAYER_SIZES / LAYER_SIZES.sum(), -genomes[:, -1]], axis=1)
+
+
+def layered_optimum(target: float) -> np.ndarray:
+    """The layer sparsities of least error at ``target``, from the optimality condition.
+
+    Every layer's marginal cost SCALE * RATE * exp(RATE * s) equals one multiplier; the
+    weighted mean of the sparsities grows with it, so bisection on its logarithm finds it.
+    """
+    low, high = -50.0, 50.0
+    for _ in range(200):
+        middle = 0.5 * (low + high)
+        sparsities = (middle - np.log(LAYER_SCALE * LAYER_RATE)) / LAYER_RATE
+        if sparsities @ LAYER_SIZES / LAYER_SIZES.sum() < target:
+            low = middle
+        else:
+            high = middle
+    return (0.5 * (low + high) - np.log(LAYER_SCALE * LAYER_RATE)) / LAYER_RATE
+
+
+def layered_front(count: int = 201) -> np.ndarray:
+    """The true front of ``layered``, sampled at ``count`` targets across LEVELS (minimised)."""
+    targets = np.linspace(*LEVELS, count)
+    optima = np.stack([layered_optimum(t) for t in targets])
+    errors = (LAYER_SCALE * np.exp(LAYER_RATE * optima)) @ LAYER_SIZES / LAYER_SIZES.sum()
+    return np.stack([errors, -targets], axis=1)
+
+
+def centre_layers(genomes: np.ndarray) -> np.ndarray:
+    """The repair of the layered problem: layer genes moved to a zero weighted mean, in the box."""
+    repaired = np.array(genomes, dtype=float)
+    layers = repaired[:, :-1]
+    repaired[:, :-1] = np.clip(layers - (layers @ LAYER_SIZES / LAYER_SIZES.sum())[:, None], -1.0, 1.0)
+    return repaired
+
+
+def build_layered(name: str, **overrides: object) -> SearchAlgorithm:
+    """An algorithm on the layered problem, starting from uniform allocations at three targets."""
+    starts = np.zeros((3, 7))
+    starts[:, -1] = np.linspace(*LEVELS, 3)
+    arguments: dict[str, object] = dict(n_var=7, xl=[-1.0] * 6 + [LEVELS[0]], xu=[1.0] * 6 + [LEVELS[1]],
+                                        n_obj=2, pop_size=20, seed=0, repair=centre_layers, initial=starts)
+    arguments.update(overrides)
+    return make_algorithm(name, **arguments)  # type: ignore[arg-type]
