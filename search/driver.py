@@ -36,6 +36,7 @@ from paretoprune.search.config import SearchConfig, load_config
 from paretoprune.search.export import export_front, front_table, plot_front
 from paretoprune.search.inputs import SearchInputs, prepare
 from paretoprune.search.pareto import Objectives
+from paretoprune.search.progress import FrontProgress
 from paretoprune.search.run import Run, stage_folder
 from paretoprune.search.space import SearchSpace, check_space_config
 
@@ -183,6 +184,7 @@ class _Generations:
         self.run, self.objectives, self.space = run, objectives, space
         self.algorithm, self.archive, self.pool = algorithm, archive, pool
         self.tally = _Tally.of(archive.frame(), objectives)  # read once; then kept up to date
+        self.front = FrontProgress.of(archive.frame(), objectives)  # front size and hypervolume, likewise
 
     def run_from(self, start: int, progress: bool) -> None:
         """Generations ``start`` to the configured total, with a progress bar."""
@@ -193,7 +195,9 @@ class _Generations:
                 logger.info("the algorithm has nothing new to propose: stopping")
                 break
             bar.update(1)
-            bar.set_postfix_str(self.tally.text())
+            status = ", ".join(text for text in (self.tally.text(), self.front.text()) if text)
+            bar.set_postfix_str(status)
+            logger.info("generation %d of %d: %s", generation + 1, total, status)
         bar.close()
 
     def one(self, generation: int) -> bool:
@@ -214,8 +218,9 @@ class _Generations:
             self.tally.add(outcome)
 
         outcomes = self.pool.evaluate(candidates, on_result=record)
-        self.algorithm.tell(genomes, self.objectives.minimised_results([o.objectives if o.ok else None
-                                                                         for o in outcomes]))  # fmt: skip
+        values = self.objectives.minimised_results([o.objectives if o.ok else None for o in outcomes])
+        self.algorithm.tell(genomes, values)
+        self.front.add(values)
         save_checkpoint(self.run.folder, {"generation": generation + 1, "algorithm": self.algorithm.state_dict()})
         return True
 
