@@ -311,7 +311,7 @@ def search(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="join this Ray cluster (e.g. auto)"),
     seed: Optional[int] = typer.Option(None, "--seed", help="random seed"),
     algorithm: Optional[str] = typer.Option(
-        None, "--algorithm", help="pymoo | optuna | swap | sensitivity (the last two: one objective)"
+        None, "--algorithm", help="pymoo | optuna | swap | sensitivity (these two: one objective) | memetic"
     ),
     mutation: Optional[str] = typer.Option(None, "--mutation", help="pymoo's children: polynomial | swap"),
     granularity: Optional[str] = typer.Option(None, "--granularity", help="layer genes: block | linear | block+kind"),

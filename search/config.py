@@ -47,11 +47,13 @@ class SearchConfig:
     gpus_per_worker: float | None = None  # default: 1 where the cluster has GPUs, else 0
     ray_address: str | None = None  # join this cluster; None starts a local one
     # pymoo | optuna (NSGA-III) | swap (the naive (1 + pop) reference) | sensitivity (probe each
-    # gene, fit a quadratic, step); swap and sensitivity optimise one objective
+    # gene, fit a quadratic, step); swap and sensitivity optimise one objective | memetic (pymoo's
+    # NSGA-III with sensitivity rounds at a few levels of a --sparsity-range)
     algorithm: str = "pymoo"
     mutation: str = "polynomial"  # pymoo's children: polynomial mutation, or swap moves between genes
-    # Settings of the swap search (step) or the sensitivity search (probe, radius, shrink,
-    # two_sided_every); see search/algorithms/. None: their defaults.
+    # Settings of the swap search (step), the sensitivity search (probe, radius, shrink,
+    # two_sided_every) or the memetic search (anchors, level_gene, ga_generations, steps and the
+    # sensitivity settings); see search/algorithms/. None: their defaults.
     algorithm_options: dict[str, Any] | None = None
     storage: str | None = None  # optuna storage URL, e.g. sqlite:///run/optuna.db
     seed: int = 0
