@@ -47,6 +47,12 @@ DTYPE_HELP = "auto | bfloat16 | float16 | float32 (auto: the checkpoint's dtype 
 DtypeOpt = typer.Option("auto", "--dtype", help=DTYPE_HELP)
 UpdateOpt = typer.Option(False, "--update", help="reconstruct the kept weights, as SparseGPT does (= --solver update)")
 SolverOpt = typer.Option(None, "--solver", help=f"layer solvers after the mask, in order: comma list of {SOLVERS.choices(', ')}")
+# The finalist stage of search and rescore.
+FinalistsOpt = typer.Option(None, "--finalists", help="score the best N again after the search; N,M: in stages")
+FinalistTokensOpt = typer.Option(None, "--finalist-tokens", help="tokens per finalist stage (default 16384)")
+FinalistSolverOpt = typer.Option(
+    None, "--finalist-solver", help="solvers finalists are applied with (default: their own, else update; none)"
+)
 # The calibration of prune and apply (CalibrationOptions).
 CalibOpt = typer.Option("builtin", "--calib", help="calibration text: a file, builtin, wikitext2, c4, ptb")
 NsamplesOpt = typer.Option(128, "--nsamples", help="calibration windows")
@@ -325,6 +331,9 @@ def search(
     dtype: Optional[str] = typer.Option(
         None, "--dtype", help=DTYPE_HELP + "; the driver's statistics copy is on a CPU"
     ),
+    finalists: Optional[str] = FinalistsOpt,
+    finalist_tokens: Optional[str] = FinalistTokensOpt,
+    finalist_solver: Optional[str] = FinalistSolverOpt,
     config_file: Optional[Path] = typer.Option(None, "--config", help="YAML file with these settings"),
     out: Optional[str] = typer.Option(None, "--out", help="run folder"),
     resume_dir: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this folder"),
@@ -349,24 +358,64 @@ def search(
             mutation=mutation, granularity=granularity, delta=delta, storage=storage, out=out,
             stages=tuple(stages.split(",")) if stages else None,
             task_dir=task_dir, task_calib_fraction=task_calib_fraction, dtype=dtype,
+            finalists=_counts(finalists, "--finalists"), finalist_tokens=_counts(finalist_tokens, "--finalist-tokens"),
+            finalist_solver=finalist_solver,
         )  # fmt: skip
         settings.update({key: value for key, value in given.items() if value is not None})
         result = run_search(load_config(settings), progress=not quiet)
+    _print_search_result(result, as_json)
+
+
+def _print_search_result(result: Any, as_json: bool) -> None:
+    """The front of a search (or of its finalists), then exit 130 if it was interrupted."""
     _print_front(result.front, result.run_dir, result.objectives, as_json, extra={
         "evaluations": result.evaluations, "recipes": [str(p) for p in result.recipes],
-        "interrupted": result.interrupted,
-    })  # fmt: skip
+        "interrupted": result.interrupted, "finalists": [stage.to_dict() for stage in result.finalists],
+    }, before=[_finalist_line(stage) for stage in result.finalists])  # fmt: skip
     if result.interrupted:
         raise typer.Exit(130)
 
 
+def _finalist_line(stage: Any) -> str:
+    best = ", ".join(f"{name} {value:.4g}" for name, value in stage.best.items() if name not in ("eval_id", "source_id"))
+    return (f"finalists at {stage.fidelity}: {len(stage.finalists)} ({stage.scored} scored, {stage.skipped} already "
+            f"scored, {stage.failed} failed); best: evaluation {stage.best.get('source_id', 'n/a')}, {best or 'n/a'}")
+
+
+def _counts(text: Optional[str], option: str) -> Optional[tuple[int, ...]]:
+    """``8,2`` -> (8, 2); one line for anything but whole numbers."""
+    if text is None:
+        return None
+    return tuple(_numbers(text, option, int))
+
+
+@app.command()
+def rescore(
+    run_dir: Path = typer.Argument(..., help="a search run folder"),
+    finalists: str = typer.Option("8", "--finalists", help="finalists per stage, e.g. 8 or 8,2"),
+    finalist_tokens: Optional[str] = FinalistTokensOpt,
+    finalist_solver: Optional[str] = FinalistSolverOpt,
+    as_json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Score a finished search's finalists again, on more tokens and as they will be applied."""
+    from paretoprune.search.driver import rescore as run
+
+    counts = _counts(finalists, "--finalists")
+    assert counts is not None
+    result = run(run_dir, counts, _counts(finalist_tokens, "--finalist-tokens"), finalist_solver, progress=not quiet)
+    _print_search_result(result, as_json)
+
+
 def _print_front(
-    front: pd.DataFrame, run_dir: Path, objectives: Sequence[str], as_json: bool, extra: Optional[dict] = None
+    front: pd.DataFrame, run_dir: Path, objectives: Sequence[str], as_json: bool, extra: Optional[dict] = None,
+    before: Sequence[str] = (),
 ) -> None:
     from paretoprune.search.run import FRONT_PLOT, FRONT_TABLE, RECIPES_FOLDER
 
-    table = front[["eval_id", "generation", *objectives]] if len(front) else front
-    lines = [table.to_string(index=True) if len(front) else "(empty front)"]
+    rescored = "fidelity" in front and bool((front["fidelity"] != "base").any())
+    table = front[["eval_id", "generation", *objectives, *(["fidelity"] if rescored else [])]] if len(front) else front
+    lines = [*before, table.to_string(index=True) if len(front) else "(empty front)"]
     lines.append(f"front: {len(front)} members; run folder {run_dir} ({FRONT_TABLE}, {FRONT_PLOT}, {RECIPES_FOLDER}/)")
     summary = {"run": str(run_dir), "front": table.to_dict(orient="records"), **(extra or {})}
     _emit(summary, as_json, lines)

@@ -51,13 +51,15 @@ import pyarrow.parquet as pq
 from paretoprune.candidate import Candidate
 from paretoprune.errors import InputError
 from paretoprune.io import atomic_write, remove_stale_temp_files
+from paretoprune.search.fidelity import BASE, Fidelity
 from paretoprune.search.pareto import Objectives
 from paretoprune.search.run import EVALUATIONS_FILE, PARTS_FOLDER
 
 __all__ = ["FIXED_COLUMNS", "STATUSES", "Archive", "candidate_of"]
 
 STATUSES = ("ok", "failed")
-FIXED_COLUMNS = ("eval_id", "generation", "genome", "candidate", "worker", "node_id", "seconds", "status", "error")
+FIXED_COLUMNS = ("eval_id", "generation", "genome", "candidate", "worker", "node_id", "seconds", "status", "error",
+                 "fidelity", "source_id")
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +79,20 @@ def _schema(objectives: Sequence[str]) -> pa.Schema:
     head = [("eval_id", pa.int64()), ("generation", pa.int64()), ("genome", pa.list_(pa.float64())),
             ("candidate", pa.string())]
     tail = [("worker", pa.string()), ("node_id", pa.string()), ("seconds", pa.float64()),
-            ("status", pa.string()), ("error", pa.string())]
+            ("status", pa.string()), ("error", pa.string()), ("fidelity", pa.string()), ("source_id", pa.int64())]
     return pa.schema(head + [(name, pa.float64()) for name in objectives] + tail)
+
+
+def _with_fidelity(table: pa.Table) -> pa.Table:
+    """A table written before rows named their fidelity: every row is the search's own (base).
+
+    ``source_id`` (which search row a finalist row scores again) is empty for search rows.
+    """
+    if "fidelity" not in table.column_names:
+        table = table.append_column("fidelity", pa.array([BASE] * table.num_rows, pa.string()))
+    if "source_id" not in table.column_names:
+        table = table.append_column("source_id", pa.nulls(table.num_rows, pa.int64()))
+    return table
 
 
 def _check_objective_names(objectives: Sequence[str]) -> tuple[str, ...]:
@@ -235,7 +249,7 @@ class Archive:
         self._schema = _schema(stored)
         self._epoch = int(metadata["epoch"])
         # Casting pins the in-memory layout (Parquet may rename a list's child field).
-        self._main = table.replace_schema_metadata(None).cast(self._schema)
+        self._main = _with_fidelity(table.replace_schema_metadata(None)).cast(self._schema)
         self._parts = [part for part in map(self._read_part, self._current_part_paths()) if part is not None]
 
     def _read_main(self) -> pa.Table:
@@ -250,7 +264,7 @@ class Archive:
     def _read_part(self, path: Path) -> pa.Table | None:
         """One part file; None when it is damaged and this archive, the writer, set it aside."""
         try:
-            return _read_parquet(path).cast(self._schema)
+            return _with_fidelity(_read_parquet(path)).cast(self._schema)
         except (_UnreadableFile, pa.ArrowException) as error:  # a failed cast: not a row of this archive
             self._handle_damaged_part(path, error)
             return None
@@ -325,16 +339,21 @@ class Archive:
         status: str = "ok",
         error: str | None = None,
         eval_id: int | None = None,
+        fidelity: str = BASE,
+        source_id: int | None = None,
     ) -> int:
         """Store one evaluation durably before returning its eval_id.
 
         ``eval_id`` defaults to ``next_eval_id``; a driver that wants ids independent of the
-        order results arrive in passes its own (e.g. generation start + index).
+        order results arrive in passes its own (e.g. generation start + index). A finalist row
+        names its ``fidelity`` (see :mod:`paretoprune.search.fidelity`) and the ``source_id`` of
+        the search row whose candidate it scores again.
         """
         self._require_writable()
         eval_id = self._next_id if eval_id is None else int(eval_id)
         row = self._row(eval_id, generation, genome, candidate, objectives or {}, worker, node_id, seconds, status,
                         error)
+        row |= self._lineage(fidelity, source_id)
         table = pa.Table.from_pylist([row], schema=self._schema)
         _write_parquet(self._parts_dir / _part_name(self._epoch, eval_id), table)
         self._parts.append(table)
@@ -360,6 +379,15 @@ class Archive:
                 "candidate": _candidate_text(candidate), **values, "worker": str(worker),
                 "node_id": str(node_id), "seconds": float(seconds), "status": status,
                 "error": None if error is None else str(error)}
+
+    def _lineage(self, fidelity: str, source_id: int | None) -> dict[str, Any]:
+        """The fidelity cells of a row: a finalist row must name a search row it scores again."""
+        Fidelity.parse(fidelity)  # refuse a label nobody could order
+        if (fidelity == BASE) != (source_id is None):
+            raise ValueError(f"a {fidelity} row needs source_id {'None' if fidelity == BASE else 'set'}")
+        if source_id is not None and int(source_id) not in self._ids:
+            raise ValueError(f"source_id {source_id} is not an evaluation of this archive")
+        return {"fidelity": fidelity, "source_id": None if source_id is None else int(source_id)}
 
     def compact(self) -> None:
         """Fold the part files into the main table (atomically), then delete them."""
@@ -389,7 +417,8 @@ class Archive:
         return dropped
 
     def _write_main(self, table: pa.Table, epoch: int) -> None:
-        metadata = {"version": 1, "objectives": list(self.objectives), "epoch": epoch}
+        # Version 2 added the fidelity and source_id columns; version 1 tables read as base rows.
+        metadata = {"version": 2, "objectives": list(self.objectives), "epoch": epoch}
         _write_parquet(self._main_path, table.replace_schema_metadata({_META_KEY: json.dumps(metadata)}))
         self._epoch = epoch
 

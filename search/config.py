@@ -73,6 +73,14 @@ class SearchConfig:
     # fp32 on a CPU (the driver's copy for the statistics is on the CPU). Scores, statistics and
     # the fitness are computed in fp32 whatever it is.
     dtype: str = "auto"  # auto | bfloat16 | float16 | float32
+    # The finalist stage (search/finalists.py): after the search, the best N candidates are
+    # scored again on more tokens and as they will be applied; one count and one token count
+    # per stage (e.g. 8,2 on 16384,65536). None: no finalist stage.
+    finalists: tuple[int, ...] | None = None
+    finalist_tokens: tuple[int, ...] | None = None  # default 16384 for one stage
+    # The solver chain finalists are applied with (e.g. update, fw,update; none: masks alone).
+    # Default: the candidates' own chain, else update.
+    finalist_solver: str | None = None
 
     @property
     def objective_names(self) -> tuple[str, ...]:
@@ -96,6 +104,8 @@ class SearchConfig:
         data["objectives"] = list(self.objectives) if self.objectives is not None else None  # None: the default
         data["sparsity_range"] = list(self.sparsity_range) if self.sparsity_range else None
         data["stages"] = list(self.stages) if self.stages else None
+        for key in ("finalists", "finalist_tokens"):
+            data[key] = list(data[key]) if data[key] else None
         return data
 
 
@@ -113,9 +123,10 @@ def load_config(data: Mapping[str, Any]) -> SearchConfig:
     values = dict(data)
     if values.get("sparsity_range") is not None:
         values["sparsity_range"] = tuple(float(v) for v in values["sparsity_range"])
-    for key in ("objectives", "stages"):
+    for key in ("objectives", "stages", "finalists", "finalist_tokens"):
         if values.get(key) is not None:
-            values[key] = tuple(values[key])
+            # One finalist stage may be written as a plain number (finalists: 8).
+            values[key] = tuple(values[key]) if isinstance(values[key], (list, tuple)) else (values[key],)
     try:
         return SearchConfig(**values)
     except TypeError as error:

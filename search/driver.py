@@ -7,7 +7,9 @@ finished evaluation and the state of the last finished generation; ``resume`` dr
 of an unfinished generation and replays it, which gives the same archive as a run that was
 never interrupted.
 
-What the generations need is prepared beforehand (:mod:`paretoprune.search.inputs`), and what
+After the last generation, a search with ``finalists`` scores its best candidates again on more
+tokens and as they will be applied (:mod:`paretoprune.search.finalists`); :func:`rescore` does
+the same for a run folder that already exists. What the generations need is prepared beforehand (:mod:`paretoprune.search.inputs`), and what
 they leave is written afterwards (:mod:`paretoprune.search.export`); the run folder's layout
 belongs to :mod:`paretoprune.search.run`.
 """
@@ -34,6 +36,8 @@ from paretoprune.search.archive import Archive, candidate_of
 from paretoprune.search.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from paretoprune.search.config import SearchConfig, load_config
 from paretoprune.search.export import export_front, front_table, plot_front
+from paretoprune.search.fidelity import BASE
+from paretoprune.search.finalists import FinalistPlan, StageReport, score_finalists
 from paretoprune.search.inputs import SearchInputs, prepare
 from paretoprune.search.pareto import Objectives
 from paretoprune.search.progress import FrontProgress
@@ -41,7 +45,7 @@ from paretoprune.search.run import Run, stage_folder
 from paretoprune.search.space import SearchSpace, check_space_config
 
 # SearchConfig, load_config and candidate_of are defined elsewhere; they stay importable from here.
-__all__ = ["SearchConfig", "SearchResult", "candidate_of", "load_config", "resume", "run_search"]
+__all__ = ["SearchConfig", "SearchResult", "candidate_of", "load_config", "rescore", "resume", "run_search"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +58,7 @@ class SearchResult:
     recipes: list[Path] = field(default_factory=list)
     interrupted: bool = False
     objectives: tuple[str, ...] = ()
+    finalists: list[StageReport] = field(default_factory=list)  # what each finalist stage did
 
 
 # ------------------------------------------------------------------------------------------------
@@ -86,6 +91,7 @@ def _check(config: SearchConfig) -> None:
     check_space_config(config.space_config())
     _check_stages(config)
     _check_windows_fit(config)
+    FinalistPlan.of(config)
 
 
 def _check_windows_fit(config: SearchConfig) -> None:
@@ -113,7 +119,10 @@ def _run_stages(run: Run, progress: bool) -> SearchResult:
         if Run.holds_search(stage_dir):
             result = resume(stage_dir, generations=config.generations, progress=progress)
         else:
-            stage = replace(config, mode=mode, out=str(stage_dir), stages=None, base_metric=base_metric)
+            # Only the stage whose front is the search's scores finalists.
+            last = index == len(config.stages or ()) - 1
+            stage = replace(config, mode=mode, out=str(stage_dir), stages=None, base_metric=base_metric,
+                            finalists=config.finalists if last else None)  # fmt: skip
             result = run_search(stage, progress=progress)
         if result.interrupted:
             return result
@@ -127,7 +136,7 @@ def _run_stages(run: Run, progress: bool) -> SearchResult:
 def _best_metric(run: Run) -> dict[str, Any]:
     """The metric of a metric stage's best evaluation on its first objective."""
     frame = run.evaluations()
-    ok = frame[frame["status"] == "ok"]
+    ok = frame[(frame["status"] == "ok") & (frame["fidelity"] == BASE)]
     objectives = run.objectives
     best = (ok[objectives.first] * objectives.signs[0]).idxmin()
     return candidate_of(ok.loc[best]).metric.to_dict()
@@ -161,7 +170,7 @@ def _search(run: Run, progress: bool) -> SearchResult:
         except KeyboardInterrupt:
             interrupted = True
             logger.warning("interrupted: every finished evaluation is saved; resume with --resume %s", run.folder)
-    return _finish(run, inputs, interrupted)
+    return _finish(run, inputs, interrupted, progress)
 
 
 def _algorithm(config: SearchConfig, objectives: Objectives, space: SearchSpace) -> SearchAlgorithm:
@@ -237,6 +246,7 @@ class _Tally:
     @classmethod
     def of(cls, frame: pd.DataFrame, objectives: Objectives) -> _Tally:
         tally = cls(objectives)
+        frame = frame[frame["fidelity"] == BASE]  # the search's own rows: finalists are scored otherwise
         ok = frame[frame["status"] == "ok"]
         tally.ok, tally.failed = len(ok), len(frame) - len(ok)
         for value in ok[objectives.first]:
@@ -261,15 +271,41 @@ class _Tally:
         return f"best {first}={self.best:.4g} ({self.ok} ok, {self.failed} failed)"
 
 
-def _finish(run: Run, inputs: SearchInputs, interrupted: bool) -> SearchResult:
-    """Compact the archive, then write the front's recipes (unless interrupted), table and plot."""
+def rescore(run_dir: str | Path, finalists: tuple[int, ...], tokens: tuple[int, ...] | None = None,
+            solver: str | None = None, progress: bool = True) -> SearchResult:  # fmt: skip
+    """Score the finalists of the search in ``run_dir`` (its last stage), then write its front again.
+
+    The finalist settings are stored with the run's settings, so that a later ``--resume``
+    keeps them. Finalists an earlier call scored at the same fidelity are skipped. Run it on a
+    search that is not running: the archive has one writer.
+    """
+    run = Run.open(run_dir).final_stage
+    config = replace(run.config, finalists=tuple(finalists), finalist_tokens=tuple(tokens) if tokens else None,
+                     finalist_solver=solver)  # fmt: skip
+    FinalistPlan.of(config)  # one line for bad settings, before the model loads
+    run.save_config(config)
+    return _finish(run, prepare(config), interrupted=False, progress=progress)
+
+
+def _finish(run: Run, inputs: SearchInputs, interrupted: bool, progress: bool = True) -> SearchResult:
+    """Compact the archive, score the finalists, then write the front's recipes (unless
+    interrupted), table and plot."""
     objectives = run.objectives
     # Reopened from disk: an evaluation written just as Ctrl-C struck counts too.
     archive = Archive(run.folder, objectives.names)
     archive.compact()  # a user reading evaluations.parquet alone finds every row
+    plan = FinalistPlan.of(run.config)
+    reports: list[StageReport] = []
+    if plan is not None and not interrupted:
+        try:
+            reports = score_finalists(run.config, archive, plan, inputs.evaluator.sources, progress)
+        except KeyboardInterrupt:
+            interrupted = True
+            logger.warning("interrupted: every scored finalist is saved; finish with --resume %s", run.folder)
+        archive.compact()
     frame = archive.frame()
     front = objectives.front(frame)
     recipes = [] if interrupted else export_front(run, front, inputs.model, inputs.provenance, objectives)
     run.save_front_table(front_table(front, objectives, inputs.layout, recipes))
     plot_front(frame, front, objectives, run.front_plot_path)
-    return SearchResult(run.folder, len(archive), front, recipes, interrupted, objectives.names)
+    return SearchResult(run.folder, len(archive), front, recipes, interrupted, objectives.names, reports)

@@ -18,6 +18,7 @@ from paretoprune.metrics.scores import SCORING_RULES, MetricSpec
 from paretoprune.models import ModelLayout
 from paretoprune.recipe import ModelInfo, Provenance, Recipe, SearchInfo, save_recipe
 from paretoprune.search.archive import candidate_of
+from paretoprune.search.fidelity import BASE
 from paretoprune.search.pareto import Objectives
 from paretoprune.search.run import RECIPE_COLUMN, Run, front_columns, recipe_file_name
 
@@ -30,7 +31,8 @@ SPARSITY_PICK_SLACK = 0.02
 
 
 def plot_front(frame: pd.DataFrame, front: pd.DataFrame, objectives: Objectives, path: Path) -> Path:
-    """All evaluations in grey, the front highlighted; one panel per pair of objectives."""
+    """All evaluations in grey, finalists scored again in blue, the front in red; one panel
+    per pair of objectives."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,10 +40,15 @@ def plot_front(frame: pd.DataFrame, front: pd.DataFrame, objectives: Objectives,
 
     names = list(objectives)
     ok = frame[frame["status"] == "ok"]
+    rescored = ok[ok["fidelity"] != BASE] if "fidelity" in ok else ok.iloc[:0]
+    ok = ok.drop(rescored.index)
     pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]] or [(names[0], names[0])]
     fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 4), squeeze=False)
     for axis, (x, y) in zip(axes[0], pairs):
         axis.scatter(ok[y], ok[x], s=10, c="0.7", label=f"evaluations ({len(ok)})")
+        if len(rescored):
+            axis.scatter(rescored[y], rescored[x], s=16, c="tab:blue", marker="^",
+                         label=f"finalists, scored again ({len(rescored)})")  # fmt: skip
         axis.scatter(front[y], front[x], s=24, c="tab:red", label=f"front ({len(front)})")
         axis.set_xlabel(y)
         axis.set_ylabel(x)
@@ -56,7 +63,13 @@ def plot_front(frame: pd.DataFrame, front: pd.DataFrame, objectives: Objectives,
 
 def recipe_of_row(row: pd.Series, model: ModelInfo, provenance: Provenance, objectives: Objectives,
                   run: str) -> Recipe:  # fmt: skip
-    """The recipe of one archive row: its candidate, its scores, and where it came from."""
+    """The recipe of one archive row: its candidate, its scores, and where it came from.
+
+    A finalist row's scores were measured at its fidelity, which the recipe's provenance names
+    beside the search's fitness tokens.
+    """
+    fidelity = str(row.get("fidelity", BASE))
+    fitness = provenance.fitness | ({"finalist": {"kind": "finalist", "fidelity": fidelity}} if fidelity != BASE else {})
     return Recipe.from_candidate(
         candidate_of(row),
         model_name=model.name,
@@ -68,18 +81,25 @@ def recipe_of_row(row: pd.Series, model: ModelInfo, provenance: Provenance, obje
         provenance=provenance.model_copy(update={
             "search": SearchInfo(run=run, evaluation=int(row["eval_id"])),
             "created": datetime.now(timezone.utc),
+            "fitness": fitness,
         }),
     )  # fmt: skip
 
 
 def export_front(run: Run, front: pd.DataFrame, model: ModelInfo, provenance: Provenance,
                  objectives: Objectives) -> list[Path]:  # fmt: skip
-    """Every front member as a YAML recipe in the run's recipes folder, in front order."""
+    """Every front member as a YAML recipe in the run's recipes folder, in front order.
+
+    Recipes of an earlier export that are no longer on the front (finalists scored since may
+    have changed it) are removed once the new ones are written.
+    """
     written = []
     for position, row in front.iterrows():
         recipe = recipe_of_row(row, model, provenance, objectives, run=str(run.folder))
         name = recipe_file_name(int(position), {name: row[name] for name in objectives})
         written.append(save_recipe(recipe, run.recipes_folder / name))
+    for stale in set(run.recipes_folder.glob("*.yaml")) - set(written):
+        stale.unlink(missing_ok=True)
     return written
 
 
@@ -87,11 +107,14 @@ def front_table(front: pd.DataFrame, objectives: Objectives, layout: ModelLayout
                 recipes: Sequence[Path]) -> pd.DataFrame:  # fmt: skip
     """The front as a person reads it: one short cell per column, the candidate left out.
 
-    Columns: eval_id, generation, one per objective, ``achieved_sparsity`` (unless sparsity is an
+    Columns: eval_id, generation, one per objective, ``fidelity`` (what scored the row: ``base``,
+    or a finalist stage such as ``16384+update``), ``achieved_sparsity`` (unless sparsity is an
     objective already), ``rule`` (the scoring rule) and ``recipe`` (the file under recipes/, empty
     when the search was interrupted). The whole candidate stays in the archive and the recipe.
     """
     table = front.copy()
+    if "fidelity" not in table:
+        table["fidelity"] = BASE
     candidates = [candidate_of(row) for _, row in front.iterrows()]
     if "sparsity" not in objectives:
         table["achieved_sparsity"] = [_achieved_sparsity(layout, candidate) for candidate in candidates]

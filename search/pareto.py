@@ -6,6 +6,12 @@ through it, and picking a front member scales values through it.
 
 The front is the non-dominated set of all successful evaluations, not of the last population:
 NSGA-III keeps one survivor per reference direction and forgets good points.
+
+When finalists were scored again at a higher fidelity (:mod:`paretoprune.search.fidelity`),
+each candidate counts once, through its most faithful row, and rows are compared like with like:
+a candidate stays on the front unless another candidate's row at the same fidelity dominates
+it. Every candidate has a base row, so one that was never scored again still meets every other
+at base; a finalist meets the other finalists at its own fidelity.
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ import pandas as pd
 
 from paretoprune.errors import InputError
 from paretoprune.evaluators.fitness import objective_direction
+from paretoprune.search.fidelity import BASE, fidelity_order
 
-__all__ = ["Objectives", "non_dominated_mask"]
+__all__ = ["Objectives", "candidate_ids", "non_dominated_mask"]
 
 
 @dataclass(frozen=True)
@@ -95,11 +102,44 @@ class Objectives:
         if missing:
             raise InputError(f"the evaluations have no column for the objectives {missing}")
         ok = frame[frame["status"] == "ok"]
-        values = ok[list(self.names)].to_numpy(dtype=float)
-        finite = np.isfinite(values).all(axis=1)
-        ok, values = ok[finite], values[finite]
-        mask = non_dominated_mask(self.minimised(values), keep_duplicates=False) if len(ok) else np.zeros(0, bool)
-        return ok[mask].sort_values([*self.names, "eval_id"], kind="stable").reset_index(drop=True)
+        ok = ok[np.isfinite(ok[list(self.names)].to_numpy(dtype=float)).all(axis=1)]
+        if "fidelity" not in ok or set(ok["fidelity"]) <= {BASE}:
+            return self._sorted(ok[self._non_dominated(ok)])
+        best = ok[_most_faithful(ok)]
+        kept = [best[(best["fidelity"] == label).to_numpy() & self._non_dominated_among(best, ok, label)]
+                for label in best["fidelity"].unique()]
+        return self._sorted(pd.concat(kept))
+
+    def _non_dominated(self, rows: pd.DataFrame) -> np.ndarray:
+        if not len(rows):
+            return np.zeros(0, bool)
+        return non_dominated_mask(self.minimised(rows[list(self.names)].to_numpy(dtype=float)), keep_duplicates=False)
+
+    def _non_dominated_among(self, best: pd.DataFrame, ok: pd.DataFrame, label: str) -> np.ndarray:
+        """For each row of ``best``: whether it is non-dominated among all rows at fidelity ``label``."""
+        peers = ok[ok["fidelity"] == label]
+        survivors = set(peers["eval_id"][self._non_dominated(peers)])
+        return best["eval_id"].isin(survivors).to_numpy()
+
+    def _sorted(self, rows: pd.DataFrame) -> pd.DataFrame:
+        return rows.sort_values([*self.names, "eval_id"], kind="stable").reset_index(drop=True)
+
+
+def candidate_ids(frame: pd.DataFrame) -> pd.Series:
+    """Which candidate each row scores: its own eval_id for a search row, else its source's."""
+    if "source_id" not in frame:
+        return frame["eval_id"].astype("int64")
+    return frame["source_id"].fillna(frame["eval_id"]).astype("int64")
+
+
+def _most_faithful(rows: pd.DataFrame) -> np.ndarray:
+    """True for each candidate's most faithful row (the latest one among equals)."""
+    labels = sorted(rows["fidelity"].unique(), key=fidelity_order)
+    order = rows["fidelity"].map({label: rank for rank, label in enumerate(labels)})
+    ranked = pd.DataFrame({"candidate": candidate_ids(rows).to_numpy(), "order": order.to_numpy(),
+                           "eval_id": rows["eval_id"].to_numpy()}, index=rows.index)  # fmt: skip
+    chosen = ranked.sort_values(["order", "eval_id"]).groupby("candidate").tail(1).index
+    return rows.index.isin(chosen)
 
 
 def non_dominated_mask(F: np.ndarray, keep_duplicates: bool = True) -> np.ndarray:

@@ -10,7 +10,7 @@
       checkpoint-*.npz      and the arrays it names
       pareto.csv            the front, one row per member, for people to read
       pareto.png            every evaluation in grey, the front in red
-      recipes/              one YAML recipe per front member
+      recipes/              one YAML recipe per front member (a finalist's names its solvers)
       stage1-metric/ ...    a staged search: one such folder per stage, the front in the last one
 
 Every file name above is defined here and nowhere else. :class:`Run` opens a folder from its
@@ -238,4 +238,4 @@ class Run:
 def front_columns(objectives: Sequence[str]) -> list[str]:
     """The front table's columns, in order: identity, objectives, what the member is, its recipe."""
     achieved = [] if "sparsity" in objectives else ["achieved_sparsity"]
-    return ["eval_id", "generation", *objectives, *achieved, "rule", RECIPE_COLUMN]
+    return ["eval_id", "generation", *objectives, "fidelity", *achieved, "rule", RECIPE_COLUMN]

@@ -49,7 +49,7 @@ def test_append_and_reload_round_trip(tmp_path: Path) -> None:
 
     table = Archive.load(tmp_path).frame()
     assert list(table.columns) == ["eval_id", "generation", "genome", "candidate", "kl", "sparsity", "worker",
-                                   "node_id", "seconds", "status", "error"]
+                                   "node_id", "seconds", "status", "error", "fidelity", "source_id"]
     assert table["eval_id"].tolist() == [0, 1]
     assert list(table["genome"][0]) == [0.1, 0.2]
     assert json.loads(table["candidate"][0]) == {"a": [0.5], "b": 1}

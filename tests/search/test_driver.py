@@ -88,7 +88,7 @@ def test_layerwise_search_end_to_end(model_dir: Path, tmp_path: Path) -> None:
         assert (out / name).exists(), name
     assert _compacted_ids(out) == list(range(24))
     table = pd.read_csv(out / FRONT_TABLE)  # what a person opens: short columns, no candidate JSON
-    assert list(table.columns) == ["eval_id", "generation", "kl", "sparsity", "rule", "recipe"]
+    assert list(table.columns) == ["eval_id", "generation", "kl", "sparsity", "fidelity", "rule", "recipe"]
     assert set(table["rule"]) == {"wanda"}
     assert max(len(cell) for cell in table.astype(str).to_numpy().ravel()) <= 200
     recipes = sorted((out / RECIPES_FOLDER).glob("*.yaml"))
@@ -209,7 +209,7 @@ def test_sensitivity_search_end_to_end(model_dir: Path, tmp_path: Path) -> None:
     best = load_recipe(Run.open(out).recipes()[0])
     assert best.objectives["kl"] == pytest.approx(frame["kl"].min())
     table = pd.read_csv(out / FRONT_TABLE)  # kl alone: the achieved sparsity gets its own column
-    assert list(table.columns) == ["eval_id", "generation", "kl", "achieved_sparsity", "rule", "recipe"]
+    assert list(table.columns) == ["eval_id", "generation", "kl", "fidelity", "achieved_sparsity", "rule", "recipe"]
     assert table["achieved_sparsity"].between(0.6 - 1 / 64, 0.6 + 1 / 64).all()
 
 

@@ -96,7 +96,7 @@ def test_the_front_table_has_short_cells_naming_the_rule_and_the_recipe(tmp_path
     })  # fmt: skip
     recipes = [tmp_path / "000-kl0.1.yaml", tmp_path / "001-kl0.2.yaml"]
     table = front_table(front, Objectives.of(["kl"]), layout, recipes)
-    assert list(table.columns) == ["eval_id", "generation", "kl", "achieved_sparsity", "rule", "recipe"]
+    assert list(table.columns) == ["eval_id", "generation", "kl", "fidelity", "achieved_sparsity", "rule", "recipe"]
     assert table["rule"][0] == "wanda" and table["rule"][1].startswith("meta: ")
     assert table["recipe"].tolist() == ["000-kl0.1.yaml", "001-kl0.2.yaml"]
     # Achieved after rounding to whole weights per row: 0.5 exactly, 0.3 within one weight of a row.

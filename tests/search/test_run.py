@@ -119,8 +119,8 @@ def test_create_refuses_a_folder_that_holds_a_search(tmp_path: Path) -> None:
 
 
 def test_front_columns_name_achieved_sparsity_unless_sparsity_is_an_objective() -> None:
-    assert front_columns(["kl"]) == ["eval_id", "generation", "kl", "achieved_sparsity", "rule", "recipe"]
-    assert front_columns(["kl", "sparsity"]) == ["eval_id", "generation", "kl", "sparsity", "rule", "recipe"]
+    assert front_columns(["kl"]) == ["eval_id", "generation", "kl", "fidelity", "achieved_sparsity", "rule", "recipe"]
+    assert front_columns(["kl", "sparsity"]) == ["eval_id", "generation", "kl", "sparsity", "fidelity", "rule", "recipe"]
 
 
 def _string_constants(path: Path) -> list[tuple[int, str]]:
@@ -158,5 +158,5 @@ def test_the_front_table_reads_back_as_written(tmp_path: Path) -> None:
     table = run.front().assign(rule="wanda", recipe=None)[front_columns(list(run.objectives))]
     run.save_front_table(table)
     again = pd.read_csv(tmp_path / "run" / FRONT_TABLE)
-    assert list(again.columns) == ["eval_id", "generation", "kl", "sparsity", "rule", "recipe"]
+    assert list(again.columns) == ["eval_id", "generation", "kl", "sparsity", "fidelity", "rule", "recipe"]
     assert again["eval_id"].tolist() == [4, 0, 2]
