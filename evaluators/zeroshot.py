@@ -13,6 +13,10 @@ The scoring is batched: identical model inputs are run once (the choices " no" a
 one passage need a single forward), the inputs are sorted by length so a batch pads little, and
 only the positions that predict continuation tokens go through the output head where the model
 allows it.
+
+With a test-time pruner (μ-MoE), each distinct context is pruned for on its own: the masks are
+made from the context's tokens alone, then every continuation that follows that context is
+scored with them, so no scored token ever reaches the masks.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -55,10 +59,14 @@ __all__ = [
     "lambada_metrics",
     "multiple_choice_metrics",
     "score_requests",
+    "score_requests_test_time",
     "score_token_pairs",
     "task_examples",
     "task_names",
 ]
+
+if TYPE_CHECKING:
+    from paretoprune.evaluators.runtime_pruning import TestTimePruner
 
 logger = logging.getLogger(__name__)
 
@@ -279,6 +287,34 @@ def score_requests(
     )
 
 
+def score_requests_test_time(
+    pruner: TestTimePruner,
+    tokenizer: Any,
+    requests: Sequence[Request],
+    batch_size: int = 8,
+    progress: bool = False,
+    desc: str = "scoring",
+) -> list[Scored]:
+    """:func:`score_requests` with masks made per context by ``pruner`` from its tokens alone.
+
+    Requests that share a context (the choices of one question) share its masks; a context
+    longer than the model's window is cut to the tokens the model reads, as the scoring does.
+    """
+    pairs = [encode_pair(tokenizer, request.context, request.continuation) for request in requests]
+    max_length = _max_length(pruner.model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, (context, _) in enumerate(pairs):
+        groups.setdefault(tuple(context[-max_length:]), []).append(index)
+    results: list[Scored | None] = [None] * len(pairs)
+    for context, members in tqdm(groups.items(), desc=desc, disable=not progress, leave=False):
+        with pruner.masked(torch.tensor(context, dtype=torch.long)):
+            scored = score_token_pairs(pruner.model, [pairs[index] for index in members], batch_size, max_length, pad_id)
+        for index, score in zip(members, scored, strict=True):
+            results[index] = score
+    return [result for result in results if result is not None]
+
+
 # --------------------------------------------------------------------------------------------
 # Metrics
 
@@ -342,6 +378,7 @@ class _Options:
     calib_fraction: float
     split_seed: int
     logliks: bool
+    pruner: TestTimePruner | None = None  # μ-MoE: masks per context
 
 
 @dataclass(frozen=True)
@@ -398,9 +435,12 @@ def _evaluate_one(
     examples = [task.examples[index] for index in selection.indices]
     requests = [request for example in examples for request in example.requests]
     started = time.perf_counter()
-    scores = score_requests(
-        model, tokenizer, requests, options.batch_size, options.progress, desc=task.spec.name
-    )
+    if options.pruner is None:
+        scores = score_requests(model, tokenizer, requests, options.batch_size, options.progress, desc=task.spec.name)
+    else:
+        scores = score_requests_test_time(
+            options.pruner, tokenizer, requests, options.batch_size, options.progress, desc=task.spec.name
+        )
     entry: dict[str, Any] = {
         **_task_metrics(task, examples, scores),
         "n": len(examples),
@@ -431,6 +471,7 @@ def evaluate_tasks(
     calib_fraction: float = 0.0,
     split_seed: int = 0,
     logliks: bool = False,
+    pruner: TestTimePruner | None = None,
 ) -> dict[str, Any]:
     """Zero-shot metrics of ``model`` on each task, and the mean ``acc`` over the tasks.
 
@@ -440,11 +481,13 @@ def evaluate_tasks(
     evaluation part is scored (the part :func:`task_examples` does not hand to calibration).
     Every task's entry says which examples were scored, from which file, and any caveat;
     ``logliks=True`` adds each scored example's index and per-choice log-likelihoods.
+    With ``pruner`` (a :class:`~paretoprune.evaluators.runtime_pruning.TestTimePruner` on
+    ``model``), every context is scored with masks made from that context alone.
     """
     if not tasks:
         raise InputError(f"no zero-shot task given: name some of {', '.join(TASKS)}")
     options = _Options(
-        limit, batch_size, seed, progress, subset, calib_fraction, split_seed, logliks
+        limit, batch_size, seed, progress, subset, calib_fraction, split_seed, logliks, pruner
     )
     # Read every task first, so a bad name or a missing file fails before any scoring.
     loaded = [load_task(task, Path(task_dir)) for task in tasks]

@@ -346,13 +346,23 @@ def _nonnegative_profile(values: ArrayLike) -> np.ndarray:
 # Held-out statements of the same topic.
 
 
-def statement_folds(count: int, folds: int, seed: int = 0) -> np.ndarray:
+def statement_folds(count: int, folds: int, seed: int = 0, labels: ArrayLike | None = None) -> np.ndarray:
     """The fold of each of ``count`` statements: a seeded shuffle dealt out in turn, so fold
-    sizes differ by at most one."""
+    sizes differ by at most one.
+
+    With ``labels``, the deal is stratified: the true statements are dealt out first, then the
+    false ones continue the turn, so every fold holds each class in proportion and every
+    training split (all folds but one) holds both classes whenever each has at least ``folds``
+    statements. Without it, a small set can leave a training split with a single class.
+    """
     if folds < 2 or count < folds:
         raise InputError(f"cross-validation needs 2 <= folds <= statements, got {folds} folds for {count}")
+    order = np.random.default_rng(seed).permutation(count)
+    if labels is not None:
+        is_true = _labels(labels, count, "cross-validation") == 1
+        order = np.concatenate([order[is_true[order]], order[~is_true[order]]])
     assignment = np.empty(count, dtype=np.int64)
-    assignment[np.random.default_rng(seed).permutation(count)] = np.arange(count) % folds
+    assignment[order] = np.arange(count) % folds
     return assignment
 
 
@@ -372,7 +382,7 @@ def cross_validated(
     x = _matrix("features", features)
     y = _labels(labels, x.shape[0], "cross-validation")
     fitter = fit or (lambda train_x, train_y: fit_probe(train_x, train_y, l2))
-    assignment = statement_folds(x.shape[0], folds, seed)
+    assignment = statement_folds(x.shape[0], folds, seed, y)
     correct = 0
     for fold in range(folds):
         test = assignment == fold

@@ -22,6 +22,7 @@ from paretoprune.evaluators.zeroshot_tasks import TASKS
 from paretoprune.metrics.row_allocation import ROW_ALLOCATIONS
 from paretoprune.metrics.solvers import SOLVERS
 from paretoprune.pruning import LAYER_ALLOCATIONS
+from paretoprune.truth import TPLO_TOPICS
 from paretoprune.workflows import AfterPruning, CalibrationOptions, TaskOptions, apply_pruners, prune_methods
 
 if TYPE_CHECKING:
@@ -184,14 +185,17 @@ def eval_command(
     limit: Optional[int] = LimitOpt,
     held_out: Optional[str] = HeldOutOpt,
     diagnostics: bool = typer.Option(False, "--diagnostics", help="ERank, top-k tau, energy against --reference"),
-    reference: Optional[str] = typer.Option(None, "--reference", help="the dense model, for --diagnostics"),
+    reference: Optional[str] = typer.Option(
+        None, "--reference", help="the dense model, for --diagnostics and --truth-probe"
+    ),
     passkey_lengths: str = typer.Option("256,512,1024", "--passkey-lengths", help="passkey prompt lengths (tokens)"),
     passkey_depths: str = typer.Option("0,0.25,0.5,0.75,1", "--passkey-depths", help="key depths in [0, 1]"),
     passkey_trials: int = typer.Option(4, "--passkey-trials", help="prompts per length and depth"),
     passkey_filler: str = typer.Option("builtin", "--passkey-filler", help="text the key is hidden in"),
     passkey_plot: Optional[Path] = typer.Option(None, "--passkey-plot", help="heat map PNG of the passkey grid"),
     test_time_prune: Optional[float] = typer.Option(
-        None, "--test-time-prune", help="RATIO in (0, 1]: per-window masks from its first part (μ-MoE)"
+        None, "--test-time-prune",
+        help="RATIO in (0, 1]: masks per window from its first part, per question from its context (μ-MoE)",
     ),
     structured: bool = typer.Option(False, "--structured", help="test-time pruning keeps whole input channels"),
     context_fraction: float = typer.Option(0.5, "--context-fraction", help="part of a window the masks read"),
@@ -199,8 +203,16 @@ def eval_command(
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Perplexity, zero-shot accuracy, passkey retrieval, diagnostics and test-time pruning."""
-    from paretoprune.capabilities import PasskeyOptions, TestTimeOptions
+    """Perplexity, zero-shot accuracy, passkey retrieval, diagnostics, test-time pruning and truth probes."""
+    from paretoprune.capabilities import PasskeyOptions, TestTimeOptions, TruthProbeOptions
+    truth_probe: bool = typer.Option(
+        False, "--truth-probe", help="truth probes at the pivot block, on held-out topics and statements"
+    ),
+    truth_dir: Optional[Path] = typer.Option(
+        None, "--truth-dir", help="true/false statement sets (default $PARETOPRUNE_TRUTH_DIR)"
+    ),
+    truth_topics: str = typer.Option(",".join(TPLO_TOPICS), "--truth-topics", help="statement sets the probes read"),
+    truth_limit: int = typer.Option(256, "--truth-limit", help="statements per topic (seeded, balanced); 0: all"),
     from paretoprune.workflows import EvalConfig, evaluate
 
     passkey = PasskeyOptions(
@@ -219,6 +231,8 @@ def eval_command(
     if result.perplexity is not None:
         lines.append(f"perplexity {_format_ppl(result.perplexity)}  ({result.tokens} tokens, {result.windows} windows)")
     _emit(result.summary(), as_json, lines + _task_lines(result.tasks) + _capability_lines(result))
+        truth_probe=TruthProbeOptions(truth_dir, _names(truth_topics, "--truth-topics"), truth_limit or None)
+        if truth_probe else None,
 
 
 def _numbers(text: str, option: str, kind: type) -> list[Any]:
@@ -227,6 +241,13 @@ def _numbers(text: str, option: str, kind: type) -> list[Any]:
     except ValueError:
         raise InputError(f"{option} {text} is not understood: write numbers separated by commas, e.g. 256,512") from None
     if not values:
+def _names(text: str, option: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise InputError(f"{option} is empty: give names separated by commas, e.g. cities,neg_cities")
+    return names
+
+
         raise InputError(f"{option} is empty: give at least one number")
     return values
 
@@ -240,7 +261,15 @@ def _capability_lines(result: Any) -> list[str]:
         lines.append(f"passkey    {result.passkey['mean']:.3f} exact match over {len(result.passkey['lengths'])} "
                      f"lengths x {len(result.passkey['depths'])} depths")  # fmt: skip
     if result.test_time is not None:
-        tt = result.test_time
+        lines += _test_time_lines(result.test_time, result.tasks)
+    if result.truth_probe is not None:
+        lines += _truth_probe_lines(result.truth_probe)
+    return lines
+
+
+def _test_time_lines(tt: dict[str, Any], unpruned_tasks: dict[str, Any] | None) -> list[str]:
+    lines = []
+    if "perplexity" in tt:
         lines.append(f"test-time  ratio {tt['ratio']}: perplexity {_format_ppl(tt['perplexity'])} against "
                      f"{_format_ppl(tt['unpruned_perplexity'])} unpruned ({tt['scored_tokens']} scored tokens)")  # fmt: skip
     return lines
@@ -249,6 +278,19 @@ def _capability_lines(result: Any) -> list[str]:
 @app.command("bench-eval")
 def bench_eval_command(
     model: str = ModelOpt,
+    if "tasks" in tt:
+        against = "" if unpruned_tasks is None else f" against {unpruned_tasks['mean_acc']:.4f} unpruned"
+        lines.append(f"test-time  ratio {tt['ratio']}: zero-shot mean acc {tt['tasks']['mean_acc']:.4f}{against}")
+    return lines
+
+
+def _truth_probe_lines(report: dict[str, Any]) -> list[str]:
+    lines = [f"truth probe at block {report['pivot_block']} (peak separability of the "
+             f"{'reference' if report['pivot_from'] == 'reference' else 'model'})"]  # fmt: skip
+    for who in ("reference", "model"):
+        if who in report:
+            topics, statements = report[who]["topics"], report[who]["statements"]
+            lines.append(f"  {who:<9}  held-out topics {topics['mean']:.3f}, held-out statements {statements['mean']:.3f}")
     calib: str = CalibOpt,
     nsamples: int = typer.Option(8, "--nsamples", help="fitness windows"),
     seqlen: int = typer.Option(256, "--seqlen", help="tokens per window"),

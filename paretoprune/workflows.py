@@ -24,7 +24,14 @@ from paretoprune.errors import InputError
 from paretoprune.evaluators.perplexity import perplexity
 from paretoprune.evaluators.stats import collect_stats
 from paretoprune import capabilities
-from paretoprune.capabilities import GENERATED_TASKS, PASSKEY_TASK, PasskeyOptions, TestTimeOptions
+from paretoprune.capabilities import (
+    GENERATED_TASKS,
+    PASSKEY_TASK,
+    PasskeyOptions,
+    TestTimeOptions,
+    TruthProbeOptions,
+    check_truth_probe,
+)
 from paretoprune.evaluators.runtime_pruning import check_ratio, context_length
 from paretoprune.evaluators.zeroshot_tasks import TASKS
 from paretoprune.global_scores import GLOBAL_SCORES, GlobalScoreInputs
@@ -162,7 +169,9 @@ class EvalConfig:
     diagnostics: bool = False
     reference: str | None = None
     passkey: PasskeyOptions = field(default_factory=PasskeyOptions)  # used when tasks name passkey
-    test_time: TestTimeOptions | None = None  # μ-MoE test-time pruning on the --data windows
+    # μ-MoE test-time pruning on the --data windows and on the zero-shot tasks
+    test_time: TestTimeOptions | None = None
+    truth_probe: TruthProbeOptions | None = None  # truth probes at the pivot block (dense: --reference)
     dtype: str = "auto"  # of --model and --reference (on the CPU, auto is fp32)
     batch_size: int = 8
     progress: bool = True
@@ -177,12 +186,13 @@ class EvalResult:
     diagnostics: dict[str, float] | None = None
     passkey: dict[str, Any] | None = None
     test_time: dict[str, Any] | None = None
+    truth_probe: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.perplexity is not None:
             out |= {"perplexity": self.perplexity, "tokens": self.tokens, "windows": self.windows}
-        for key in ("tasks", "diagnostics", "passkey", "test_time"):
+        for key in ("tasks", "diagnostics", "passkey", "test_time", "truth_probe"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
@@ -334,18 +344,26 @@ def evaluate(config: EvalConfig) -> EvalResult:
     if config.data is not None:  # zero-shot tasks read whole examples, not --seqlen windows
         _check_seqlen(config.model, config.seqlen)
     loaded = load_model(config.model, dtype=config.dtype)
+    reference = _reference(config) if config.reference is not None and (config.diagnostics or config.truth_probe) else None
     result = EvalResult()
     if config.data is not None:
         result = _perplexity(loaded, config.data, config.seqlen, config.max_windows, config.batch_size,
                              config.progress)  # fmt: skip
         windows = evaluation_windows(loaded.tokenizer, config.data, config.seqlen, config.max_windows)
         if config.diagnostics:
-            result.diagnostics = capabilities.diagnostics(_reference(config), loaded, windows)
+            assert reference is not None
+            result.diagnostics = capabilities.diagnostics(reference, loaded, windows)
         if config.test_time is not None:
             result.test_time = capabilities.test_time(loaded, windows, config.test_time)
     result.tasks = _zero_shot(loaded, zero_shot, task_dir, config.batch_size, config.progress)
+    if config.test_time is not None and task_dir is not None:
+        tasks = capabilities.test_time_tasks(loaded, zero_shot, task_dir, config.test_time, config.batch_size,
+                                             config.progress)  # fmt: skip
+        result.test_time = {**(result.test_time or capabilities.test_time_header(config.test_time)), "tasks": tasks}
     if PASSKEY_TASK in config.tasks.tasks:
         result.passkey = capabilities.passkey(loaded, config.passkey, config.progress)
+    if config.truth_probe is not None:
+        result.truth_probe = capabilities.truth_probe(loaded, config.truth_probe, reference)
     return result
 
 
@@ -354,21 +372,31 @@ def _check_eval_config(config: EvalConfig) -> None:
     if config.seqlen <= 1:
         raise InputError("--seqlen must be at least 2")
     check_dtype(config.dtype)
-    if config.data is None and not config.tasks.tasks:
-        raise InputError("nothing to evaluate: give --data SRC for perplexity and/or --tasks T1,T2")
-    needs_windows = [name for name, on in (("--diagnostics", config.diagnostics),
-                                           ("--test-time-prune", config.test_time is not None)) if on]  # fmt: skip
-    if needs_windows and config.data is None:
-        raise InputError(f"{needs_windows[0]} scores text windows: add --data SRC (e.g. --data builtin)")
+    if config.data is None and not config.tasks.tasks and config.truth_probe is None:
+        raise InputError("nothing to evaluate: give --data SRC for perplexity, --tasks T1,T2 and/or --truth-probe")
+    if config.diagnostics and config.data is None:
+        raise InputError("--diagnostics scores text windows: add --data SRC (e.g. --data builtin)")
     if config.diagnostics and config.reference is None:
         raise InputError("--diagnostics compares against the dense model: add --reference M (the unpruned model)")
     if config.test_time is not None:
-        check_ratio(config.test_time.ratio)
-        context_length(config.seqlen, config.test_time.context_fraction)
+        _check_test_time(config)
+    if config.truth_probe is not None:
+        check_truth_probe(config.truth_probe)
     unknown = [t for t in config.tasks.tasks if t not in GENERATED_TASKS and t not in TASKS]
     if unknown:
         raise InputError(f"unknown evaluation task {unknown[0]!r} for --tasks: choose one of "
                          f"{', '.join((*TASKS, *GENERATED_TASKS))}")  # fmt: skip
+
+
+def _check_test_time(config: EvalConfig) -> None:
+    """Test-time pruning scores text windows or zero-shot tasks; its ratio is in (0, 1]."""
+    assert config.test_time is not None
+    zero_shot = [task for task in config.tasks.tasks if task in TASKS]
+    if config.data is None and not zero_shot:
+        raise InputError("--test-time-prune scores text windows or zero-shot tasks: add --data SRC or --tasks T1,T2")
+    check_ratio(config.test_time.ratio)
+    if config.data is not None:
+        context_length(config.seqlen, config.test_time.context_fraction)
 
 
 def _reference(config: EvalConfig) -> LoadedModel:

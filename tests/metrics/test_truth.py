@@ -291,6 +291,16 @@ def test_statement_folds_are_balanced_and_seeded() -> None:
         statement_folds(5, 1)
 
 
+def test_folds_with_labels_keep_each_class_in_every_fold() -> None:
+    labels = np.array([1] * 4 + [0] * 4)
+    for seed in range(20):  # unstratified, some seeds put all of one class in one of two folds
+        folds = statement_folds(8, 2, seed=seed, labels=labels)
+        assert np.bincount(folds).tolist() == [4, 4]
+        assert [int(labels[folds == fold].sum()) for fold in (0, 1)] == [2, 2]
+    # Without labels the classes are not spread evenly for every seed: the stratification matters.
+    assert any(int(labels[statement_folds(8, 2, seed=seed) == 0].sum()) != 2 for seed in range(20))
+
+
 def test_cross_validation_tests_each_statement_once_on_a_probe_that_never_saw_it() -> None:
     rng = np.random.default_rng(9)
     x = np.column_stack([np.arange(30.0), rng.normal(size=(30, 2))])  # column 0 names the statement
