@@ -67,3 +67,16 @@ def check_score_map(scores: ScoreMap, layout: ModelLayout) -> None:
         if shape != (linear.out_features, linear.in_features):
             raise InputError(f"the scores of {linear.name} have shape {shape}, the layer's weight is "
                              f"[{linear.out_features}, {linear.in_features}]: computed for another model")  # fmt: skip
+
+
+def _lrp(inputs: GlobalScoreInputs) -> dict[str, torch.Tensor]:
+    from paretoprune.lrp import lrp_scores  # it imports this module (GlobalScoreInputs)
+
+    return lrp_scores(inputs)
+
+
+GLOBAL_SCORES.register(
+    "lrp", GlobalScoringRule(compute=_lrp),
+    summary="LRP: mean |relevance| of each weight for the true next-token logits of the calibration "
+    "windows (AttnLRP rules, epsilon rule on the linears; llama, mistral and qwen2 families)",
+)  # fmt: skip

@@ -19,7 +19,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +35,12 @@ __all__ = [
     "DTYPES",
     "DTYPE_CHOICES",
     "DecoderBlock",
+    "LRP_FAMILIES",
     "LoadedModel",
     "ModelLayout",
     "ModelSource",
     "PrunableLinear",
+    "RelevanceSites",
     "cache_dir",
     "check_context",
     "check_dtype",
@@ -53,7 +55,9 @@ __all__ = [
     "model_dtype",
     "model_source",
     "read_config",
+    "relevance_sites",
     "resolve_dtype",
+    "target_logits",
 ]
 
 logger = logging.getLogger(__name__)
@@ -220,6 +224,89 @@ def logits_from_hidden(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     if cap:  # Gemma-style soft capping happens after the head
         logits = torch.tanh(logits / cap) * cap
     return logits
+
+
+def target_logits(model: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The logit of one token per position, [batch, seq], as ``logits.gather(-1, targets)``.
+
+    Only the head's rows of those tokens are used, so the [tokens x vocabulary] logits are
+    never formed (and a backward pass from them costs no more than the hidden states' size).
+    """
+    head = model.get_output_embeddings()
+    rows = head.weight[targets]  # [batch, seq, hidden]
+    logits = (hidden.to(rows.dtype) * rows).sum(-1)
+    if getattr(head, "bias", None) is not None:
+        logits = logits + head.bias[targets]
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
+# --------------------------------------------------------------------------------------------
+# Where LRP's rules go (attribution-guided pruning)
+#
+# Layer-wise Relevance Propagation runs a modified backward pass whose rules depend on what each
+# operation is: a linear, a gated product, an attention product, a normalisation. The rules
+# themselves are in metrics/lrp.py and are installed by paretoprune/lrp.py; this is the one place
+# that says where, in a model of a given family, each kind of operation sits.
+
+# Families whose blocks are exactly: RMSNorm, attention (q, k, v, o projections, RoPE, softmax),
+# RMSNorm, gated MLP (down(act(gate) * up)), with a final RMSNorm before the head.
+LRP_FAMILIES: tuple[str, ...] = ("llama", "mistral", "qwen2")
+
+# Linears by their path in a block (PrunableLinear.kind): what their outputs feed.
+_QUERY_KEY_KINDS = ("self_attn.q_proj", "self_attn.k_proj")  # q k^T, then softmax(.) v
+_VALUE_KINDS = ("self_attn.v_proj",)  # softmax(.) v
+_GATED_KINDS = ("mlp.down_proj",)  # its input is act(gate) * up
+_ACTIVATION_PATH = "mlp.act_fn"
+
+
+@dataclass(frozen=True)
+class RelevanceSites:
+    """The modules of a model by the AttnLRP rule each takes (see :mod:`paretoprune.metrics.lrp`)."""
+
+    linears: tuple[nn.Module, ...]  # every prunable linear: epsilon rule on its output
+    query_key: tuple[nn.Module, ...]  # outputs behind two uniform products (q k^T, then A v)
+    values: tuple[nn.Module, ...]  # outputs behind one uniform product (A v)
+    gated: tuple[nn.Module, ...]  # linears whose input is an elementwise product (act(gate) * up)
+    activations: tuple[nn.Module, ...]  # elementwise nonlinearities: identity rule
+    # Normalisations and, for each, the factor ``y / x`` with the denominator held constant.
+    norms: tuple[tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]], ...]
+
+
+def relevance_sites(model: nn.Module, layout: ModelLayout) -> RelevanceSites:
+    """Where each AttnLRP rule applies in ``model``; one line naming the supported families else."""
+    if layout.family not in LRP_FAMILIES:
+        raise InputError(f"LRP relevance supports the {', '.join(LRP_FAMILIES)} families, not "
+                         f"{layout.family}: prune it with another --method")  # fmt: skip
+    by_kind = lambda kinds: tuple(linear.module for linear in layout.linears if linear.kind in kinds)  # noqa: E731
+    activations = tuple(block.module.get_submodule(_ACTIVATION_PATH) for block in layout.blocks)
+    norms = tuple((module, _rms_norm_scale(module)) for module in model.modules()
+                  if type(module).__name__.endswith("RMSNorm"))  # fmt: skip
+    sites = RelevanceSites(
+        linears=tuple(linear.module for linear in layout.linears),
+        query_key=by_kind(_QUERY_KEY_KINDS),
+        values=by_kind(_VALUE_KINDS),
+        gated=by_kind(_GATED_KINDS),
+        activations=activations,
+        norms=norms,
+    )
+    blocks = len(layout.blocks)
+    counts = (len(sites.query_key), len(sites.values), len(sites.gated), len(sites.norms))
+    if counts != (2 * blocks, blocks, blocks, 2 * blocks + 1):
+        raise InputError(f"this {layout.family} model's blocks are not laid out as LRP expects "
+                         f"(q/k, v, gated, norm counts {counts} for {blocks} blocks)")  # fmt: skip
+    return sites
+
+
+def _rms_norm_scale(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``x -> w / rms(x)``: what a Llama-family RMSNorm multiplies ``x`` by (``y = x * scale``)."""
+    eps = float(module.variance_epsilon)
+
+    def scale(x: torch.Tensor) -> torch.Tensor:
+        inverse_rms = torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps)
+        return (module.weight.float() * inverse_rms).to(x.dtype)
+
+    return scale
 
 
 # --------------------------------------------------------------------------------------------
