@@ -199,12 +199,6 @@ def eval_command(
     ),
     structured: bool = typer.Option(False, "--structured", help="test-time pruning keeps whole input channels"),
     context_fraction: float = typer.Option(0.5, "--context-fraction", help="part of a window the masks read"),
-    dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP + "; also of --reference"),
-    as_json: bool = JsonOpt,
-    quiet: bool = QuietOpt,
-) -> None:
-    """Perplexity, zero-shot accuracy, passkey retrieval, diagnostics, test-time pruning and truth probes."""
-    from paretoprune.capabilities import PasskeyOptions, TestTimeOptions, TruthProbeOptions
     truth_probe: bool = typer.Option(
         False, "--truth-probe", help="truth probes at the pivot block, on held-out topics and statements"
     ),
@@ -213,6 +207,12 @@ def eval_command(
     ),
     truth_topics: str = typer.Option(",".join(TPLO_TOPICS), "--truth-topics", help="statement sets the probes read"),
     truth_limit: int = typer.Option(256, "--truth-limit", help="statements per topic (seeded, balanced); 0: all"),
+    dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP + "; also of --reference"),
+    as_json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Perplexity, zero-shot accuracy, passkey retrieval, diagnostics, test-time pruning and truth probes."""
+    from paretoprune.capabilities import PasskeyOptions, TestTimeOptions, TruthProbeOptions
     from paretoprune.workflows import EvalConfig, evaluate
 
     passkey = PasskeyOptions(
@@ -225,14 +225,21 @@ def eval_command(
         tasks=_task_options(tasks, task_dir, limit, held_out), diagnostics=diagnostics, reference=reference,
         passkey=passkey, dtype=dtype, progress=not quiet,
         test_time=None if test_time_prune is None else TestTimeOptions(test_time_prune, structured, context_fraction),
+        truth_probe=TruthProbeOptions(truth_dir, _names(truth_topics, "--truth-topics"), truth_limit or None)
+        if truth_probe else None,
     )  # fmt: skip
     result = evaluate(config)
     lines = []
     if result.perplexity is not None:
         lines.append(f"perplexity {_format_ppl(result.perplexity)}  ({result.tokens} tokens, {result.windows} windows)")
     _emit(result.summary(), as_json, lines + _task_lines(result.tasks) + _capability_lines(result))
-        truth_probe=TruthProbeOptions(truth_dir, _names(truth_topics, "--truth-topics"), truth_limit or None)
-        if truth_probe else None,
+
+
+def _names(text: str, option: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise InputError(f"{option} is empty: give names separated by commas, e.g. cities,neg_cities")
+    return names
 
 
 def _numbers(text: str, option: str, kind: type) -> list[Any]:
@@ -241,13 +248,6 @@ def _numbers(text: str, option: str, kind: type) -> list[Any]:
     except ValueError:
         raise InputError(f"{option} {text} is not understood: write numbers separated by commas, e.g. 256,512") from None
     if not values:
-def _names(text: str, option: str) -> tuple[str, ...]:
-    names = tuple(part.strip() for part in text.split(",") if part.strip())
-    if not names:
-        raise InputError(f"{option} is empty: give names separated by commas, e.g. cities,neg_cities")
-    return names
-
-
         raise InputError(f"{option} is empty: give at least one number")
     return values
 
@@ -272,12 +272,6 @@ def _test_time_lines(tt: dict[str, Any], unpruned_tasks: dict[str, Any] | None) 
     if "perplexity" in tt:
         lines.append(f"test-time  ratio {tt['ratio']}: perplexity {_format_ppl(tt['perplexity'])} against "
                      f"{_format_ppl(tt['unpruned_perplexity'])} unpruned ({tt['scored_tokens']} scored tokens)")  # fmt: skip
-    return lines
-
-
-@app.command("bench-eval")
-def bench_eval_command(
-    model: str = ModelOpt,
     if "tasks" in tt:
         against = "" if unpruned_tasks is None else f" against {unpruned_tasks['mean_acc']:.4f} unpruned"
         lines.append(f"test-time  ratio {tt['ratio']}: zero-shot mean acc {tt['tasks']['mean_acc']:.4f}{against}")
@@ -291,6 +285,12 @@ def _truth_probe_lines(report: dict[str, Any]) -> list[str]:
         if who in report:
             topics, statements = report[who]["topics"], report[who]["statements"]
             lines.append(f"  {who:<9}  held-out topics {topics['mean']:.3f}, held-out statements {statements['mean']:.3f}")
+    return lines
+
+
+@app.command("bench-eval")
+def bench_eval_command(
+    model: str = ModelOpt,
     calib: str = CalibOpt,
     nsamples: int = typer.Option(8, "--nsamples", help="fitness windows"),
     seqlen: int = typer.Option(256, "--seqlen", help="tokens per window"),
