@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from paretoprune.candidate import Candidate
+from paretoprune.evaluators.capability_fitness import CapabilityInputs
 from paretoprune.evaluators.fitness import CandidateEvaluator, FitnessTokens
 from paretoprune.evaluators.stats import ChannelStats
 from paretoprune.metrics.scores import MetricSpec
@@ -37,6 +38,8 @@ class EvaluatorInputs:
     rank_metric: MetricSpec | None = None
     # The tokens of objectives written name@SOURCE, by SOURCE.
     sources: dict[str, FitnessTokens] = field(default_factory=dict)
+    # What the capability objectives (probe, passkey) read, as token ids; None when none is asked for.
+    capabilities: CapabilityInputs | None = None
     # --dtype, resolved by each actor for its own device: auto is the checkpoint's dtype on a
     # GPU and fp32 on a CPU.
     dtype: str = "auto"
@@ -58,6 +61,7 @@ class RemoteEvaluator:
             loaded.model, layout, stats_to_devices(inputs.stats, layout), inputs.tokens.to(device),
             objectives=inputs.objectives, rank_metric=inputs.rank_metric,
             sources={name: _on(device, tokens) for name, tokens in inputs.sources.items()},
+            capabilities=inputs.capabilities,
         )  # fmt: skip
 
     def evaluate(self, candidate: Candidate) -> dict[str, float]:

@@ -370,6 +370,9 @@ def search(
     task_calib_fraction: Optional[float] = typer.Option(
         None, "--task-calib-fraction", help="share of a task's examples kept for calibration (0.5)"
     ),
+    truth_dir: Optional[str] = typer.Option(
+        None, "--truth-dir", help="true/false statement sets, for the probe objective (default $PARETOPRUNE_TRUTH_DIR)"
+    ),
     dtype: Optional[str] = typer.Option(
         None, "--dtype", help=DTYPE_HELP + "; the driver's statistics copy is on a CPU"
     ),
@@ -399,7 +402,7 @@ def search(
             gpus_per_worker=gpus_per_worker, ray_address=ray_address, seed=seed, algorithm=algorithm,
             mutation=mutation, granularity=granularity, delta=delta, storage=storage, out=out,
             stages=tuple(stages.split(",")) if stages else None,
-            task_dir=task_dir, task_calib_fraction=task_calib_fraction, dtype=dtype,
+            task_dir=task_dir, task_calib_fraction=task_calib_fraction, truth_dir=truth_dir, dtype=dtype,
             finalists=_counts(finalists, "--finalists"), finalist_tokens=_counts(finalist_tokens, "--finalist-tokens"),
             finalist_solver=finalist_solver,
         )  # fmt: skip

@@ -69,6 +69,8 @@ class SearchConfig:
     # with ``seed``; evaluation should then use only the rest).
     task_dir: str | None = None
     task_calib_fraction: float = 0.5
+    # The true/false statement sets of the probe objective (default $PARETOPRUNE_TRUTH_DIR).
+    truth_dir: str | None = None
     # The dtype the evaluators run the model in: auto keeps the checkpoint's on a GPU and uses
     # fp32 on a CPU (the driver's copy for the statistics is on the CPU). Scores, statistics and
     # the fitness are computed in fp32 whatever it is.

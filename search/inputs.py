@@ -15,6 +15,7 @@ from typing import Any
 
 from paretoprune.data import calibration_windows, padded_batch, text_provenance
 from paretoprune.errors import InputError
+from paretoprune.evaluators.capability_fitness import CapabilityInputs, capability_inputs
 from paretoprune.evaluators.fitness import FitnessTokens, split_objective
 from paretoprune.evaluators.placement import check_model_fits
 from paretoprune.evaluators.remote import EvaluatorInputs
@@ -60,6 +61,7 @@ def prepare(config: SearchConfig) -> SearchInputs:
         loaded.tokenizer, config.calib, stats_nsamples, stats_seqlen, config.seed)  # fmt: skip
     stats = collect_stats(loaded.model, layout, stats_tokens)
     sources = _fitness_sources(config, loaded.tokenizer)
+    capabilities = capability_inputs(loaded.model, loaded.tokenizer, config.objective_names, config.truth_dir, config.seed)
     owl = owl_sparsities(layout, stats, config.sparsity) if config.sparsity is not None else None
     space = SearchSpace(layout, config.space_config(), owl_sparsities=owl)
     model = ModelInfo(
@@ -72,10 +74,12 @@ def prepare(config: SearchConfig) -> SearchInputs:
     )  # fmt: skip
     # The plain objectives' tokens, named apart from the statistics' windows (which may differ).
     plain = {"kind": "text", "sequences": config.nsamples, "seqlen": config.seqlen, "seed": config.seed}
-    provenance = Provenance(calibration=calibration, fitness={"text": plain, **_describe_sources(config, sources)})
+    described = {"text": plain, **_describe_sources(config, sources), **_describe_capabilities(config, capabilities)}
+    provenance = Provenance(calibration=calibration, fitness=described)
     evaluator = EvaluatorInputs(
         model_spec=config.model, tokens=tokens, stats=stats, objectives=config.objective_names,
         rank_metric=None if space.searches_metric else space.base_metric, sources=sources, dtype=config.dtype,
+        capabilities=capabilities,
     )  # fmt: skip
     return SearchInputs(model=model, provenance=provenance, layout=layout, space=space, evaluator=evaluator)
 
@@ -105,6 +109,18 @@ def _task_tokens(tokenizer: Any, task: str, config: SearchConfig) -> FitnessToke
     if not texts:
         raise InputError(f"task {task} has no calibration examples: raise --task-calib-fraction")
     return FitnessTokens(*padded_batch(tokenizer, texts, config.seqlen))
+
+
+def _describe_capabilities(config: SearchConfig, inputs: CapabilityInputs | None) -> dict[str, dict[str, Any]]:
+    """What the probe and passkey objectives read, for the recipes."""
+    described: dict[str, dict[str, Any]] = {}
+    if inputs is not None and inputs.probe is not None:
+        counts = {topic: len(encoded) for topic, encoded in inputs.probe.topics.items()}
+        described["probe"] = {"kind": "truth", "truth_dir": config.truth_dir, "statements": counts,
+                              "split": inputs.probe.split, "seed": config.seed}  # fmt: skip
+    if inputs is not None and inputs.passkey is not None:
+        described["passkey"] = {"kind": "passkey", **inputs.passkey.description}
+    return described
 
 
 def _describe_sources(config: SearchConfig, sources: dict[str, FitnessTokens]) -> dict[str, dict[str, Any]]:
