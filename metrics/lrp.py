@@ -32,9 +32,13 @@ which is the epsilon rule of an addition with ``eps = 0``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
+
+from paretoprune.metrics.allocation import repair_to_mean
 
 __all__ = [
     "DEFAULT_EPSILON",
@@ -43,6 +47,7 @@ __all__ = [
     "constant_denominator",
     "epsilon_rule",
     "epsilon_weight_relevance",
+    "global_ranking_sparsities",
     "half_rule",
     "scale_grad",
     "signed_epsilon",
@@ -186,3 +191,29 @@ def constant_denominator(x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor) 
     linear = x * scale.detach()
     return y.detach() + (linear - linear.detach())
 
+
+
+# --------------------------------------------------------------------------------------------
+# The paper's global ranking as a layer allocation.
+
+
+def global_ranking_sparsities(scores: Sequence[torch.Tensor], target: float, upper: float = 0.99) -> np.ndarray:
+    """Each layer's sparsity when the ``target`` fraction of all weights with the lowest scores,
+    ranked across every layer together, is pruned; then repaired to the exact weighted mean.
+
+    The global threshold is the k-th smallest score of all layers (k = target x all weights); a
+    layer's sparsity is the fraction of its scores below it (scores tied at the threshold are
+    shared among the layers that hold them, in proportion, so exactly k are pruned). The
+    repair (:func:`~paretoprune.metrics.allocation.repair_to_mean`) caps every layer at ``upper``,
+    since a layer pruned whole would cut the model, and shifts all layers by one common amount
+    until the parameter-weighted mean is ``target`` exactly.
+    """
+    flat = torch.cat([s.detach().reshape(-1).float().cpu() for s in scores])
+    k = min(max(int(round(target * flat.numel())), 1), flat.numel())
+    threshold = flat.kthvalue(k).values
+    del flat
+    below = np.array([float((s < threshold).sum()) for s in scores])
+    ties = np.array([float((s == threshold).sum()) for s in scores])
+    share = (k - below.sum()) / ties.sum()  # of the weights tied at the threshold, the part pruned
+    numels = np.array([s.numel() for s in scores], dtype=np.float64)
+    return repair_to_mean((below + share * ties) / numels, numels, target, upper=upper)

@@ -48,12 +48,21 @@ from paretoprune.metrics.lrp import (
     EpsilonGrad,
     IdentityRule,
     constant_denominator,
+    global_ranking_sparsities,
     scale_grad,
     weight_relevance,
 )
-from paretoprune.models import ModelLayout, RelevanceSites, final_hidden_states, fingerprint, relevance_sites, target_logits
+from paretoprune.models import (
+    ModelLayout,
+    RelevanceSites,
+    cache_dir,
+    final_hidden_states,
+    fingerprint,
+    relevance_sites,
+    target_logits,
+)
 
-__all__ = ["LrpSettings", "attnlrp", "lrp_cache_path", "lrp_scores", "relevance_scores"]
+__all__ = ["LrpSettings", "attnlrp", "lrp_cache_path", "lrp_scores", "lrp_sparsities", "relevance_scores"]
 
 logger = logging.getLogger(__name__)
 
@@ -178,13 +187,29 @@ def lrp_scores(inputs: GlobalScoreInputs, settings: LrpSettings = LrpSettings())
     return scores
 
 
+def lrp_sparsities(
+    model: nn.Module, layout: ModelLayout, tokens: torch.Tensor, target: float, *, progress: bool = True
+) -> dict[str, float]:
+    """``--allocation lrp``: each layer's sparsity from the global ranking of the LRP scores of
+    all layers together (the paper's pruning), repaired to the exact target mean.
+
+    The scores come from (and go to) the same cache as ``--method lrp``'s, so using both costs
+    one relevance pass.
+    """
+    inputs = GlobalScoreInputs(model, layout, tokens, cache_dir=cache_dir() / "scores", progress=progress)
+    scores = lrp_scores(inputs)
+    sparsities = global_ranking_sparsities([scores[name] for name in layout.names], target)
+    return {name: float(value) for name, value in zip(layout.names, sparsities)}
+
+
 def lrp_cache_path(inputs: GlobalScoreInputs, settings: LrpSettings) -> Path | None:
     """Where the scores of this model, its weights, the windows and the settings are kept."""
     if inputs.cache_dir is None:
         return None
     digest = hashlib.sha256()
-    header = {"version": _CACHE_VERSION, "model": inputs.model_id, "architecture": fingerprint(inputs.model),
-              "settings": asdict(settings)}  # fmt: skip
+    # Not the model's name: its weights are hashed below, and --allocation lrp (which is not told
+    # the name) then shares the scores of --method lrp.
+    header = {"version": _CACHE_VERSION, "architecture": fingerprint(inputs.model), "settings": asdict(settings)}
     digest.update(json.dumps(header, sort_keys=True).encode())
     tokens = inputs.tokens.detach().to("cpu", torch.int64).contiguous()
     digest.update(json.dumps(list(tokens.shape)).encode() + tokens.numpy().tobytes())

@@ -107,6 +107,7 @@ class AllocationInputs:
     model: nn.Module | None = None
     tokenizer: Any = None
     truth_dir: Path | None = None  # folder of true/false statement sets (TPLO)
+    tokens: torch.Tensor | None = None  # calibration windows (LRP's global ranking)
 
 
 AllocateFn = Callable[[AllocationInputs, float], dict[str, float]]
@@ -150,6 +151,21 @@ LAYER_ALLOCATIONS.register(
     "tplo", LayerAllocation(_tplo, needs_stats=True, needs_truth=True),
     summary="TPLO: OWL below the block that best separates true from false statements, less sparsity "
     "where they separate best above it (--truth-dir)",
+)  # fmt: skip
+
+
+def _lrp(inputs: AllocationInputs, sparsity: float) -> dict[str, float]:
+    from paretoprune.lrp import lrp_sparsities  # its code loads only when this allocation is asked for
+
+    if inputs.model is None or inputs.tokens is None:
+        raise InputError("--allocation lrp needs the model and its calibration windows")
+    return lrp_sparsities(inputs.model, inputs.layout, inputs.tokens, sparsity)
+
+
+LAYER_ALLOCATIONS.register(
+    "lrp", LayerAllocation(_lrp, needs_stats=True),
+    summary="LRP: the paper's global ranking, each layer's share of the least relevant weights of the whole "
+    "model (mean |LRP relevance| on the calibration windows; llama, mistral, qwen2)",
 )  # fmt: skip
 
 

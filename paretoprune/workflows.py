@@ -333,7 +333,7 @@ def _candidate(
         assert tokens is not None
         stats = collect_stats(model, layout, tokens, batch_size=config.batch_size)
     sparsities = layer_sparsities(layout, config.sparsity, config.allocation, stats, model=model,
-                                  tokenizer=tokenizer, truth_dir=config.truth_dir)  # fmt: skip
+                                  tokenizer=tokenizer, truth_dir=config.truth_dir, tokens=tokens)  # fmt: skip
     return Candidate(metric=metric, sparsities=sparsities)
 
 

@@ -12,6 +12,7 @@ from paretoprune.metrics.lrp import (
     constant_denominator,
     epsilon_rule,
     epsilon_weight_relevance,
+    global_ranking_sparsities,
     half_rule,
     scale_grad,
     softmax_rule,
@@ -110,3 +111,15 @@ def test_a_norm_with_a_constant_denominator_conserves_relevance() -> None:
     assert torch.equal(out, y)  # the forward value is untouched
     out.backward(upstream)
     torch.testing.assert_close(x * x.grad, y.detach() * upstream)
+
+
+def test_the_global_ranking_prunes_the_least_relevant_weights_of_all_layers() -> None:
+    low = torch.arange(100, dtype=torch.float32).reshape(10, 10)  # every score below the next layer's
+    high = 1000 + torch.arange(300, dtype=torch.float32).reshape(10, 30)
+    sparsities = global_ranking_sparsities([low, high], 0.2)  # 80 of 400 weights: all in ``low``
+    np.testing.assert_allclose(sparsities, [0.8, 0.0], atol=1e-9)
+    # Asked for more than ``low`` holds, the ranking would prune it whole: it stops at the cap and
+    # the weighted mean is still exact.
+    capped = global_ranking_sparsities([low, high], 0.5, upper=0.9)
+    assert capped[0] == pytest.approx(0.9)
+    assert (capped * [100, 300]).sum() / 400 == pytest.approx(0.5, abs=1e-9)

@@ -12,8 +12,9 @@ from paretoprune.cli import main
 from paretoprune.errors import InputError
 from paretoprune.global_scores import GLOBAL_SCORES, GlobalScoreInputs
 from paretoprune.lrp import LrpSettings, attnlrp, lrp_scores, relevance_scores
-from paretoprune.metrics.lrp import epsilon_weight_relevance, stabilised
+from paretoprune.metrics.lrp import epsilon_weight_relevance, global_ranking_sparsities, stabilised
 from paretoprune.models import LRP_FAMILIES, find_layout, final_hidden_states, target_logits
+from paretoprune.pruning import layer_sparsities
 from paretoprune.testing import byte_tokenizer, tiny_model
 
 # fp64 and a tiny epsilon: the epsilon rule's own leak, eps / |z| of each output's relevance, is
@@ -172,9 +173,31 @@ def test_prune_with_lrp_from_the_command_line(tmp_path: Path, monkeypatch: pytes
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["sparsity"] == pytest.approx(0.5, abs=1e-3)
     assert summary["perplexity"] > 1
-    assert len(list((tmp_path / "cache").rglob("lrp-*.safetensors"))) == 1  # the next sparsity reuses it
+    assert len(list((tmp_path / "cache").rglob("lrp-*.safetensors"))) == 1
+    # The global ranking as the layer allocation of another rule reads the same cached scores.
+    with pytest.raises(SystemExit) as exited:
+        main(["prune", "--model", str(llama), *common, "--method", "wanda", "--allocation", "lrp"])
+    assert exited.value.code in (0, None)
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert len(list((tmp_path / "cache").rglob("lrp-*.safetensors"))) == 1
     with pytest.raises(SystemExit) as refused:
         main(["prune", "--model", str(gpt2), *common])
     assert refused.value.code == 2
     message = capsys.readouterr().err.strip().splitlines()[-1]  # the line after the weights' progress bar
     assert message.startswith("error: LRP relevance supports the llama, mistral, qwen2 families, not gpt2")
+
+
+def test_the_lrp_allocation_is_the_global_ranking_at_the_exact_mean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARETOPRUNE_CACHE", str(tmp_path))
+    model = tiny_model("llama", seed=6)
+    layout = find_layout(model)
+    tokens = _tokens(2)
+    sparsities = layer_sparsities(layout, 0.5, "lrp", model=model, tokens=tokens)
+    numels = {linear.name: linear.numel for linear in layout.linears}
+    mean = sum(sparsities[name] * numels[name] for name in numels) / sum(numels.values())
+    assert mean == pytest.approx(0.5, abs=1e-9)
+    scores = lrp_scores(GlobalScoreInputs(model, layout, tokens, cache_dir=tmp_path / "scores", progress=False))
+    assert len(list(tmp_path.rglob("lrp-*.safetensors"))) == 1  # the allocation's scores, read back
+    expected = global_ranking_sparsities([scores[name] for name in layout.names], 0.5)
+    assert [sparsities[name] for name in layout.names] == pytest.approx(list(expected), abs=1e-6)
+    assert max(sparsities.values()) - min(sparsities.values()) > 0.05  # not uniform in disguise
