@@ -69,6 +69,35 @@ def check_score_map(scores: ScoreMap, layout: ModelLayout) -> None:
                              f"[{linear.out_features}, {linear.in_features}]: computed for another model")  # fmt: skip
 
 
+# ------------------------------------------------------------------------------------------------
+# The registered rules. Each imports its module on first use: those modules import this one (for
+# GlobalScoreInputs), and a command that never asks for the rule should not load its code.
+
+
+def _unipruning(inputs: GlobalScoreInputs) -> dict[str, torch.Tensor]:
+    from paretoprune.unipruning import UniPruningSettings, unipruning_scores
+
+    return unipruning_scores(inputs, UniPruningSettings(train=True))
+
+
+def _unipruning_static(inputs: GlobalScoreInputs) -> dict[str, torch.Tensor]:
+    from paretoprune.unipruning import UniPruningSettings, unipruning_scores
+
+    return unipruning_scores(inputs, UniPruningSettings(train=False))
+
+
+GLOBAL_SCORES.register(
+    "unipruning", GlobalScoringRule(compute=_unipruning),
+    summary="UniPruning: |Gamma| of a mirror descent that follows a stochastic RIA saliency through a "
+    "short AdamW fine-tune on the calibration windows (64 steps); the fine-tuned weights are discarded",
+)  # fmt: skip
+GLOBAL_SCORES.register(
+    "unipruning-static", GlobalScoringRule(compute=_unipruning_static),
+    summary="UniPruning without the fine-tune: the mirror descent follows the stochastic RIA saliency "
+    "of the dense weights over the calibration windows (forward passes only)",
+)  # fmt: skip
+
+
 def _lrp(inputs: GlobalScoreInputs) -> dict[str, torch.Tensor]:
     from paretoprune.lrp import lrp_scores  # it imports this module (GlobalScoreInputs)
 

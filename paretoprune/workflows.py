@@ -274,14 +274,23 @@ def _global_scores(
     config: PruneConfig, loaded: LoadedModel, layout: ModelLayout, tokens: torch.Tensor | None
 ) -> dict[str, torch.Tensor] | None:
     """The score map of a global scoring rule (UniPruning, LRP) on the dense model, else None."""
-    if config.method not in GLOBAL_SCORES:
+    return _global_score_map(config.method, loaded.model, layout, tokens, config.model, config.calibration.seed,
+                             config.progress)  # fmt: skip
+
+
+def _global_score_map(
+    method: str, model: torch.nn.Module, layout: ModelLayout, tokens: torch.Tensor | None, model_id: str,
+    seed: int, progress: bool,
+) -> dict[str, torch.Tensor] | None:  # fmt: skip
+    """``prune --method`` and ``apply --pruner`` alike: a global rule's scores (cached under the
+    user's cache folder), computed before any weight changes; None for every other pruner."""
+    if method not in GLOBAL_SCORES:
         return None
-    assert tokens is not None
-    inputs = GlobalScoreInputs(
-        loaded.model, layout, tokens, model_id=config.model, cache_dir=cache_dir() / "scores",
-        seed=config.calibration.seed, progress=config.progress,
-    )  # fmt: skip
-    return GLOBAL_SCORES[config.method].compute(inputs)
+    if tokens is None:
+        raise InputError(f"{method} scores the model on calibration windows: pass calibration tokens (--calib SRC)")
+    inputs = GlobalScoreInputs(model, layout, tokens, model_id=model_id, cache_dir=cache_dir() / "scores",
+                               seed=seed, progress=progress)  # fmt: skip
+    return GLOBAL_SCORES[method].compute(inputs)
 
 
 def _calibration_windows(loaded: LoadedModel, options: CalibrationOptions) -> torch.Tensor:
@@ -477,13 +486,17 @@ def apply_recipe(
     sequential: bool = False,
     force: bool = False,
     progress: bool = True,
+    model_id: str = "",
+    seed: int = 0,
 ) -> PruneReport:
     """Prune a live model in place with a recipe's per-layer sparsities; returns a PruneReport.
 
     ``pruner="recipe"`` uses the recipe's own metric; ``magnitude``, ``wanda`` or ``ria`` swap in
-    that metric; ``sparsegpt`` reconstructs the surviving weights with SparseGPT. The recipe's
-    own row allocation and solvers apply unless ``rows`` or ``solver`` (a chain such as
-    ``"fw,update"``) replace them; ``update`` appends SparseGPT's update to the solvers.
+    that metric; ``sparsegpt`` reconstructs the surviving weights with SparseGPT; a global rule
+    (``unipruning``) scores the dense model on ``calib_tokens`` first (``model_id`` and ``seed``
+    key its cache). The recipe's own row allocation and solvers apply unless ``rows`` or
+    ``solver`` (a chain such as ``"fw,update"``) replace them; ``update`` appends SparseGPT's
+    update to the solvers.
     """
     _check_pruner(pruner)
     layout = find_layout(model)
@@ -491,10 +504,11 @@ def apply_recipe(
     match = recipe.check_model(fingerprint(model), shapes, force=force)
     candidate = _applied_candidate(recipe, pruner, solver_chain(update, solver) if solver else None, rows)
     candidate = replace(candidate, sparsities=match.sparsities)
+    scores = _global_score_map(pruner, model, layout, calib_tokens, model_id, seed, progress)
     return prune_model(
         model, layout, candidate, calib_tokens,
         method="sparsegpt" if pruner in MASK_SOLVERS else "metric",
-        update=update and not solver, sequential=sequential, progress=progress,
+        update=update and not solver, sequential=sequential, progress=progress, scores=scores,
     )  # fmt: skip
 
 
@@ -546,6 +560,7 @@ def apply(config: ApplyConfig) -> PruneResult:
     report = apply_recipe(
         loaded.model, recipe, tokens, pruner=config.pruner, update=config.update, solver=config.solver,
         rows=config.rows, sequential=config.calibration.sequential, force=config.force, progress=config.progress,
+        model_id=config.model, seed=config.calibration.seed,
     )  # fmt: skip
     return _after_pruning(loaded, report, config, task_dir, {"recipe.yaml": recipe_yaml(recipe)})
 

@@ -182,6 +182,7 @@ def test_help_lists_every_registered_method_allocation_and_pruner() -> None:
     import typer
 
     from paretoprune.cli import app
+    from paretoprune.global_scores import GLOBAL_SCORES
     from paretoprune.metrics.scores import SCORING_RULES
     from paretoprune.pruning import LAYER_ALLOCATIONS
 
@@ -190,9 +191,10 @@ def test_help_lists_every_registered_method_allocation_and_pruner() -> None:
     def help_of(command: str, option: str) -> str:
         return next(p.help for p in commands[command].params if option in p.opts)
 
-    assert help_of("prune", "--method") == f"{' | '.join(SCORING_RULES)} | sparsegpt"
+    methods = " | ".join((*SCORING_RULES, *GLOBAL_SCORES))
+    assert help_of("prune", "--method") == f"{methods} | sparsegpt"
     assert help_of("prune", "--allocation") == LAYER_ALLOCATIONS.choices()
-    assert help_of("apply", "--pruner") == f"recipe | {' | '.join(SCORING_RULES)} | sparsegpt"
+    assert help_of("apply", "--pruner") == f"recipe | {methods} | sparsegpt"
 
 
 def test_a_newly_registered_scoring_rule_is_a_prune_method(
