@@ -132,10 +132,14 @@ class AppliedEvaluator:
         calibration = calibration_windows(loaded.tokenizer, inputs.calib, inputs.calib_nsamples, inputs.calib_seqlen,
                                           inputs.calib_seed)  # fmt: skip
         tokens = calibration_windows(loaded.tokenizer, inputs.calib, inputs.windows, inputs.seqlen, inputs.seed)
-        sources = {name: FitnessTokens(t.input_ids.to(device), None if t.attention_mask is None
-                                       else t.attention_mask.to(device)) for name, t in inputs.sources.items()}  # fmt: skip
+        sources = {name: _on(device, source) for name, source in inputs.sources.items()}
         self._scorer = AppliedScorer(loaded.model, layout, calibration.to(device), tokens.to(device),
                                      objectives=inputs.objectives, sources=sources)  # fmt: skip
 
     def evaluate(self, candidate: Candidate) -> dict[str, float]:
         return self._scorer.evaluate(candidate)
+
+
+def _on(device: torch.device, tokens: FitnessTokens) -> FitnessTokens:
+    mask = None if tokens.attention_mask is None else tokens.attention_mask.to(device)
+    return FitnessTokens(tokens.input_ids.to(device), mask)

@@ -30,6 +30,11 @@ a later evaluation if it was the newest one. The renamed file stays for inspecti
 
 The archive's front is the non-dominated set of all its successful evaluations, each objective
 taken in its own direction (see :mod:`paretoprune.search.pareto`).
+
+Fidelity: each row names what scored it in ``fidelity``: ``base`` for the search's own rows, or
+a finalist stage such as ``16384+update`` (:mod:`paretoprune.search.fidelity`), whose rows also
+name the search row they score again in ``source_id``. Tables written before these columns
+existed (version 1) read as base rows with no source.
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ never interrupted.
 
 After the last generation, a search with ``finalists`` scores its best candidates again on more
 tokens and as they will be applied (:mod:`paretoprune.search.finalists`); :func:`rescore` does
-the same for a run folder that already exists. What the generations need is prepared beforehand (:mod:`paretoprune.search.inputs`), and what
+the same for a run folder that already exists.
+
+What the generations need is prepared beforehand (:mod:`paretoprune.search.inputs`), and what
 they leave is written afterwards (:mod:`paretoprune.search.export`); the run folder's layout
 belongs to :mod:`paretoprune.search.run`.
 """

@@ -69,7 +69,8 @@ def recipe_of_row(row: pd.Series, model: ModelInfo, provenance: Provenance, obje
     beside the search's fitness tokens.
     """
     fidelity = str(row.get("fidelity", BASE))
-    fitness = provenance.fitness | ({"finalist": {"kind": "finalist", "fidelity": fidelity}} if fidelity != BASE else {})
+    finalist = {"finalist": {"kind": "finalist", "fidelity": fidelity}} if fidelity != BASE else {}
+    fitness = provenance.fitness | finalist
     return Recipe.from_candidate(
         candidate_of(row),
         model_name=model.name,

@@ -82,8 +82,9 @@ class FinalistPlan:
     def check(self, seqlen: int) -> None:
         """One line for a plan that cannot run."""
         if len(self.tokens) != len(self.counts):
-            raise InputError(f"--finalists {_text(self.counts)} has {len(self.counts)} stages but --finalist-tokens "
-                             f"{_text(self.tokens)} has {len(self.tokens)}: give one token count per stage")  # fmt: skip
+            raise InputError(f"--finalists {_text(self.counts)} has {len(self.counts)} stages but "
+                             f"--finalist-tokens {_text(self.tokens)} has {len(self.tokens)}: "
+                             "give one token count per stage")  # fmt: skip
         if any(n < 1 for n in self.counts) or list(self.counts) != sorted(self.counts, reverse=True):
             raise InputError(f"--finalists {_text(self.counts)}: give positive counts, each stage no larger than "
                              "the one before, e.g. 8,2")  # fmt: skip

@@ -23,7 +23,8 @@ OBJECTIVES = ("kl", "sparsity")
 
 def _search_rows(archive: Archive, rows: list[tuple[float, float]]) -> None:
     for kl, sparsity in rows:
-        archive.append(generation=0, genome=[sparsity], candidate={"kl": kl}, objectives={"kl": kl, "sparsity": sparsity})
+        archive.append(generation=0, genome=[sparsity], candidate={"kl": kl},
+                       objectives={"kl": kl, "sparsity": sparsity})  # fmt: skip
 
 
 def test_fidelity_labels_read_back_and_order_applied_above_masks_then_tokens() -> None:
@@ -59,9 +60,12 @@ def test_an_archive_written_before_the_column_loads_as_base_and_takes_finalists(
                      ("node_id", pa.string()), ("seconds", pa.float64()), ("status", pa.string()),
                      ("error", pa.string())])  # fmt: skip
     rows = [{"eval_id": i, "generation": 0, "genome": [0.1 * i], "candidate": "{}", "kl": 1.0 - 0.1 * i,
-             "worker": "w", "node_id": "n", "seconds": 1.0, "status": "ok", "error": None} for i in range(3)]  # fmt: skip
-    metadata = {b"paretoprune.archive": json.dumps({"version": 1, "objectives": ["kl"], "epoch": 0}).encode()}
-    pq.write_table(pa.Table.from_pylist(rows, schema=old).replace_schema_metadata(metadata), tmp_path / EVALUATIONS_FILE)
+             "worker": "w", "node_id": "n", "seconds": 1.0, "status": "ok", "error": None}
+            for i in range(3)]  # fmt: skip
+    written = {"version": 1, "objectives": ["kl"], "epoch": 0}
+    metadata = {b"paretoprune.archive": json.dumps(written).encode()}
+    table = pa.Table.from_pylist(rows, schema=old).replace_schema_metadata(metadata)
+    pq.write_table(table, tmp_path / EVALUATIONS_FILE)
 
     frame = Archive.load(tmp_path).frame()
     assert frame["fidelity"].tolist() == [BASE] * 3 and frame["source_id"].isna().all()

@@ -122,6 +122,8 @@ def test_bad_finalist_settings_fail_in_one_line_before_the_model_loads(
     assert not (tmp_path / "run").exists()
 
 
-def test_rescore_of_a_folder_without_a_search_fails_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_rescore_of_a_folder_without_a_search_fails_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # fmt: skip
     code, err = _main(capsys, "rescore", str(tmp_path / "nothing"), "--finalists", "2")
     assert code == 2 and "holds no search" in err
