@@ -228,6 +228,10 @@ class CandidateEvaluator:
             if OBJECTIVES[base].target is not None:
                 wanted.setdefault(source, set()).add(base)
         self._act_norms = {name: s.act_norm for name, s in stats.items()}
+        # Regional gradients (Wanda++'s RGS term), only where the statistics carry them: the
+        # search leaves the gradient gene off by default, so its statistics need no backward pass
+        # and its actors no per-weight copy of the model's size.
+        self._grads = {name: s.regional_grad for name, s in stats.items() if s.has_gradients}
         # Built on the dense model, before any mask: the probe's pivot block is the dense one's.
         capability_names = {name for name in self.objectives if name in CAPABILITY_OBJECTIVES}
         self._capabilities = CapabilityScorer(model, capabilities, capability_names) if capability_names else None
@@ -279,7 +283,7 @@ class CandidateEvaluator:
 
     def resident_bytes(self) -> int:
         """Bytes this evaluator keeps beside the model (targets, rank cache, statistics)."""
-        tensors = [*self._ranks.values(), *self._act_norms.values()]
+        tensors = [*self._ranks.values(), *self._act_norms.values(), *self._grads.values()]
         tensors += [t for reference in self._references.values() for t in reference.targets.values()]
         return sum(t.numel() * t.element_size() for t in tensors)
 
@@ -297,7 +301,7 @@ class CandidateEvaluator:
     def _build_ranks(self, metric: MetricSpec, group: str) -> dict[str, torch.Tensor]:
         ranks = {}
         for linear in self.layout.linears:
-            scores = compute_scores(self._dense_matrix(linear), self._act_norm(linear, metric), metric)
+            scores = compute_scores(self._dense_matrix(linear), self._act_norm(linear, metric), metric, self._grad(linear, metric))
             ranked = row_ranks(scores) if group == "row" else layer_ranks(scores)
             # Kept in the module's own weight layout so that masking needs no transpose.
             ranks[linear.name] = ranked.t().contiguous() if linear.transposed else ranked
@@ -353,11 +357,12 @@ class CandidateEvaluator:
         if sparsity == 0.0 and structure is None:
             return None
         act_norm = self._act_norm(linear, candidate.metric)
+        grad = self._grad(linear, candidate.metric)
 
         def rule(weight: torch.Tensor) -> torch.Tensor:
             # The steps of pruning.keep_mask, with the mask made in the weight's dtype.
             matrix = weight.t() if linear.transposed else weight
-            scores = compute_scores(matrix.float(), act_norm, candidate.metric)
+            scores = compute_scores(matrix.float(), act_norm, candidate.metric, grad)
             keep = keep_mask(
                 scores, sparsity, structure, candidate.group, linear.name, dtype=weight.dtype
             )
@@ -375,6 +380,14 @@ class CandidateEvaluator:
         if linear.name not in self._act_norms:
             raise InputError(f"no activation statistics for {linear.name}: recollect the statistics")
         return self._act_norms[linear.name]
+
+    def _grad(self, linear: PrunableLinear, metric: MetricSpec) -> torch.Tensor | None:
+        if not metric.uses_gradients:
+            return None
+        if linear.name not in self._grads:
+            raise InputError(f"metric {metric.name} has a gradient term, but the statistics hold no regional gradients "
+                             f"for {linear.name}: gather them (gradients=True) or use a rule without one")  # fmt: skip
+        return self._grads[linear.name]
 
 
 # The target kinds whose comparison needs the pruned model's logits.

@@ -12,6 +12,11 @@ The walk yields after gathering each block's statistics, so a caller may prune t
 place before the walk moves on. Whether the next block then sees the pruned or the dense
 outputs is the difference between sequential and one-shot pruning.
 
+On request (``gradients=True``) the walk also gathers Wanda++'s regional gradients: each block's
+output norm per sample, backpropagated through that block alone (see
+:mod:`paretoprune.metrics.gradients`), summed as squares per weight. It costs a backward pass
+through each block and an [out, in] sum per linear, so walks that do not ask pay nothing.
+
 Whatever dtype the model runs in, the sums are kept in fp64 (squared norms) and fp32 (the Gram
 matrix), on the device of each linear: a bf16 model gives the statistics of its bf16
 activations without rounding them further, and a GPU never copies its activations out.
@@ -27,10 +32,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from paretoprune.metrics.gradients import regional_grad, regional_loss, squared_sample_gradients
 from paretoprune.metrics.sparsegpt import fp32_matmuls
 from paretoprune.models import DecoderBlock, ModelLayout, PrunableLinear
 
-__all__ = ["BlockStep", "ChannelStats", "collect_stats", "walk_blocks"]
+__all__ = ["BlockInput", "BlockStep", "ChannelStats", "collect_stats", "walk_blocks"]
 
 
 @dataclass
@@ -42,11 +48,43 @@ class ChannelStats:
     gram: torch.Tensor | None = None  # [in, in] float32: sum over tokens of x x^T (SparseGPT)
     # The input at each sequence's last position, kept when asked (TRIM judges rows on them).
     last_inputs: list[torch.Tensor] | None = None
+    # Regional gradients, kept when asked: sum over samples of (dL/dW)^2 [out, in] float32, and
+    # the samples and tokens it summed over.
+    grad_sq_sum: torch.Tensor | None = None
+    grad_samples: int = 0
+    grad_tokens: int = 0
 
     @property
     def act_norm(self) -> torch.Tensor:
         """Per-channel RMS of the inputs, sqrt(mean_t x_tj^2), as float32."""
         return (self.sq_sum / max(self.count, 1)).sqrt().float()
+
+    @property
+    def has_gradients(self) -> bool:
+        return self.grad_sq_sum is not None and self.grad_samples > 0
+
+    @property
+    def grad_rms(self) -> torch.Tensor:
+        """Wanda++'s G: the RMS over calibration samples of dL/dW, [out, in] float32."""
+        return (self._gradient_sums() / self.grad_samples).sqrt()
+
+    @property
+    def regional_grad(self) -> torch.Tensor:
+        """G on act_norm's per-token footing, as the scores read it (see metrics.gradients)."""
+        return regional_grad(self._gradient_sums(), self.grad_samples, self.grad_tokens)
+
+    def _gradient_sums(self) -> torch.Tensor:
+        if self.grad_sq_sum is None or self.grad_samples == 0:
+            raise RuntimeError("statistics were gathered without regional gradients (gradients=False)")
+        return self.grad_sq_sum
+
+    def add_gradients(self, inputs: torch.Tensor, output_grads: torch.Tensor) -> None:
+        """Add the samples of one batch: the linear's inputs and its output gradients, both
+        [samples, tokens, features]."""
+        sums = squared_sample_gradients(inputs, output_grads)
+        self.grad_sq_sum = sums if self.grad_sq_sum is None else self.grad_sq_sum.add_(sums.to(self.grad_sq_sum.device))
+        self.grad_samples += inputs.shape[0]
+        self.grad_tokens += inputs.shape[0] * inputs.shape[1]
 
     def hessian(self) -> torch.Tensor:
         """SparseGPT's layer Hessian 2/n X^T X (needs ``gram``)."""
@@ -76,11 +114,17 @@ class ChannelStats:
 
 @dataclass
 class BlockStep:
-    """One decoder block, with the statistics of its linears on its current inputs."""
+    """One decoder block, with the statistics of its linears on its current inputs.
+
+    With ``block_io`` the step also holds those inputs and the dense block's outputs on them:
+    what a block-level solver (Wanda++'s regional optimisation) fits the pruned block to.
+    """
 
     block: DecoderBlock
     linears: list[PrunableLinear]
     stats: dict[str, ChannelStats] = field(default_factory=dict)
+    inputs: list["BlockInput"] | None = None
+    dense_outputs: list[torch.Tensor] | None = None
 
 
 class _StopForward(Exception):
@@ -88,7 +132,9 @@ class _StopForward(Exception):
 
 
 @dataclass
-class _BlockInput:
+class BlockInput:
+    """What a block is called with for one batch of calibration windows."""
+
     hidden: torch.Tensor
     args: tuple[Any, ...]  # the other positional arguments of the block call
     kwargs: dict[str, Any]  # attention mask, position embeddings, ...
@@ -103,13 +149,16 @@ def walk_blocks(
     hessian: bool = False,
     propagate: str = "pruned",
     last_tokens: bool = False,
+    gradients: bool = False,
+    block_io: bool = False,
 ) -> Iterator[BlockStep]:
     """Yield each block with its linears' statistics; the caller may prune it in place.
 
     ``propagate="pruned"`` (sequential): the next block's inputs are computed after the caller
     had its turn, through the pruned block. ``propagate="dense"`` (one-shot): they are computed
     before, so every block is calibrated as in the dense model. ``last_tokens`` also keeps each
-    linear's input at every sequence's last position.
+    linear's input at every sequence's last position; ``gradients`` gathers the regional
+    gradients; ``block_io`` hands the caller the block's inputs and dense outputs.
     """
     if propagate not in ("pruned", "dense"):
         raise ValueError(f"propagate must be 'pruned' or 'dense', not {propagate!r}")
@@ -118,8 +167,15 @@ def walk_blocks(
     for block in layout.blocks:
         step = BlockStep(block=block, linears=layout.linears_of_block(block.index))
         step.stats = _block_stats(block, step.linears, inputs, hessian, last_tokens)
+        if gradients:
+            _add_regional_gradients(block, step.linears, inputs, step.stats)
+        dense = _run_block(block, inputs) if (propagate == "dense" or block_io) else None
+        if block_io:
+            assert dense is not None
+            step.inputs, step.dense_outputs = inputs, [item.hidden for item in dense]
         if propagate == "dense":
-            inputs = _run_block(block, inputs)
+            assert dense is not None
+            inputs = dense
         yield step
         if propagate == "pruned":
             inputs = _run_block(block, inputs)
@@ -144,13 +200,13 @@ def collect_stats(
 
 def _capture_block_inputs(
     model: nn.Module, layout: ModelLayout, tokens: torch.Tensor, batch_size: int
-) -> list[_BlockInput]:
+) -> list[BlockInput]:
     """Run the model up to block 0, batch by batch, and keep what block 0 was called with."""
-    captured: list[_BlockInput] = []
+    captured: list[BlockInput] = []
 
     def capture(_module: nn.Module, args: tuple, kwargs: dict) -> None:
         hidden, rest = (args[0], args[1:]) if args else (kwargs.pop("hidden_states"), ())
-        captured.append(_BlockInput(hidden=hidden, args=rest, kwargs=kwargs))
+        captured.append(BlockInput(hidden=hidden, args=rest, kwargs=kwargs))
         raise _StopForward
 
     first = layout.blocks[0].module
@@ -170,7 +226,7 @@ def _capture_block_inputs(
 def _block_stats(
     block: DecoderBlock,
     linears: list[PrunableLinear],
-    inputs: list[_BlockInput],
+    inputs: list[BlockInput],
     hessian: bool,
     last_tokens: bool = False,
 ) -> dict[str, ChannelStats]:
@@ -179,6 +235,61 @@ def _block_stats(
         for item in inputs:
             block.module(item.hidden, *item.args, **item.kwargs)
     return stats
+
+
+def _add_regional_gradients(
+    block: DecoderBlock,
+    linears: list[PrunableLinear],
+    inputs: list[BlockInput],
+    stats: dict[str, ChannelStats],
+) -> None:
+    """Backpropagate each sample's block output norm through this block alone, batch by batch,
+    and add each linear's per-sample squared weight gradients to its statistics."""
+    for item in inputs:
+        seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        with torch.inference_mode(False), torch.enable_grad(), _capturing(linears, seen):
+            hidden = item.hidden.clone().requires_grad_(True)  # a leaf the graph starts from
+            out = block.module(hidden, *trainable(item.args), **trainable(item.kwargs))
+            out = out[0] if isinstance(out, tuple) else out
+            names = [linear.name for linear in linears if linear.name in seen]
+            grads = torch.autograd.grad(regional_loss(out), [seen[name][1] for name in names])
+        samples = item.hidden.shape[0]  # some families (OPT) flatten the tokens inside a block
+        for name, grad in zip(names, grads):
+            x = seen[name][0]
+            stats[name].add_gradients(x.reshape(samples, -1, x.shape[-1]), grad.detach().reshape(samples, -1, grad.shape[-1]))
+
+
+def trainable(value: Any) -> Any:
+    """``value`` with every tensor in it cloned outside inference mode, so autograd may save it
+    (tensors made under ``torch.inference_mode`` cannot be saved for backward)."""
+    if isinstance(value, torch.Tensor):
+        with torch.inference_mode(False):
+            return value.clone()
+    if isinstance(value, tuple):
+        return tuple(trainable(item) for item in value)
+    if isinstance(value, list):
+        return [trainable(item) for item in value]
+    if isinstance(value, dict):
+        return {key: trainable(item) for key, item in value.items()}
+    return value
+
+
+@contextmanager
+def _capturing(linears: list[PrunableLinear], seen: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> Iterator[None]:
+    """Record each linear's (input, output) of the forward pass, the output still in the graph."""
+
+    def hook_for(name: str):
+        def record(_module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            seen[name] = (args[0].detach(), output)
+
+        return record
+
+    handles = [linear.module.register_forward_hook(hook_for(linear.name)) for linear in linears]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _empty_stats(linear: PrunableLinear, hessian: bool, last_tokens: bool) -> ChannelStats:
@@ -207,11 +318,11 @@ def _recording(linears: list[PrunableLinear], stats: dict[str, ChannelStats]) ->
             handle.remove()
 
 
-def _run_block(block: DecoderBlock, inputs: list[_BlockInput]) -> list[_BlockInput]:
+def _run_block(block: DecoderBlock, inputs: list[BlockInput]) -> list[BlockInput]:
     outputs = []
     with torch.inference_mode():
         for item in inputs:
             out = block.module(item.hidden, *item.args, **item.kwargs)
             hidden = out[0] if isinstance(out, tuple) else out
-            outputs.append(_BlockInput(hidden=hidden, args=item.args, kwargs=item.kwargs))
+            outputs.append(BlockInput(hidden=hidden, args=item.args, kwargs=item.kwargs))
     return outputs

@@ -8,6 +8,7 @@ highest scores. Every rule here is one point of a single family, described by a
     weight = x * (r / rowsum(x) + c / colsum(x) + u / scale(x))
     act    = N_a(T_a(act_norm ** b))                          activation transform T_a, normaliser N_a
     score  = weight * act[None, :]                            the act term is absent when b == 0
+    score  = weight * (act[None, :] + g * grad)               with a gradient term (g > 0)
 
 ``rowsum`` sums a row's inputs, ``colsum`` a column's outputs (RIA's relative importance).
 ``scale`` is one of ``none`` (1), ``sum``, ``mean``, ``fro`` or ``rowsum`` (the mean row sum, which
@@ -15,16 +16,29 @@ puts ``u`` on the same footing as ``r``). A factor common to the whole matrix ch
 such factors are not applied: without a relative term (r == c == 0) the weight term is just ``x``,
 and ``compute_scores`` returns scores up to a positive global factor.
 
+The gradient term is Wanda++'s regional gradient (RGS): ``grad`` [out, in] is the root mean square
+over calibration samples of ``dL/dW`` for ``L = ||block(x)||_2``, one decoder block's output norm
+per sample (see :mod:`paretoprune.metrics.gradients`), divided by the square root of the tokens per
+sample. That division puts it on the footing of ``act_norm``, a per-token RMS, where the paper adds
+it to Wanda's per-sample norm ``||X_j||`` (``sqrt(tokens per sample)`` times ours); the factor is
+global, so ``g = 100`` is the paper's ``alpha = 100`` whatever the window length. When ``b == 0``
+the act term is the constant 1 (``act ** 0``). With ``g == 0`` (every rule but Wanda++) no
+gradient is read and the scores are computed by exactly the operations they always were.
+
 Known metrics are exact points of the family (the same floating-point operations, hence the same
 masks, ties included):
 
-============  =====  =========  ===  ===  ===  =====  =========  ========
-metric        a      T_w        r    c    u    b      T_a        N_a
-============  =====  =========  ===  ===  ===  =====  =========  ========
-magnitude     1      none       0    0    1    0      (absent)   (absent)
-wanda         1      none       0    0    1    1      none       none
-ria           1      none       1    1    0    0.5    none       none
-============  =====  =========  ===  ===  ===  =====  =========  ========
+============  =====  =========  ===  ===  ===  =====  =========  ========  ===
+metric        a      T_w        r    c    u    b      T_a        N_a       g
+============  =====  =========  ===  ===  ===  =====  =========  ========  ===
+magnitude     1      none       0    0    1    0      (absent)   (absent)  0
+wanda         1      none       0    0    1    1      none       none      0
+ria           1      none       1    1    0    0.5    none       none      0
+wanda++       1      none       0    0    1    1      none       none      100
+============  =====  =========  ===  ===  ===  =====  =========  ========  ===
+
+(Wanda++'s point equals the paper's ``(alpha * G + ||X_j||) * |W|`` up to the global factor above,
+hence up to rounding; its masks match wherever no two scores are within rounding of each other.)
 
 OptiShear's discrete operator space is the set of points built by :meth:`MetricSpec.operators`:
 a transform in ``none, sqrt, square, exp, log, sigmoid, softmax`` for each of ``|W|`` and the
@@ -65,6 +79,7 @@ __all__ = [
     "magnitude_scores",
     "metric_by_name",
     "ria_scores",
+    "wanda_plus_plus_scores",
     "wanda_scores",
 ]
 
@@ -87,7 +102,11 @@ WEIGHT_NORMALISERS: dict[str, tuple[float, float, float, str]] = {
 _SCALE_TEXT = {"none": "", "sum": "/sum(x)", "mean": "/mean(x)", "fro": "/fro(x)", "rowsum": "/rowsum_avg(x)"}
 
 # The numeric fields a search moves smoothly (all floats), in a fixed order.
-CONTINUOUS_FIELDS: tuple[str, ...] = ("weight_power", "act_power", "row_coef", "col_coef", "abs_coef")
+CONTINUOUS_FIELDS: tuple[str, ...] = ("weight_power", "act_power", "row_coef", "col_coef", "abs_coef", "grad_coef")
+
+# Fields left out of ``to_dict`` at these values: a spec without the gradient term writes exactly
+# what it wrote before the term existed, so older recipes, archives and caches keep their bytes.
+_OMITTED_AT = {"grad_coef": 0.0}
 
 # Smallest denominator: sums of non-negative terms are clamped to it, so 0 / 0 becomes 0.
 _TINY = torch.finfo(torch.float32).tiny
@@ -145,6 +164,7 @@ class MetricSpec:
     act_power: float = 0.0
     act_transform: str = "none"
     act_norm: str = "none"
+    grad_coef: float = 0.0  # g: weight of the regional gradient beside the activation term
 
     def __post_init__(self) -> None:
         for name in CONTINUOUS_FIELDS:
@@ -160,6 +180,8 @@ class MetricSpec:
             raise InputError(f"metric weight_power must be > 0, got {self.weight_power}; scores must see |W|")
         if self.act_power < 0:
             raise InputError(f"metric act_power must be >= 0, got {self.act_power}; use 0 for no activations")
+        if self.grad_coef < 0:
+            raise InputError(f"metric grad_coef must be >= 0, got {self.grad_coef}; use 0 for no gradient term")
         coefs = (self.row_coef, self.col_coef, self.abs_coef)
         if min(coefs) < 0 or sum(coefs) <= 0:
             raise InputError(
@@ -170,6 +192,11 @@ class MetricSpec:
     def uses_activations(self) -> bool:
         """Whether scores need the activation norm: the act term is absent exactly when b == 0."""
         return self.act_power != 0.0
+
+    @property
+    def uses_gradients(self) -> bool:
+        """Whether scores need the regional-gradient statistic (the gradient term, g != 0)."""
+        return self.grad_coef != 0.0
 
     @property
     def has_relative_term(self) -> bool:
@@ -216,8 +243,13 @@ class MetricSpec:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field, plain JSON/YAML types; ``from_dict`` restores an equal spec."""
-        return asdict(self)
+        """Every field, plain JSON/YAML types; ``from_dict`` restores an equal spec. A field at
+        its "absent" value (``grad_coef`` 0) is left out, as it was before the field existed."""
+        data = asdict(self)
+        for name, absent in _OMITTED_AT.items():
+            if data[name] == absent:
+                del data[name]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "MetricSpec":
@@ -249,11 +281,13 @@ class MetricSpec:
 
     def _describe_act(self) -> str:
         if not self.uses_activations:
-            return ""
+            return f" * (1 + {self.grad_coef:g}*grad)" if self.uses_gradients else ""
         base = "act" if self.act_power == 1.0 else f"act^{self.act_power:g}"
         term = _describe_transform(self.act_transform, base)
         if self.act_norm != "none":
             term = f"{self.act_norm}-normalised({term})"
+        if self.uses_gradients:
+            return f" * ({term} + {self.grad_coef:g}*grad)"
         return f" * {term}"
 
 
@@ -267,6 +301,11 @@ SCORING_RULES.register(
 SCORING_RULES.register(
     "ria", MetricSpec(name="ria", row_coef=1.0, col_coef=1.0, abs_coef=0.0, act_power=0.5),
     summary="relative importance in its row and column, times the input norm to the power 0.5 (RIA)",
+)  # fmt: skip
+
+SCORING_RULES.register(
+    "wanda++", MetricSpec(name="wanda++", act_power=1.0, grad_coef=100.0),
+    summary="Wanda++'s RGS: |W| times (input norm + 100 x the RMS gradient of its block's output norm)",
 )  # fmt: skip
 
 # The name older code and scripts use for the same registry.
@@ -299,20 +338,82 @@ def ria_scores(weight: torch.Tensor, act_norm: torch.Tensor, alpha: float = 0.5)
     return relative * act_norm.float()[None, :] ** alpha
 
 
+def wanda_plus_plus_scores(
+    weight: torch.Tensor, act_norm: torch.Tensor, grad: torch.Tensor, alpha: float = 100.0
+) -> torch.Tensor:
+    """(alpha * G + ||X_j||) * |W| (Yang et al. 2025, Wanda++'s regional gradient score), with
+    ``act_norm`` Wanda's per-sample input norm ||X_j|| and ``grad`` the RMS over samples of the
+    regional gradient G, both as the paper measures them (see the module docstring)."""
+    return (alpha * grad.detach().float() + act_norm.float()[None, :]) * weight.detach().float().abs()
+
+
 # ----------------------------------------------------------------------------------------------
 # The family.
 
 
-def compute_scores(weight: torch.Tensor, act_norm: torch.Tensor | None, spec: MetricSpec) -> torch.Tensor:
+def compute_scores(
+    weight: torch.Tensor,
+    act_norm: torch.Tensor | None,
+    spec: MetricSpec,
+    grad: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Scores of ``spec`` for a weight [out, in] and the per-input RMS ``act_norm`` [in], fp32.
 
-    The result is a new tensor (the weight is never modified), finite and non-negative.
+    ``grad`` [out, in] is the regional gradient on act_norm's footing (``ChannelStats.
+    regional_grad``); it is read only by a spec with a gradient term. The result is a new tensor
+    (the weight is never modified), finite and non-negative.
     """
     activations = _checked_activations(weight, act_norm, spec)
+    gradients = _checked_gradients(weight, grad, spec)
+    if gradients is not None:
+        return _gradient_scores(weight, activations, gradients, spec)
     scores = _family_scores(weight.detach().float().abs(), activations, spec)
     if scores is not None and _all_finite(scores):
         return scores
     return _rescaled_scores(weight, activations, spec)
+
+
+def _checked_gradients(weight: torch.Tensor, grad: torch.Tensor | None, spec: MetricSpec) -> torch.Tensor | None:
+    if not spec.uses_gradients:
+        return None
+    if grad is None:
+        raise InputError(f"metric {spec.name!r} has a gradient term and needs regional-gradient statistics, "
+                         "which were not collected for this layer")  # fmt: skip
+    if grad.shape != weight.shape:
+        raise InputError(f"gradients have shape {tuple(grad.shape)}, the weight is {tuple(weight.shape)}")
+    return grad.detach().float()
+
+
+def _gradient_scores(
+    weight: torch.Tensor, activations: torch.Tensor | None, gradients: torch.Tensor, spec: MetricSpec
+) -> torch.Tensor:
+    """weight term * (act term + g * grad); on overflow, the same on |W| divided by its maximum
+    (a global factor of the weight term) and clamped."""
+    scores = _gradient_family_scores(weight.detach().float().abs(), activations, gradients, spec)
+    if scores is not None and _all_finite(scores):
+        return scores
+    magnitudes = _divided_by_max(weight.detach().float().abs())
+    scores = _gradient_family_scores(magnitudes, activations, gradients, spec)
+    if scores is None:
+        scores = magnitudes
+    return torch.nan_to_num_(scores, nan=0.0, posinf=torch.finfo(torch.float32).max, neginf=0.0)
+
+
+def _gradient_family_scores(
+    magnitudes: torch.Tensor, activations: torch.Tensor | None, gradients: torch.Tensor, spec: MetricSpec
+) -> torch.Tensor | None:
+    weight_term = _weight_term(_weight_base(magnitudes, spec), spec)
+    if weight_term is None:
+        return None
+    return weight_term.mul_(_gradient_factor(activations, gradients, spec))
+
+
+def _gradient_factor(activations: torch.Tensor | None, gradients: torch.Tensor, spec: MetricSpec) -> torch.Tensor:
+    """act[None, :] + g * grad, with act = 1 when the spec reads no activations (b == 0)."""
+    scaled = gradients.clamp_min(0.0) * spec.grad_coef
+    if activations is None:
+        return scaled.add_(1.0)
+    return scaled.add_(_activation_term(activations, spec, rows=gradients.shape[0])[None, :])
 
 
 def _all_finite(values: torch.Tensor) -> bool:

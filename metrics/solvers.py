@@ -10,6 +10,11 @@ A solver that moves weights to reconstruct the layer (``update``) needs the dens
 weights it drops: given a weight whose dropped entries are already zero, it has nothing left to
 reconstruct and returns it unchanged. So in a chain such as ``fw,update`` the mask flows from one
 solver to the next while ``update`` is given the layer's dense weight with that mask.
+
+A block solver (``regional``, Wanda++'s regional optimisation) works on a whole decoder block
+once all its linears are pruned: it needs the block's calibration inputs and dense outputs, so
+the pruner runs it (see :mod:`paretoprune.evaluators.regional`); per layer it does nothing. It
+goes last in a chain, after the layer solvers of the block's linears.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from paretoprune.metrics.frank_wolfe import FrankWolfeSettings, frank_wolfe_mask
 from paretoprune.metrics.sparsegpt import sparsegpt_update
 from paretoprune.registry import Registry
 
-__all__ = ["SOLVERS", "LayerSolver", "SolveFn", "check_chain", "parse_chain", "run_chain"]
+__all__ = ["SOLVERS", "LayerSolver", "SolveFn", "block_chain", "check_chain", "layer_chain", "parse_chain", "run_chain"]
 
 # (weight [out, in], keep mask [out, in] bool, Hessian [in, in]) -> (pruned weight, keep mask)
 SolveFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -37,6 +42,7 @@ class LayerSolver:
     solve: SolveFn
     changes: str  # "mask" (chooses other weights to keep) or "weights" (moves the kept values)
     needs_hessian: bool = True  # walk the calibration data and accumulate X X^T per layer
+    scope: str = "layer"  # "layer" (one linear, here) or "block" (a decoder block, run by the pruner)
 
 
 def _sparsegpt_update(weight: torch.Tensor, keep: torch.Tensor, hessian: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,6 +68,11 @@ def _frank_wolfe(
     return weight * mask.to(weight.device), mask
 
 
+def _block_level(weight: torch.Tensor, keep: torch.Tensor, hessian: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A block solver's per-layer step: the layer as masked; the pruner runs the block step."""
+    return weight * keep.to(weight.dtype), keep
+
+
 SOLVERS: Registry[LayerSolver] = Registry("solver", option="--solver")
 SOLVERS.register(
     "update", LayerSolver(_sparsegpt_update, changes="weights"),
@@ -70,6 +81,12 @@ SOLVERS.register(
 SOLVERS.register(
     "fw", LayerSolver(_frank_wolfe, changes="mask"),
     summary="SparseFW: Frank-Wolfe on the relaxed mask swaps kept and pruned weights to lower the output error",
+)  # fmt: skip
+
+SOLVERS.register(
+    "regional", LayerSolver(_block_level, changes="weights", needs_hessian=False, scope="block"),  # type: ignore[arg-type]
+    summary="Wanda++'s regional optimisation: per block, RMSprop steps toward the dense block's outputs, "
+    "each round re-pruned by the scoring rule",
 )  # fmt: skip
 
 
@@ -95,7 +112,21 @@ def check_chain(chain: tuple[str, ...]) -> tuple[str, ...]:
         raise InputError(f"--solver {','.join(chain)}: put the solvers that change the mask "
                          f"({', '.join(n for n in chain if SOLVERS[n].changes == 'mask')}) before those that "
                          "update the weights, e.g. --solver fw,update")  # fmt: skip
+    blocks = [name for name in chain if SOLVERS[name].scope == "block"]
+    if blocks and chain[-len(blocks):] != tuple(blocks):
+        raise InputError(f"--solver {','.join(chain)}: {', '.join(blocks)} works on whole blocks after their "
+                         f"layers are solved; put it last, e.g. --solver update,{blocks[0]}")  # fmt: skip
     return chain
+
+
+def layer_chain(chain: tuple[str, ...]) -> tuple[str, ...]:
+    """The solvers of a chain that work on one linear (run per layer by :func:`run_chain`)."""
+    return tuple(name for name in chain if SOLVERS[name].scope == "layer")
+
+
+def block_chain(chain: tuple[str, ...]) -> tuple[str, ...]:
+    """The solvers of a chain that work on a whole block (run by the pruner, after the layers)."""
+    return tuple(name for name in chain if SOLVERS[name].scope == "block")
 
 
 def run_chain(
@@ -109,7 +140,7 @@ def run_chain(
     """
     pruned, mask = weight * keep.to(weight.dtype), keep
     updated = False
-    for name in check_chain(chain):
+    for name in layer_chain(check_chain(chain)):
         solver = SOLVERS[name]
         start = pruned if (solver.changes == "weights" and updated) else weight
         pruned, mask = solver.solve(start, mask, hessian)

@@ -7,6 +7,10 @@ SparseGPT, which also updates the surviving weights to reconstruct each layer's 
 (``candidate.solvers``, e.g. Frank-Wolfe mask refinement) and row allocations (``candidate.rows``,
 e.g. TRIM) come from the registries.
 
+A block solver (``regional``, Wanda++'s regional optimisation) runs once a block's linears are
+pruned, on the block's calibration inputs and dense outputs, and re-prunes with the candidate's
+scoring rule. A rule with a gradient term (``wanda++``) has the walk gather regional gradients.
+
 One-shot pruning calibrates every block on the dense model's activations; sequential pruning
 (``sequential=True``) calibrates each block on the outputs of the already pruned blocks, as the
 Wanda and SparseGPT papers do. Both walk the model one block at a time (see evaluators.stats).
@@ -29,13 +33,14 @@ from tqdm.auto import tqdm
 
 from paretoprune.candidate import Candidate
 from paretoprune.errors import InputError
-from paretoprune.evaluators.stats import ChannelStats, walk_blocks
+from paretoprune.evaluators.stats import BlockStep, ChannelStats, walk_blocks
 from paretoprune.metrics.allocation import owl_block_sparsities, outlier_ratio
 from paretoprune.metrics import masks
 from paretoprune.metrics.masks import check_structure_fits, parse_structure
 from paretoprune.metrics.scores import SCORING_RULES, MetricSpec, compute_scores
 from paretoprune.metrics.row_allocation import ROW_ALLOCATIONS, keep_mask_with_row_counts, row_counts
-from paretoprune.metrics.solvers import SOLVERS, check_chain, run_chain
+from paretoprune.metrics.regional import RegionalSettings
+from paretoprune.metrics.solvers import SOLVERS, block_chain, check_chain, layer_chain, run_chain
 from paretoprune.metrics.sparsegpt import sparsegpt_prune
 from paretoprune.global_scores import ScoreMap, check_score_map
 from paretoprune.models import ModelLayout, PrunableLinear
@@ -194,19 +199,35 @@ def keep_mask(
     structure: str = "unstructured",
     group: str = "row",
     layer_name: str = "this layer",
+    grad: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Which weights of one [out, in] matrix survive (True = keep) under a scoring rule."""
+    """Which weights of one [out, in] matrix survive (True = keep) under a scoring rule;
+    ``grad`` is the regional gradient a rule with a gradient term reads."""
     if metric.uses_activations and act_norm is None:
         raise ValueError(f"metric {metric.name} needs activation statistics for {layer_name}")
-    scores = compute_scores(matrix.float(), act_norm if metric.uses_activations else None, metric)
+    scores = compute_scores(matrix.float(), act_norm if metric.uses_activations else None, metric,
+                            grad if metric.uses_gradients else None)  # fmt: skip
     return masks.keep_mask(scores, sparsity, parse_structure(structure), group, layer_name)
 
 
-def _scores(linear: PrunableLinear, stats: ChannelStats | None, metric: MetricSpec) -> torch.Tensor:
+def _scores(linear: PrunableLinear, stats: ChannelStats | None, metric: MetricSpec,
+            matrix: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """The rule's scores of the linear's weight (or of ``matrix``, the weight as it is now)."""
     act_norm = stats.act_norm if (stats is not None and metric.uses_activations) else None
     if metric.uses_activations and act_norm is None:
         raise ValueError(f"metric {metric.name} needs activation statistics for {linear.name}")
-    return compute_scores(linear.weight_matrix().float(), act_norm, metric)
+    weight = linear.weight_matrix() if matrix is None else matrix
+    return compute_scores(weight.float(), act_norm, metric, _gradients(linear, stats, metric))
+
+
+def _gradients(linear: PrunableLinear, stats: ChannelStats | None, metric: MetricSpec) -> torch.Tensor | None:
+    """The regional gradient of a linear for a rule with a gradient term, else None."""
+    if not metric.uses_gradients:
+        return None
+    if stats is None or not stats.has_gradients:
+        raise InputError(f"metric {metric.name} has a gradient term: {linear.name} needs regional gradients "
+                         "(gathered while pruning with calibration data)")  # fmt: skip
+    return stats.regional_grad
 
 
 def check_candidate(layout: ModelLayout, candidate: Candidate) -> None:
@@ -258,6 +279,7 @@ def prune_model(
     batch_size: int = 8,
     progress: bool = True,
     scores: ScoreMap | None = None,
+    regional: RegionalSettings = RegionalSettings(),
 ) -> PruneReport:
     """Prune ``model`` in place as ``candidate`` says and report the sparsity reached.
 
@@ -267,7 +289,7 @@ def prune_model(
     candidate's sparsities and structure. ``tokens`` (calibration windows) are needed unless the
     metric ignores activations and no solver or row allocation reads calibration data.
     ``scores`` (a global rule's score map, see :mod:`paretoprune.global_scores`) replaces the
-    metric's scores layer by layer.
+    metric's scores layer by layer. ``regional`` sets the ``regional`` block solver's steps.
     """
     if method not in ("metric", "sparsegpt"):
         raise InputError(f"unknown pruning method {method!r}: use metric or sparsegpt")
@@ -282,17 +304,22 @@ def prune_model(
     needs = _Needs(
         hessian=method == "sparsegpt" or any(SOLVERS[name].needs_hessian for name in chain),
         last_tokens=rows.needs_inputs,
+        gradients=scores is None and candidate.metric.uses_gradients,
+        block_io=bool(block_chain(chain)),
     )
-    needs_data = needs.hessian or needs.last_tokens or (scores is None and candidate.metric.uses_activations)
+    needs_data = needs.any or (scores is None and candidate.metric.uses_activations)
     if needs_data and tokens is None:
         raise InputError("this pruner needs calibration data: pass --calib SRC")
-    prune = partial(_prune_linear, candidate=candidate, method=method, chain=chain, scores=scores)
+    prune = partial(_prune_linear, candidate=candidate, method=method, chain=layer_chain(chain), scores=scores)
     if needs_data:
         steps = walk_blocks(model, layout, tokens, batch_size=batch_size, hessian=needs.hessian,
-                            propagate="pruned" if sequential else "dense", last_tokens=needs.last_tokens)  # fmt: skip
+                            propagate="pruned" if sequential else "dense", last_tokens=needs.last_tokens,
+                            gradients=needs.gradients, block_io=needs.block_io)  # fmt: skip
         for step in tqdm(steps, total=len(layout.blocks), desc="pruning", disable=not progress):
-            for linear in step.linears:
-                prune(linear, step.stats[linear.name])
+            kept = {linear.name: prune(linear, step.stats[linear.name]) for linear in step.linears}
+            if needs.block_io:
+                _solve_block(step, {name: keep for name, keep in kept.items() if keep is not None},
+                             candidate, scores, regional)  # fmt: skip
     else:
         for linear in tqdm(layout.linears, desc="pruning", disable=not progress):
             prune(linear, None)
@@ -305,6 +332,32 @@ class _Needs:
 
     hessian: bool  # X X^T per layer: SparseGPT and the solvers
     last_tokens: bool  # each sequence's last input: row allocations such as TRIM
+    gradients: bool = False  # regional gradients: scoring rules with a gradient term (Wanda++)
+    block_io: bool = False  # each block's inputs and dense outputs: block solvers (regional)
+
+    @property
+    def any(self) -> bool:
+        return self.hessian or self.last_tokens or self.gradients or self.block_io
+
+
+def _solve_block(
+    step: BlockStep,
+    kept: dict[str, torch.Tensor],
+    candidate: Candidate,
+    scores: ScoreMap | None,
+    settings: RegionalSettings,
+) -> None:
+    """The block solver (Wanda++'s RO) on a pruned block, re-pruning with the rule that chose
+    its masks: the candidate's scoring rule on the moved weights, or a global rule's fixed scores."""
+    from paretoprune.evaluators.regional import regional_optimise  # it runs the block, a layer above the math
+
+    def rescore(linear: PrunableLinear, matrix: torch.Tensor) -> torch.Tensor:
+        if scores is not None:
+            return scores[linear.name].to(matrix.device, torch.float32)
+        return _scores(linear, step.stats[linear.name], candidate.metric, matrix)
+
+    structure = parse_structure(candidate.structure)
+    regional_optimise(step, kept, rescore, structure, candidate.group, settings)
 
 
 def _prune_linear(
@@ -315,25 +368,28 @@ def _prune_linear(
     method: str,
     chain: tuple[str, ...],
     scores: ScoreMap | None = None,
-) -> None:
+) -> torch.Tensor | None:
+    """Prune one linear in place; its keep mask, or None when it stays dense or SparseGPT chose
+    the mask. ``chain`` holds the layer solvers only."""
     sparsity = candidate.sparsities.get(linear.name, 0.0)
     nm = parse_structure(candidate.structure)
     if sparsity == 0.0 and nm is None:
-        return
+        return None
     weight = linear.weight_matrix()
     if method == "sparsegpt":
         assert stats is not None
         pruned = sparsegpt_prune(weight.float(), stats.hessian(), sparsity, structure=nm)
         weight.copy_(pruned.to(weight.dtype))
-        return
+        return None
     given = None if scores is None else scores[linear.name]
     mask = _layer_mask(linear, weight, stats, candidate, sparsity, given)
     if chain:
         assert stats is not None
-        solved, _ = run_chain(chain, weight.float(), mask, stats.hessian())
+        solved, mask = run_chain(chain, weight.float(), mask, stats.hessian())
         weight.copy_(solved.to(weight.dtype))
-        return
+        return mask
     weight.mul_(mask.to(weight.dtype))
+    return mask
 
 
 def _layer_mask(
@@ -348,11 +404,13 @@ def _layer_mask(
     shared among rows by the row allocation."""
     act_norm = stats.act_norm if stats is not None else None
     if candidate.rows == "uniform" and given is None:
-        return keep_mask(weight, act_norm, candidate.metric, sparsity, candidate.structure, candidate.group, linear.name)
+        grad = _gradients(linear, stats, candidate.metric)
+        return keep_mask(weight, act_norm, candidate.metric, sparsity, candidate.structure, candidate.group,
+                         linear.name, grad)  # fmt: skip
     if given is not None:
         scores = given.to(weight.device, torch.float32)
     else:
-        scores = compute_scores(weight.float(), act_norm if candidate.metric.uses_activations else None, candidate.metric)
+        scores = _scores(linear, stats, candidate.metric, weight)
     if candidate.rows == "uniform":
         return masks.keep_mask(scores, sparsity, parse_structure(candidate.structure), candidate.group, linear.name)
     assert stats is not None

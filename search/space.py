@@ -8,7 +8,8 @@ A genome is a vector of floats inside box bounds, laid out as
     [global sparsity]     only with a sparsity range: the target sparsity itself
 
 Metric genes are the family's continuous knobs (exponents on |W| and on the activation norm,
-weights of the row-relative, column-relative and absolute terms) followed by OptiShear's discrete
+weights of the row-relative, column-relative and absolute terms, and, only with
+``SpaceConfig.gradient``, the weight of Wanda++'s regional-gradient term) followed by OptiShear's discrete
 operators (transform of |W|, transform and normaliser of the activation norm) coded as reals
 whose integer part picks the choice. Layer genes ``g`` become sparsities ``s + delta * g`` that a
 repair shifts to the exact parameter-weighted mean ``s`` within their bounds. With "block+kind" a
@@ -52,6 +53,10 @@ _CONTINUOUS = (
     ("col_coef", 0.0, 1.0),
     ("abs_coef", 0.0, 1.0),
 )
+# The gradient gene (Wanda++'s RGS term; wanda++ itself is 100, mid-range). Off by default: a
+# candidate that uses it needs regional gradients in the search's statistics, a backward pass per
+# block on the driver and a per-weight tensor the model's size on every evaluator.
+_GRADIENT = (("grad_coef", 0.0, 200.0),)
 # Discrete metric genes: (field of MetricSpec, choices); the gene's integer part picks one.
 _DISCRETE = (
     ("weight_transform", TRANSFORMS),
@@ -74,6 +79,7 @@ class SpaceConfig:
     # metric of an earlier stage, say).
     base_metric: str | Mapping[str, Any] = "wanda"
     group: str = "row"  # comparison group of the scores
+    gradient: bool = False  # search the gradient term too (the statistics must hold regional gradients)
 
 
 class SearchSpace:
@@ -103,7 +109,8 @@ class SearchSpace:
             if config.granularity == "block+kind"
             else None
         )
-        n_metric = len(_CONTINUOUS) + len(_DISCRETE) if self.searches_metric else 0
+        self._continuous = _CONTINUOUS + (_GRADIENT if config.gradient else ())
+        n_metric = len(self._continuous) + len(_DISCRETE) if self.searches_metric else 0
         n_kinds = 0 if self._kinds is None else len(kinds)
         n_layers = len(self._group_weights) + n_kinds if self.searches_layers else 0
         self._metric = slice(0, n_metric)
@@ -124,8 +131,8 @@ class SearchSpace:
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         lower, upper = [], []
         if self.searches_metric:
-            lower += [lo for _, lo, _ in _CONTINUOUS] + [0.0] * len(_DISCRETE)
-            upper += [hi for _, _, hi in _CONTINUOUS] + [float(len(c)) for _, c in _DISCRETE]
+            lower += [lo for _, lo, _ in self._continuous] + [0.0] * len(_DISCRETE)
+            upper += [hi for _, _, hi in self._continuous] + [float(len(c)) for _, c in _DISCRETE]
         n_layers = self._layers.stop - self._layers.start
         lower += [-1.0] * n_layers
         upper += [1.0] * n_layers
@@ -181,9 +188,9 @@ class SearchSpace:
 
     def _decode_metric(self, genes: np.ndarray) -> MetricSpec:
         values: dict[str, object] = {}
-        for (name, _, _), gene in zip(_CONTINUOUS, genes):
+        for (name, _, _), gene in zip(self._continuous, genes):
             values[name] = float(gene)
-        for (name, choices), gene in zip(_DISCRETE, genes[len(_CONTINUOUS) :]):
+        for (name, choices), gene in zip(_DISCRETE, genes[len(self._continuous) :]):
             values[name] = choices[min(int(math.floor(max(gene, 0.0))), len(choices) - 1)]
         return _canonical(values)
 
@@ -194,7 +201,10 @@ class SearchSpace:
         """The genome of a candidate this space can express (baselines, recipes)."""
         genome = np.zeros(self.n_var)
         if self.searches_metric:
-            genome[self._metric] = _encode_metric(candidate.metric)
+            if candidate.metric.uses_gradients and not self.config.gradient:
+                raise InputError(f"metric {candidate.metric.name} has a gradient term, which this space does not "
+                                 "search: turn the gradient gene on (SpaceConfig.gradient)")  # fmt: skip
+            genome[self._metric] = _encode_metric(candidate.metric, self._continuous)
         target = self.target(genome) if target is None else target
         if self.config.sparsity_range:
             genome[-1] = target
@@ -243,7 +253,8 @@ class SearchSpace:
         lo, hi = self.config.sparsity_range or (None, None)
         targets = [self.target(np.zeros(self.n_var))] if lo is None else list(np.linspace(lo, hi, 3))
         found: dict[str, np.ndarray] = {}
-        metrics = list(KNOWN_METRICS.values()) if self.searches_metric else [self.base_metric]
+        known = [m for m in KNOWN_METRICS.values() if self.config.gradient or not m.uses_gradients]
+        metrics = known if self.searches_metric else [self.base_metric]
         for target in targets:
             suffix = "" if lo is None else f"@{target:.2f}"
             uniform = {name: target for name in self.layout.names}
@@ -271,8 +282,8 @@ def resolve_metric(metric: str | Mapping[str, Any] | MetricSpec) -> MetricSpec:
 def _canonical(values: Mapping[str, object]) -> MetricSpec:
     """A valid, canonical MetricSpec from raw gene values (terms near zero switched off)."""
     fields = dict(values)
-    for name in ("row_coef", "col_coef", "abs_coef", "act_power"):
-        if float(fields[name]) < _OFF:  # type: ignore[arg-type]
+    for name in ("row_coef", "col_coef", "abs_coef", "act_power", "grad_coef"):
+        if name in fields and float(fields[name]) < _OFF:  # type: ignore[arg-type]
             fields[name] = 0.0
     if fields["row_coef"] == fields["col_coef"] == fields["abs_coef"] == 0.0:
         fields["abs_coef"] = 1.0
@@ -288,8 +299,8 @@ def _canonical(values: Mapping[str, object]) -> MetricSpec:
     return spec
 
 
-def _encode_metric(metric: MetricSpec) -> np.ndarray:
-    genes = [float(getattr(metric, name)) for name, _, _ in _CONTINUOUS]
+def _encode_metric(metric: MetricSpec, continuous: tuple[tuple[str, float, float], ...] = _CONTINUOUS) -> np.ndarray:
+    genes = [float(getattr(metric, name)) for name, _, _ in continuous]
     genes += [choices.index(getattr(metric, name)) + 0.5 for name, choices in _DISCRETE]
     return np.array(genes)
 

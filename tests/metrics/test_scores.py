@@ -20,6 +20,7 @@ from paretoprune.metrics.scores import (
     magnitude_scores,
     metric_by_name,
     ria_scores,
+    wanda_plus_plus_scores,
     wanda_scores,
 )
 
@@ -132,9 +133,10 @@ def test_family_settings_give_identical_masks(known: str, spec: MetricSpec) -> N
 
 
 def test_family_points_differ_from_each_other() -> None:
-    # Guard against a vacuous equivalence test: the three known masks really are different.
+    # Guard against a vacuous equivalence test: the known masks really are different.
     weight, act = realistic_layer(seed=2)
-    masks = [keep_mask_from_scores(compute_scores(weight, act, spec), 0.5) for spec in KNOWN_METRICS.values()]
+    grad = torch.rand(weight.shape, generator=torch.Generator().manual_seed(3)) * act.mean() / 50
+    masks = [keep_mask_from_scores(compute_scores(weight, act, spec, grad), 0.5) for spec in KNOWN_METRICS.values()]
     for first, second in itertools.combinations(masks, 2):
         assert not torch.equal(first, second)
 
@@ -213,7 +215,7 @@ def test_bad_specs_are_input_errors(fields: dict) -> None:
 
 
 def test_unknown_names_and_fields_are_input_errors() -> None:
-    with pytest.raises(InputError, match="unknown scoring rule .sparsegpt-ish.: choose one of magnitude, wanda, ria"):
+    with pytest.raises(InputError, match="unknown scoring rule .sparsegpt-ish.: choose one of magnitude, wanda, ria, wanda"):
         metric_by_name("sparsegpt-ish")
     with pytest.raises(InputError, match="unknown metric fields"):
         MetricSpec.from_dict({"name": "wanda", "alpha": 0.5})
@@ -287,13 +289,16 @@ def test_continuous_points_stay_finite(case: str) -> None:
     weight, act = adversarial_inputs()[case]
     generator = torch.Generator().manual_seed(5)
     specs = list(KNOWN_METRICS.values())
-    for _ in range(60):
-        draw = torch.rand(5, generator=generator) * torch.tensor([3.0, 3.0, 1.0, 1.0, 1.0])
-        a, b, r, c, u = draw.tolist()
-        point = {"weight_power": a + 0.05, "act_power": b, "row_coef": r, "col_coef": c, "abs_coef": u + 1e-3}
+    for index in range(60):
+        draw = torch.rand(6, generator=generator) * torch.tensor([3.0, 3.0, 1.0, 1.0, 1.0, 200.0])
+        a, b, r, c, u, g = draw.tolist()
+        point = {"weight_power": a + 0.05, "act_power": b, "row_coef": r, "col_coef": c, "abs_coef": u + 1e-3,
+                 "grad_coef": g if index % 2 else 0.0}  # fmt: skip
         specs.append(MetricSpec(abs_scale="rowsum", **point))
+    grad = weight.abs()  # as adversarial as the weights: zero, huge or tiny with them
     for spec in specs:
-        assert bool(torch.isfinite(compute_scores(weight, act, spec)).all()), (case, spec)
+        scores = compute_scores(weight, act, spec, grad)
+        assert bool(torch.isfinite(scores).all()) and bool((scores >= 0).all()), (case, spec)
 
 
 def test_overflow_fallback_keeps_the_order_of_a_homogeneous_rule() -> None:
@@ -302,3 +307,68 @@ def test_overflow_fallback_keeps_the_order_of_a_homogeneous_rule() -> None:
     scores = compute_scores(weight, None, MetricSpec(weight_power=3.0))
     assert bool(torch.isfinite(scores).all())
     assert scores.argmax().item() == 0 and scores[0, 3] > scores[0, 2] >= scores[0, 1]
+
+
+# ----------------------------------------------------------------------------------------------
+# Wanda++'s gradient term.
+
+
+def test_wanda_plus_plus_is_the_papers_formula_on_its_own_footing() -> None:
+    # The paper adds alpha * G to Wanda's per-sample norm ||X_j||, which is sqrt(tokens per
+    # sample) times the per-token RMS the scores read; the statistic divides G by the same
+    # factor. With 16 tokens per sample the factor is 4, a power of two: both sides then do the
+    # same roundings and must agree bit for bit.
+    weight, act = realistic_layer(seed=7)
+    rms_grad = torch.rand(weight.shape, generator=torch.Generator().manual_seed(8)) * 0.05
+    paper_norm, paper_grad = act * 4.0, rms_grad * 4.0
+    ours = compute_scores(weight, act, KNOWN_METRICS["wanda++"], rms_grad)
+    literal = wanda_plus_plus_scores(weight, paper_norm, paper_grad, alpha=100.0)
+    assert torch.equal(ours * 4.0, literal)
+    assert torch.equal(nm_keep_mask(ours, 2, 4), nm_keep_mask(literal, 2, 4))
+    # The gradient term matters: without it the masks are Wanda's, and they differ.
+    assert not torch.equal(keep_mask_from_scores(ours, 0.5), keep_mask_from_scores(wanda_scores(weight, act), 0.5))
+
+
+def test_wanda_plus_plus_by_hand() -> None:
+    grad = torch.tensor([[0.01, 0.0, 0.02], [0.0, 0.03, 1.0]])
+    scores = compute_scores(WEIGHT, ACT, KNOWN_METRICS["wanda++"], grad)
+    # |W| * (act + 100 * grad): act = 1, 4, 0.25.
+    expected = torch.tensor([[1 * (1 + 1), 2 * 4.0, 3 * (0.25 + 2)], [4 * 1.0, 5 * (4 + 3), 0.0]])
+    torch.testing.assert_close(scores, expected)
+    # Without activations (b = 0) the act term is act^0 = 1.
+    no_act = MetricSpec(grad_coef=10.0)
+    torch.testing.assert_close(compute_scores(WEIGHT, None, no_act, grad), WEIGHT.abs() * (1 + 10 * grad))
+
+
+def test_specs_without_the_gradient_term_keep_their_scores_bit_for_bit() -> None:
+    # A gradient handed to a rule without the term is not read: the old computation, unchanged.
+    weight, act = realistic_layer(seed=9)
+    grad = torch.rand(weight.shape, generator=torch.Generator().manual_seed(10))
+    specs = [KNOWN_METRICS[name] for name in ("magnitude", "wanda", "ria")] + operator_points()[::20]
+    for spec in specs:
+        acts = act if spec.uses_activations else None
+        assert torch.equal(compute_scores(weight, acts, spec, grad), compute_scores(weight, acts, spec)), spec
+    assert torch.equal(compute_scores(weight, act, KNOWN_METRICS["wanda"], grad), wanda_scores(weight, act))
+
+
+def test_old_specs_write_what_they_wrote_and_gradient_specs_round_trip() -> None:
+    for name in ("magnitude", "wanda", "ria"):
+        assert "grad_coef" not in KNOWN_METRICS[name].to_dict()
+    assert "grad_coef" not in MetricSpec.operators("exp", "row", "log", "relative").to_dict()
+    plus = KNOWN_METRICS["wanda++"]
+    assert plus.to_dict()["grad_coef"] == 100.0
+    assert MetricSpec.from_dict(plus.to_dict()) == plus
+    assert MetricSpec.from_dict({"name": "wanda++"}) == plus
+    searched = MetricSpec(name="found", act_power=0.7, grad_coef=42.5)
+    assert MetricSpec.from_dict(searched.to_dict()) == searched
+    assert plus != KNOWN_METRICS["wanda"] and plus.uses_gradients and not KNOWN_METRICS["wanda"].uses_gradients
+    assert plus.describe() == "wanda++: |W| * (act + 100*grad)"
+
+
+def test_gradient_problems_are_one_line_input_errors() -> None:
+    with pytest.raises(InputError, match="grad_coef must be >= 0"):
+        MetricSpec(grad_coef=-1.0)
+    with pytest.raises(InputError, match="has a gradient term and needs regional-gradient statistics"):
+        compute_scores(WEIGHT, ACT, KNOWN_METRICS["wanda++"])
+    with pytest.raises(InputError, match="gradients have shape"):
+        compute_scores(WEIGHT, ACT, KNOWN_METRICS["wanda++"], torch.ones(3, 2))

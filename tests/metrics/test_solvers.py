@@ -106,3 +106,24 @@ def test_chains_are_parsed_checked_and_run_in_order() -> None:
     assert torch.equal(both, sparsegpt_update(weight, hessian, fw_mask))
     error = lambda w: float(((w - weight) @ inputs).pow(2).sum())  # noqa: E731
     assert error(both) <= error(fw_pruned) <= error(weight * keep)
+
+
+def test_the_block_solver_goes_last_and_does_nothing_per_layer() -> None:
+    import pytest
+
+    from paretoprune.errors import InputError
+    from paretoprune.metrics.solvers import block_chain, layer_chain, parse_chain, run_chain
+
+    assert parse_chain("update,regional") == ("update", "regional")
+    assert layer_chain(("fw", "update", "regional")) == ("fw", "update")
+    assert block_chain(("fw", "update", "regional")) == ("regional",)
+    with pytest.raises(InputError, match="regional works on whole blocks .*put it last"):
+        parse_chain("regional,update")
+    with pytest.raises(InputError, match="before those that update the weights"):
+        parse_chain("regional,fw")
+    generator = torch.Generator().manual_seed(2)
+    weight = torch.randn(4, 8, generator=generator)
+    keep = torch.rand(4, 8, generator=generator) > 0.5
+    pruned, mask = run_chain(("regional",), weight, keep, torch.eye(8))
+    assert torch.equal(mask, keep) and torch.equal(pruned, weight * keep)
+    assert not SOLVERS.lookup("regional").needs_hessian

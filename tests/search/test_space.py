@@ -145,3 +145,30 @@ def test_sparsity_range_genome_carries_its_target(layout: ModelLayout) -> None:
     for genome in random_genomes(space, 10, seed=7):
         assert weighted_mean(space, space.decode(genome)) == pytest.approx(genome[-1], abs=1e-6)
     assert sorted(space.baselines()) == ["wanda@0.40", "wanda@0.60", "wanda@0.80"]
+
+
+# ----------------------------------------------------------------------------------------------
+# The gradient gene (Wanda++'s regional-gradient term).
+
+
+def test_the_gradient_gene_is_off_by_default_and_wanda_plus_plus_is_not_a_baseline(layout: ModelLayout) -> None:
+    plain = SearchSpace(layout, SpaceConfig(mode="metric", sparsity=0.6))
+    assert plain.n_var == 8  # five continuous and three discrete genes, as before the gene existed
+    assert "wanda++" not in plain.baselines()
+    for genome in random_genomes(plain, 10, seed=11):
+        assert not plain.decode(genome).metric.uses_gradients
+    uniform = {name: 0.6 for name in layout.names}
+    with pytest.raises(InputError, match="gradient term, which this space does not search"):
+        plain.encode(Candidate(metric=KNOWN_METRICS["wanda++"], sparsities=uniform))
+
+
+def test_with_the_gradient_gene_wanda_plus_plus_is_an_exact_point(layout: ModelLayout) -> None:
+    space = SearchSpace(layout, SpaceConfig(mode="metric", sparsity=0.6, gradient=True))
+    assert space.n_var == 9
+    baselines = space.baselines()
+    assert set(baselines) == set(KNOWN_METRICS)
+    for name, genome in baselines.items():
+        decoded = space.decode(genome).metric
+        assert decoded == KNOWN_METRICS[name] and decoded.name == name
+    grads = [space.decode(g).metric.grad_coef for g in random_genomes(space, 20, seed=12)]
+    assert all(0.0 <= g <= 200.0 for g in grads) and len(set(grads)) > 1
