@@ -21,36 +21,25 @@ from paretoprune.search.algorithms import (
 )
 from paretoprune.search.checkpoint import load_checkpoint, save_checkpoint
 from paretoprune.search.hypervolume import hypervolume_2d
+from tests.search.algorithms.layered import SMALL, front_at
 from tests.search.algorithms.problems import (
-    LEVELS,
-    SPREAD,
     assert_same_state,
     bowl,
     build,
-    build_layered,
-    layer_sparsities,
-    layered,
-    layered_front,
-    layered_optimum,
     pickle_disabled,
     run,
     zdt1,
     zdt1_with_failures,
 )
 
-TRUE_FRONT = layered_front()
+layered, build_layered = SMALL, SMALL.build
+TRUE_FRONT = SMALL.front()
 # Hypervolume of (log error, -target): every level counts by its relative error, as perplexity ratios do.
-REFERENCE = (float(np.log(TRUE_FRONT[:, 0].max())) + 0.5, -LEVELS[0] + 0.01)
+REFERENCE = (float(np.log(TRUE_FRONT[:, 0].max())) + 0.5, -SMALL.levels[0] + 0.01)
 
 
 def _log_error(values: np.ndarray) -> np.ndarray:
     return np.stack([np.log(values[:, 0]), values[:, 1]], axis=1)
-
-
-def _front_at(values: np.ndarray, target: float) -> float:
-    """The least error among points at least ``target`` sparse: the front's value at that level."""
-    sparse_enough = values[:, 1] <= -target + 1e-9
-    return float(values[sparse_enough, 0].min()) if sparse_enough.any() else np.inf
 
 
 def _first_evaluations(algorithm: SearchAlgorithm, budget: int) -> np.ndarray:
@@ -67,19 +56,19 @@ def _first_evaluations(algorithm: SearchAlgorithm, budget: int) -> np.ndarray:
 
 
 def test_layered_front_is_reachable_and_unbeaten() -> None:
-    for target in np.linspace(*LEVELS, 5):
-        optimum = layered_optimum(target)
-        assert abs(optimum @ np.array([2.6, 2.6, 2.0, 1.6, 1.1, 1.8]) / 11.7 - target) < 1e-9
-        assert np.ptp(optimum) <= 2 * SPREAD  # layer genes in [-1, 1] can express it
-        genome = np.append((optimum - target) / SPREAD, target)
-        assert np.allclose(layer_sparsities(genome[None, :])[0], optimum)
+    for target in np.linspace(*SMALL.levels, 5):
+        optimum = SMALL.optimum(target)
+        assert abs(optimum @ SMALL.sizes / SMALL.sizes.sum() - target) < 1e-9
+        assert np.ptp(optimum) <= 2 * SMALL.spread  # layer genes in [-1, 1] can express it
+        genome = np.append((optimum - target) / SMALL.spread, target)
+        assert np.allclose(SMALL.sparsities(genome[None, :])[0], optimum)
     rng = np.random.default_rng(0)
-    genomes = np.column_stack([rng.uniform(-1, 1, (4000, 6)), rng.uniform(*LEVELS, 4000)])
+    genomes = np.column_stack([rng.uniform(-1, 1, (4000, 6)), rng.uniform(*SMALL.levels, 4000)])
     values = layered(genomes)
     for target in (0.4, 0.5, 0.6):  # no random allocation beats the computed front at its level
-        assert _front_at(values, target) >= _front_at(TRUE_FRONT, target) * (1 - 1e-9)
+        assert front_at(values, target) >= front_at(TRUE_FRONT, target) * (1 - 1e-9)
     uniform = layered(np.array([[0.0] * 6 + [0.5]]))[0, 0]
-    assert uniform > 1.2 * _front_at(TRUE_FRONT, 0.5)  # the allocation matters
+    assert uniform > 1.2 * front_at(TRUE_FRONT, 0.5)  # the allocation matters
 
 
 # -- small pieces ----------------------------------------------------------------------------------
@@ -167,7 +156,7 @@ def test_memetic_reaches_the_true_front_faster_than_nsga3() -> None:
         for seed in seeds:
             values = _first_evaluations(build_layered(name, seed=seed), budget)
             gaps[name].append(true_volume - hypervolume_2d(_log_error(values), REFERENCE))
-            ratios[name] += [_front_at(values, t) / _front_at(TRUE_FRONT, t) for t in (0.35, 0.45, 0.5, 0.55, 0.65)]
+            ratios[name] += [front_at(values, t) / front_at(TRUE_FRONT, t) for t in (0.35, 0.45, 0.5, 0.55, 0.65)]
     assert min(gaps["memetic"]) > 0 and min(gaps["pymoo"]) > 0  # neither beats the true front
     assert np.mean(gaps["memetic"]) < 0.7 * np.mean(gaps["pymoo"])  # measured 0.05 against 0.11
     # At every level, anchors' or not, the memetic front is within a few percent of the optimum.
