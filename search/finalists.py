@@ -72,6 +72,8 @@ class FinalistPlan:
     def of(cls, config: SearchConfig) -> FinalistPlan | None:
         """The plan a config asks for (checked), or None when it asks for no finalists."""
         if not config.finalists:
+            if config.finalist_tokens or config.finalist_solver:
+                raise InputError("--finalist-tokens and --finalist-solver need --finalists N: how many to score")
             return None
         counts = tuple(int(n) for n in config.finalists)
         tokens = tuple(int(t) for t in (config.finalist_tokens or DEFAULT_TOKENS[: len(counts)]))

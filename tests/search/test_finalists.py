@@ -112,6 +112,7 @@ def _main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
     (("--finalists", "2", "--finalist-tokens", "16"), "at least one window"),
     (("--finalists", "2", "--finalist-solver", "sgd"), "solver"),
     (("--finalists", "two"), "--finalists two is not understood"),
+    (("--finalist-tokens", "4096"), "need --finalists N"),
 ])  # fmt: skip
 def test_bad_finalist_settings_fail_in_one_line_before_the_model_loads(
     model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], options: tuple[str, ...], message: str
