@@ -10,6 +10,7 @@ true front), averaged over seeds. Run it with ``python -m tests.search.algorithm
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import numpy as np
 
@@ -25,7 +26,7 @@ SEEDS = range(4)
 DEDICATED = 258  # a sensitivity search's candidates in results/smollm2-135m (4 rounds)
 
 
-def first_values(algorithm: SearchAlgorithm, objective: LayeredProblem, budget: int) -> np.ndarray:
+def first_values(algorithm: SearchAlgorithm, objective: Callable[[np.ndarray], np.ndarray], budget: int) -> np.ndarray:
     """The objectives of the first ``budget`` genomes the algorithm asks."""
     asked: list[np.ndarray] = []
     while sum(map(len, asked)) < budget:
@@ -53,7 +54,10 @@ def dedicated_ratio(level: float) -> float:
     search = make_algorithm("sensitivity", n_var=PROBLEM.layers, xl=-1.0, xu=1.0, n_obj=1, pop_size=4,
                             repair=lambda genes: PROBLEM.repair(at_level(genes))[:, :-1],
                             initial=np.zeros((2, PROBLEM.layers)))  # fmt: skip
-    best = first_values(search, lambda genes: PROBLEM(at_level(genes))[:, :1], DEDICATED).min()  # type: ignore[arg-type]
+    def error(genes: np.ndarray) -> np.ndarray:
+        return PROBLEM(at_level(genes))[:, :1]
+
+    best = first_values(search, error, DEDICATED).min()
     return float(best / front_at(PROBLEM.front(), level))
 
 
