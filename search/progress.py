@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from paretoprune.search.fidelity import BASE
 from paretoprune.search.hypervolume import hypervolume_2d, reference_point
 from paretoprune.search.pareto import Objectives, non_dominated_mask
 
@@ -30,7 +31,7 @@ class FrontProgress:
         """The progress of the successful rows an archive already holds, generation by generation."""
         progress = cls(len(objectives))
         if "fidelity" in frame:  # rows a finalist stage scored again measure something else
-            frame = frame[frame["fidelity"] == "base"]
+            frame = frame[frame["fidelity"] == BASE]
         ok = frame[frame["status"] == "ok"]
         for _, rows in ok.groupby("generation", sort=True):
             progress.add(objectives.minimised(rows[list(objectives)].to_numpy(dtype=float)))

@@ -47,3 +47,9 @@ def test_an_archive_read_back_gives_what_the_generations_added() -> None:
 def test_one_objective_reports_nothing_extra() -> None:
     progress = FrontProgress.of(_frame([(0, 0.5, 0.4, "ok")])[["generation", "kl", "status"]], Objectives(("kl",)))
     assert progress.text() == "" and progress.hypervolume is None
+
+
+def test_rows_scored_by_finalists_do_not_count() -> None:
+    frame = _frame([(0, 0.5, 0.4, "ok"), (0, 2.0, 0.8, "ok"), (1, 0.1, 0.8, "ok")])
+    frame["fidelity"] = ["base", "base", "16384+update"]  # a finalist's row: another measurement
+    assert len(FrontProgress.of(frame, OBJECTIVES).front) == 2
