@@ -65,7 +65,8 @@ class MemeticSearch(SearchAlgorithm):
     every anchor: a generation of probes (each gene but the level gene moved by ``probe`` of
     its width, both sides, or one side every other round with ``two_sided_every`` 2), then a
     generation of ``steps`` model steps per anchor. The first local round starts with a
-    generation that evaluates the anchors' start genomes (see ``anchor_starts``). A transfer
+    generation that evaluates the anchors' start genomes (see ``anchor_starts``), those not
+    scored at their level already (a baseline at an anchor's level is not scored twice). A transfer
     generation closes the cycle, up to ``pop_size`` genomes: a *bridge* halfway between each two
     anchors (and between the outer ones and the box's ends), whose genes blend the anchors' best
     genes by level, then members of the front found so far, spread over it; each takes one step
@@ -153,6 +154,22 @@ class MemeticSearch(SearchAlgorithm):
             levels = anchor_levels(self.xl[self.level_gene], self.xu[self.level_gene], self.anchors)
         self._starts = self._repaired(anchor_starts(genomes, values[:, 0], self.level_gene, levels))
         self._locals = self._build_locals(self._starts)
+        for local, start in zip(self._locals, self._starts):
+            known = self._known_value(start)
+            if known is not None:  # scored already, at this very level: tell it, spend nothing
+                local.tell(local.ask(), np.array([[known]]))
+        # A round is its probes and its steps, after a generation for the starts not scored yet.
+        self._local_left = 2 if all(local.centre is not None for local in self._locals) else 3
+
+    def _known_value(self, genome: np.ndarray) -> float | None:
+        """The first objective ``genome`` already scored, if it was scored (and did not fail).
+
+        Equal up to rounding: an anchor's level computed from the box (0.4 + 0.2) may differ in
+        the last bit from a baseline's target at the same level.
+        """
+        genomes, values = self._seen
+        same = np.flatnonzero(np.all(np.abs(genomes - genome) <= 1e-12, axis=1) & np.isfinite(values[:, 0]))
+        return float(values[same[0], 0]) if len(same) else None
 
     # -- ask and tell --------------------------------------------------------------------------
 
@@ -167,7 +184,10 @@ class MemeticSearch(SearchAlgorithm):
         if not self._locals:
             self._start_locals()
         assert self._starts is not None
-        self._asked = [local.ask() for local in self._locals]
+        # While some anchors wait for their start to be scored, only they ask.
+        starting = any(local.centre is None for local in self._locals)
+        self._asked = [local.ask() if not starting or local.centre is None else np.empty((0, len(self._free)))
+                       for local in self._locals]  # fmt: skip
         return np.vstack([self._full(asked, start) for asked, start in zip(self._asked, self._starts)])
 
     def _tell(self, objectives: np.ndarray, failed: np.ndarray) -> None:
@@ -178,8 +198,8 @@ class MemeticSearch(SearchAlgorithm):
         if self._phase == "ga":
             self._ga.tell(genomes, objectives)
             self._ga_left -= 1
-            if self._ga_left == 0:
-                self._phase, self._local_left = "local", 2 if self._locals else 3  # 3: with the start
+            if self._ga_left == 0:  # a round: probes and steps (the first round's starts count in _start_locals)
+                self._phase, self._local_left = "local", 2
             return
         if self._phase == "local":
             self._tell_locals(values)
@@ -194,7 +214,8 @@ class MemeticSearch(SearchAlgorithm):
         """Hand each anchor's search the first objective of its own rows."""
         start = 0
         for local, asked in zip(self._locals, self._asked):
-            local.tell(asked, values[start : start + len(asked), :1])
+            if len(asked):  # an anchor whose start was known asked nothing in the start generation
+                local.tell(asked, values[start : start + len(asked), :1])
             start += len(asked)
         self._asked = []
 

@@ -126,17 +126,32 @@ def test_absorbed_genomes_compete_in_nsga3_survival() -> None:
 def test_a_cycle_is_nsga3_then_a_local_round_then_a_transfer() -> None:
     algorithm = build_layered("memetic")
     sizes = [len(genomes) for genomes in run(algorithm, layered, 8)]
-    # NSGA-III, anchor starts, 3 x 2 x 6 probes, 3 x 2 steps, transfer, NSGA-III, probes, steps
-    assert sizes[:3] == [20, 3, 36] and sizes[3] == 6 and sizes[5:] == [20, 36, 6]
+    # NSGA-III, 2 anchor starts (the third is the uniform start at 0.5, scored already),
+    # 3 x 2 x 6 probes, 3 x 2 steps, transfer, NSGA-III, probes, steps
+    assert sizes[:3] == [20, 2, 36] and sizes[3] == 6 and sizes[5:] == [20, 36, 6]
     assert 4 <= sizes[4] <= 20
 
 
 def test_local_rounds_hold_the_level_and_the_anchors_sit_at_their_levels() -> None:
     asked = run(build_layered("memetic"), layered, 4)
     starts, probes, steps = asked[1], asked[2], asked[3]
-    assert np.allclose(starts[:, -1], [0.4, 0.5, 0.6])
+    assert np.allclose(starts[:, -1], [0.4, 0.6])  # the anchor at 0.5 starts from the uniform start there
+    assert not any(np.array_equal(start, asked[0][1]) for start in starts)
     assert np.allclose(np.sort(np.unique(probes[:, -1])), [0.4, 0.5, 0.6])
     assert np.allclose(np.unique(steps[:, -1]), [0.4, 0.5, 0.6])
+    # The 0.5 anchor's probes centre on that uniform start: each moves one layer gene (then the
+    # repair re-centres the others by the same small amount).
+    at_half = probes[probes[:, -1] == 0.5, :-1]
+    assert len(at_half) == 12 and np.allclose(np.sort(np.abs(at_half), axis=1)[:, -2], np.abs(at_half).min(axis=1))
+
+
+def test_when_every_anchor_start_was_scored_the_round_begins_with_probes() -> None:
+    # The best allocations at the anchors' own levels: nothing can beat them there.
+    starts = np.array([np.append((SMALL.optimum(t) - t) / SMALL.spread, t) for t in (0.4, 0.5, 0.6)])
+    assert np.all(np.abs(starts[:, :-1]) <= 1)  # inside the box: the repair keeps them as they are
+    algorithm = build_layered("memetic", initial=starts, options={"level_gene": -1})
+    sizes = [len(genomes) for genomes in run(algorithm, layered, 4)]
+    assert sizes[:3] == [20, 36, 6]
 
 
 def test_repair_is_applied_to_every_genome_asked() -> None:
