@@ -133,14 +133,20 @@ def passkey_inputs(
 
 
 def capability_inputs(
-    model: nn.Module, tokenizer: Any, objectives: Sequence[str], truth_folder: Path | str | None = None, seed: int = 0
+    model: nn.Module,
+    tokenizer: Any,
+    objectives: Sequence[str],
+    truth_folder: Path | str | None = None,
+    seed: int = 0,
+    probe_split: str = "topics",
 ) -> CapabilityInputs | None:
     """The inputs the capability objectives among ``objectives`` need, with their defaults."""
     bases = {name.partition("@")[0] for name in objectives}
     if not bases & set(CAPABILITY_OBJECTIVES):
         return None
+    check_split(probe_split)  # a bad split fails even before the statements are read
     return CapabilityInputs(
-        probe=probe_inputs(model, tokenizer, truth_folder, seed=seed) if "probe" in bases else None,
+        probe=probe_inputs(model, tokenizer, truth_folder, seed=seed, split=probe_split) if "probe" in bases else None,
         passkey=passkey_inputs(model, tokenizer, seed=seed) if "passkey" in bases else None,
     )
 

@@ -373,6 +373,9 @@ def search(
     truth_dir: Optional[str] = typer.Option(
         None, "--truth-dir", help="true/false statement sets, for the probe objective (default $PARETOPRUNE_TRUTH_DIR)"
     ),
+    probe_split: Optional[str] = typer.Option(
+        None, "--probe-split", help="the probe objective tests on held-out topics (default) or statements"
+    ),
     dtype: Optional[str] = typer.Option(
         None, "--dtype", help=DTYPE_HELP + "; the driver's statistics copy is on a CPU"
     ),
@@ -402,7 +405,8 @@ def search(
             gpus_per_worker=gpus_per_worker, ray_address=ray_address, seed=seed, algorithm=algorithm,
             mutation=mutation, granularity=granularity, delta=delta, storage=storage, out=out,
             stages=tuple(stages.split(",")) if stages else None,
-            task_dir=task_dir, task_calib_fraction=task_calib_fraction, truth_dir=truth_dir, dtype=dtype,
+            task_dir=task_dir, task_calib_fraction=task_calib_fraction, truth_dir=truth_dir, probe_split=probe_split,
+            dtype=dtype,
             finalists=_counts(finalists, "--finalists"), finalist_tokens=_counts(finalist_tokens, "--finalist-tokens"),
             finalist_solver=finalist_solver,
         )  # fmt: skip

@@ -69,8 +69,11 @@ class SearchConfig:
     # with ``seed``; evaluation should then use only the rest).
     task_dir: str | None = None
     task_calib_fraction: float = 0.5
-    # The true/false statement sets of the probe objective (default $PARETOPRUNE_TRUTH_DIR).
+    # The true/false statement sets of the probe objective (default $PARETOPRUNE_TRUTH_DIR), and
+    # how its probes are tested: on a held-out topic ("topics") or on held-out statements of
+    # each topic ("statements"; where a small model's probes do not carry over between topics).
     truth_dir: str | None = None
+    probe_split: str = "topics"
     # The dtype the evaluators run the model in: auto keeps the checkpoint's on a GPU and uses
     # fp32 on a CPU (the driver's copy for the statistics is on the CPU). Scores, statistics and
     # the fitness are computed in fp32 whatever it is.

@@ -61,7 +61,9 @@ def prepare(config: SearchConfig) -> SearchInputs:
         loaded.tokenizer, config.calib, stats_nsamples, stats_seqlen, config.seed)  # fmt: skip
     stats = collect_stats(loaded.model, layout, stats_tokens)
     sources = _fitness_sources(config, loaded.tokenizer)
-    capabilities = capability_inputs(loaded.model, loaded.tokenizer, config.objective_names, config.truth_dir, config.seed)
+    capabilities = capability_inputs(
+        loaded.model, loaded.tokenizer, config.objective_names, config.truth_dir, config.seed, config.probe_split
+    )
     owl = owl_sparsities(layout, stats, config.sparsity) if config.sparsity is not None else None
     space = SearchSpace(layout, config.space_config(), owl_sparsities=owl)
     model = ModelInfo(

@@ -53,6 +53,14 @@ def test_prepared_inputs_reach_the_actor_and_describe_themselves(model_dir: Path
     assert 0.0 <= values["probe"] <= 1.0 and values["passkey"] * 12 == pytest.approx(round(values["passkey"] * 12))
 
 
+def test_the_probe_split_setting_reaches_the_probe_inputs(model_dir: Path, truth_dir: Path, tmp_path: Path) -> None:
+    chosen = config(model_dir, tmp_path, truth_dir=str(truth_dir), probe_split="statements", objectives=["probe"])
+    capabilities = prepare(chosen).evaluator.capabilities
+    assert capabilities is not None and capabilities.probe is not None and capabilities.probe.split == "statements"
+    with pytest.raises(InputError, match="unknown probe split 'words'"):
+        prepare(config(model_dir, tmp_path, truth_dir=str(truth_dir), probe_split="words"))
+
+
 def test_the_probe_objective_without_statements_says_how_to_give_them(
     model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
