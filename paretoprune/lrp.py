@@ -30,7 +30,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -110,7 +110,7 @@ def attnlrp(model: nn.Module, layout: ModelLayout, eps: float = DEFAULT_EPSILON)
             handle.remove()
 
 
-def _norm_hook(scale):  # type: ignore[no-untyped-def]
+def _norm_hook(scale: Callable[[torch.Tensor], torch.Tensor]) -> Callable[..., torch.Tensor]:
     """A forward hook that holds the normalisation's denominator constant in the backward."""
 
     def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...], y: torch.Tensor) -> torch.Tensor:
