@@ -143,9 +143,9 @@ def test_bad_candidates_are_refused_in_one_line(sparsities, message) -> None:
 def test_layer_allocations_are_registered_and_unknown_ones_name_the_choices() -> None:
     from paretoprune.pruning import LAYER_ALLOCATIONS
 
-    assert LAYER_ALLOCATIONS.names() == ("uniform", "owl", "tplo")
+    assert LAYER_ALLOCATIONS.names() == ("uniform", "owl", "tplo", "lrp")
     assert LAYER_ALLOCATIONS["owl"].needs_stats and not LAYER_ALLOCATIONS["uniform"].needs_stats
-    with pytest.raises(InputError, match="unknown layer allocation 'evenly' for --allocation: choose one of uniform, owl, tplo"):
+    with pytest.raises(InputError, match="unknown layer allocation 'evenly' for --allocation: choose one of uniform, owl, tplo, lrp"):
         layer_sparsities(None, 0.5, "evenly")  # type: ignore[arg-type]
 
 
