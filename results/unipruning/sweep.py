@@ -84,7 +84,8 @@ def main() -> None:
         report = prune_model(loaded.model, layout, _candidate(layout, target, args.group), None, progress=False,
                              scores=scores)  # fmt: skip
         scored = perplexity(loaded.model, windows, batch_size=8, progress=False)
-        summary = {"method": args.method, "target": target, "group": args.group, "settings": vars(args) | {"out": None},
+        settings_record = vars(args) | {"out": None, "calib": Path(args.calib).name, "eval": Path(args.eval).name}
+        summary = {"method": args.method, "target": target, "group": args.group, "settings": settings_record,
                    "sparsity": round(report.sparsity, 6), "perplexity": scored.perplexity, "tokens": scored.tokens,
                    "calibration_seconds": round(calibration_seconds, 1),
                    "prune_eval_seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
