@@ -26,7 +26,6 @@ second pruning at another sparsity reuses them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -36,13 +35,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 from torch import nn
 from tqdm.auto import tqdm
 
 from paretoprune.global_scores import GlobalScoreInputs
-from paretoprune.io import atomic_write_bytes
 from paretoprune.metrics.lrp import (
     DEFAULT_EPSILON,
     EpsilonGrad,
@@ -57,10 +53,10 @@ from paretoprune.models import (
     RelevanceSites,
     cache_dir,
     final_hidden_states,
-    fingerprint,
     relevance_sites,
     target_logits,
 )
+from paretoprune.score_cache import read_score_map, score_map_path, write_score_map
 
 __all__ = ["LrpSettings", "attnlrp", "lrp_cache_path", "lrp_scores", "lrp_sparsities", "relevance_scores"]
 
@@ -175,15 +171,14 @@ def lrp_scores(inputs: GlobalScoreInputs, settings: LrpSettings = LrpSettings())
     """The ``lrp`` global scoring rule: mean ``|R|`` per weight over the calibration windows."""
     relevance_sites(inputs.model, inputs.layout)  # an unsupported family fails before any work
     path = lrp_cache_path(inputs, settings)
-    cached = _read_cache(path, inputs.layout) if path is not None else None
+    cached = read_score_map(path, inputs.layout)
     if cached is not None:
-        logger.info("LRP relevance from the cache %s", path)
         return cached
     started = time.perf_counter()
     scores = relevance_scores(inputs.model, inputs.layout, inputs.tokens, settings, progress=inputs.progress)
     logger.info("LRP relevance of %d windows took %.1f s", len(inputs.tokens), time.perf_counter() - started)
     if path is not None:
-        _write_cache(path, scores, settings)
+        write_score_map(path, scores, {"settings": json.dumps(asdict(settings))})
     return scores
 
 
@@ -204,37 +199,6 @@ def lrp_sparsities(
 
 def lrp_cache_path(inputs: GlobalScoreInputs, settings: LrpSettings) -> Path | None:
     """Where the scores of this model, its weights, the windows and the settings are kept."""
-    if inputs.cache_dir is None:
-        return None
-    digest = hashlib.sha256()
-    # Not the model's name: its weights are hashed below, and --allocation lrp (which is not told
-    # the name) then shares the scores of --method lrp.
-    header = {"version": _CACHE_VERSION, "architecture": fingerprint(inputs.model), "settings": asdict(settings)}
-    digest.update(json.dumps(header, sort_keys=True).encode())
-    tokens = inputs.tokens.detach().to("cpu", torch.int64).contiguous()
-    digest.update(json.dumps(list(tokens.shape)).encode() + tokens.numpy().tobytes())
-    for linear in inputs.layout.linears:  # two checkpoints of one architecture never share scores
-        weight = linear.module.weight.detach().to("cpu").contiguous()
-        digest.update(linear.name.encode() + str(weight.dtype).encode() + weight.view(torch.uint8).numpy().tobytes())
-    return Path(inputs.cache_dir) / f"lrp-{digest.hexdigest()[:32]}.safetensors"
-
-
-def _write_cache(path: Path, scores: dict[str, torch.Tensor], settings: LrpSettings) -> None:
-    """Written whole or not at all; a failed write only costs the next run the time again."""
-    tensors = {name: values.contiguous() for name, values in scores.items()}
-    try:
-        atomic_write_bytes(path, save_safetensors(tensors, metadata={"settings": json.dumps(asdict(settings))}))
-    except OSError as error:
-        logger.warning("could not cache the LRP relevance in %s: %s", path, error)
-
-
-def _read_cache(path: Path, layout: ModelLayout) -> dict[str, torch.Tensor] | None:
-    """The cached scores; None when there are none or they do not fit (then they are recomputed)."""
-    if not path.is_file():
-        return None
-    try:
-        scores = load_safetensors(path.read_bytes())
-    except (OSError, ValueError, RuntimeError) as error:  # a truncated or foreign file
-        logger.warning("ignoring the unreadable LRP cache %s: %s", path, error)
-        return None
-    return scores if set(scores) == set(layout.names) else None
+    # Not the model's name: the weights are hashed, and --allocation lrp (which is not told the
+    # name) then shares the scores of --method lrp.
+    return score_map_path(inputs, "lrp", {"version": _CACHE_VERSION, "settings": asdict(settings)})

@@ -21,7 +21,6 @@ calibration tokens and the settings, so a sweep over sparsities pays the calibra
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -31,16 +30,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 from torch import nn
 from tqdm.auto import tqdm
 
 from paretoprune.errors import InputError
 from paretoprune.global_scores import GlobalScoreInputs
-from paretoprune.io import atomic_write_bytes
 from paretoprune.metrics.unipruning import mirror_descent_step, stochastic_ria
-from paretoprune.models import ModelLayout, PrunableLinear, fingerprint
+from paretoprune.models import ModelLayout, PrunableLinear
+from paretoprune.score_cache import read_score_map, score_map_path, write_score_map
 
 __all__ = ["UniPruningSettings", "cache_path", "calibrate", "unipruning_scores"]
 
@@ -84,9 +81,8 @@ class UniPruningSettings:
 def unipruning_scores(inputs: GlobalScoreInputs, settings: UniPruningSettings) -> dict[str, torch.Tensor]:
     """``|Gamma|`` of every prunable linear (fp32, on the CPU), from the cache when it has them."""
     path = cache_path(inputs, settings)
-    cached = _read_cache(path, inputs.layout) if path is not None else None
+    cached = read_score_map(path, inputs.layout)
     if cached is not None:
-        logger.info("UniPruning scores from the cache %s", path)
         return cached
     started = time.perf_counter()
     gamma = calibrate(inputs.model, inputs.layout, inputs.tokens, settings, seed=inputs.seed, progress=inputs.progress)
@@ -94,7 +90,8 @@ def unipruning_scores(inputs: GlobalScoreInputs, settings: UniPruningSettings) -
     logger.info("UniPruning calibration (%s, %d steps) took %.1f s", _variant(settings), settings.steps, seconds)
     scores = {name: values.abs().cpu() for name, values in gamma.items()}
     if path is not None:
-        _write_cache(path, scores, settings, seconds)
+        metadata = {"settings": json.dumps(asdict(settings), sort_keys=True), "seconds": f"{seconds:.3f}"}
+        write_score_map(path, scores, metadata)
     return scores
 
 
@@ -105,50 +102,11 @@ def _variant(settings: UniPruningSettings) -> str:
 def cache_path(inputs: GlobalScoreInputs, settings: UniPruningSettings) -> Path | None:
     """Where the scores of this model, calibration and settings are cached (None: no cache).
 
-    The key hashes the model's name, its architecture and every prunable weight (two
-    checkpoints of one architecture never share scores), the calibration token ids, the seed
-    and the settings.
+    Besides what every score cache hashes (architecture, weights, calibration tokens), the key
+    holds the model's name, the seed and the settings.
     """
-    if inputs.cache_dir is None:
-        return None
-    digest = hashlib.sha256()
-    header = {"version": _CACHE_VERSION, "model": inputs.model_id, "architecture": fingerprint(inputs.model),
-              "seed": inputs.seed, "settings": asdict(settings)}  # fmt: skip
-    digest.update(json.dumps(header, sort_keys=True).encode())
-    tokens = inputs.tokens.detach().to("cpu", torch.int64).contiguous()
-    digest.update(json.dumps(list(tokens.shape)).encode())
-    digest.update(tokens.numpy().tobytes())
-    for linear in inputs.layout.linears:
-        digest.update(linear.name.encode())
-        weight = linear.module.weight.detach().to("cpu").contiguous()
-        digest.update(str(weight.dtype).encode())
-        digest.update(weight.view(torch.uint8).numpy().tobytes())
-    return Path(inputs.cache_dir) / f"{_variant(settings)}-{digest.hexdigest()[:32]}.safetensors"
-
-
-def _write_cache(path: Path, scores: dict[str, torch.Tensor], settings: UniPruningSettings, seconds: float) -> None:
-    """safetensors, written whole or not at all; a failed write only costs the next run time."""
-    metadata = {"settings": json.dumps(asdict(settings), sort_keys=True), "seconds": f"{seconds:.3f}"}
-    tensors = {name: values.contiguous() for name, values in scores.items()}
-    try:
-        atomic_write_bytes(path, save_safetensors(tensors, metadata=metadata))
-    except OSError as error:
-        logger.warning("could not cache the UniPruning scores in %s: %s", path, error)
-
-
-def _read_cache(path: Path, layout: ModelLayout) -> dict[str, torch.Tensor] | None:
-    """The cached scores, or None when there are none (or they are unreadable: recomputed)."""
-    if not path.is_file():
-        return None
-    try:
-        scores = load_safetensors(path.read_bytes())
-    except (OSError, ValueError, RuntimeError) as error:  # a truncated or foreign file
-        logger.warning("ignoring the unreadable UniPruning cache %s: %s", path, error)
-        return None
-    if set(scores) != set(layout.names):
-        logger.warning("ignoring the UniPruning cache %s: it holds other layers", path)
-        return None
-    return scores
+    header = {"version": _CACHE_VERSION, "model": inputs.model_id, "seed": inputs.seed, "settings": asdict(settings)}
+    return score_map_path(inputs, _variant(settings), header)
 
 
 # ------------------------------------------------------------------------------------------------
