@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from paretoprune.candidate import Candidate
@@ -32,6 +33,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--structure", default="unstructured")
     parser.add_argument("--sparsity", type=float, default=0.5)
     parser.add_argument("--solver", default="")
+    parser.add_argument("--nsamples", type=int, default=32, help="calibration windows")
+    parser.add_argument("--grad-coef", type=float, default=None, help="the rule's gradient coefficient instead of its own")
     defaults = RegionalSettings()
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--samples", type=int, default=defaults.samples)
@@ -46,8 +49,11 @@ def main() -> None:
     loaded = load_model("smollm2-135m")
     layout = find_layout(loaded.model)
     started = time.perf_counter()
-    tokens = calibration_windows(loaded.tokenizer, str(data / "c4" / "c4-en-train-shard00000-first1000.jsonl"), 32, 512, 0)
-    candidate = Candidate(metric=metric_by_name(args.method), sparsities=uniform_sparsities(layout, args.sparsity),
+    tokens = calibration_windows(loaded.tokenizer, str(data / "c4" / "c4-en-train-shard00000-first1000.jsonl"), args.nsamples, 512, 0)
+    metric = metric_by_name(args.method)
+    if args.grad_coef is not None:
+        metric = replace(metric, name=f"{args.method}@g{args.grad_coef:g}", grad_coef=args.grad_coef)
+    candidate = Candidate(metric=metric, sparsities=uniform_sparsities(layout, args.sparsity),
                           structure=args.structure, solvers=parse_chain(args.solver))  # fmt: skip
     settings = RegionalSettings(rounds=args.rounds, lr=args.lr, samples=args.samples)
     report = prune_model(loaded.model, layout, candidate, tokens, progress=False, regional=settings)
