@@ -29,7 +29,8 @@ def _setup(family: str = "llama", **kwargs):
 
 
 def _random_candidate(layout, rng: random.Random, metric: MetricSpec | None = None) -> Candidate:
-    metric = metric or rng.choice(list(KNOWN_METRICS.values()))
+    # Rules with a gradient term (wanda++) need regional gradients, which these statistics lack.
+    metric = metric or rng.choice([m for m in KNOWN_METRICS.values() if not m.uses_gradients])
     return Candidate(metric=metric, sparsities={n: rng.uniform(0.0, 0.9) for n in layout.names})
 
 
