@@ -29,6 +29,7 @@ from paretoprune.errors import InputError
 from paretoprune.evaluators.stats import collect_stats
 from paretoprune.metrics.masks import keep_mask_from_scores
 from paretoprune.models import ModelLayout, PrunableLinear
+from paretoprune.recipe import Recipe
 
 __all__ = [
     "SplitPerplexity",
@@ -82,6 +83,15 @@ class TestTimePruner:
         self.model, self.layout = model, layout
         self.ratio, self.structured = check_ratio(ratio), bool(structured)
         self._dense = {linear.name: linear.module.weight.detach().clone() for linear in layout.linears}
+
+    @classmethod
+    def from_recipe(cls, model: nn.Module, layout: ModelLayout, recipe: Recipe) -> TestTimePruner:
+        """A pruner with a test-time recipe's ratio and structure, so the recipe alone says how
+        its model runs; a static recipe has no per-prompt masks and is refused."""
+        runtime = recipe.test_time
+        if runtime is None or runtime.ratio is None:
+            raise InputError("this recipe has static masks (no runtime.mode test-time); apply it instead")
+        return cls(model, layout, runtime.ratio, runtime.structured)
 
     def context_norms(self, context_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Per-linear input-channel RMS of the dense model over the context tokens alone."""

@@ -9,7 +9,9 @@ The schema is versioned and strict: an unknown key is an error, not a silently i
 Version 2 (``format: paretoprune.recipe/v2``, written now) adds two optional choices to the
 pruning plan: ``rows``, the row allocation (default ``uniform``), and ``solvers``, the layer
 solvers run after the mask (default none). A version-1 recipe still loads and means exactly
-that: uniform rows and no solver. Every problem a user can cause (a missing key, a wrong type,
+that: uniform rows and no solver. An optional ``runtime`` section (``mode: test-time`` with a
+``ratio``) says the masks are made per prompt instead of once; without it a recipe is static and
+is written exactly as before. Every problem a user can cause (a missing key, a wrong type,
 a sparsity out of range, an unreadable file, a recipe for another model) becomes a one-line
 :class:`~paretoprune.errors.InputError` that names the field and says what to do.
 
@@ -31,7 +33,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from paretoprune.errors import InputError
 from paretoprune.io import atomic_write_text
@@ -52,6 +54,7 @@ __all__ = [
     "Provenance",
     "PruningPlan",
     "Recipe",
+    "RuntimeConfig",
     "SearchInfo",
     "load_recipe",
     "recipe_from_data",
@@ -72,6 +75,8 @@ _YAML_SUFFIXES = (".yaml", ".yml")
 _JSON_SUFFIXES = (".json",)
 # Mapping-valued fields: the element after them in an error location is a key (a layer name).
 _MAPPING_FIELDS = {"layers", "objectives", "params", "shapes"}
+# How a recipe's masks are made when the model runs: once (static) or per prompt (test-time).
+RUNTIME_MODES = ("static", "test-time")
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,6 +166,44 @@ class PruningPlan(_Strict):
         return layers
 
 
+class RuntimeConfig(_Strict):
+    """When the masks are made: ``test-time`` makes them per prompt, from its own activations.
+
+    A test-time recipe keeps ``ratio`` of each row's weights (or of the input channels when
+    ``structured``) per prompt, so no single pruned model exists: it is evaluated, not saved.
+    """
+
+    mode: str = "static"
+    ratio: float | None = None
+    structured: bool = False
+
+    @field_validator("mode")
+    @classmethod
+    def _known_mode(cls, value: str) -> str:
+        if value not in RUNTIME_MODES:
+            raise ValueError(f"unknown mode {value!r}; use {' or '.join(RUNTIME_MODES)}")
+        return value
+
+    @field_validator("ratio")
+    @classmethod
+    def _ratio_in_range(cls, value: float | None) -> float | None:
+        if value is not None and not (math.isfinite(value) and 0.0 < value <= 1.0):
+            raise ValueError(
+                f"ratio {value} is outside (0, 1]; give the fraction of weights kept per prompt, e.g. 0.5"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _ratio_given(self) -> RuntimeConfig:
+        if self.mode == "test-time" and self.ratio is None:
+            raise ValueError("mode test-time needs a ratio, the fraction of weights kept per prompt, e.g. 0.5")
+        return self
+
+    @property
+    def test_time(self) -> bool:
+        return self.mode == "test-time"
+
+
 class CalibrationInfo(_Strict):
     """The text the statistics were computed on, exactly enough to repeat it."""
 
@@ -196,6 +239,13 @@ class Recipe(_Strict):
     pruning: PruningPlan
     objectives: dict[str, float]
     provenance: Provenance
+    # Absent: static masks. Written only when given, so static recipes stay as they were.
+    runtime: RuntimeConfig | None = None
+
+    @property
+    def test_time(self) -> RuntimeConfig | None:
+        """The runtime settings when the masks are made per prompt; None for static masks."""
+        return self.runtime if self.runtime is not None and self.runtime.test_time else None
 
     @classmethod
     def from_candidate(
@@ -255,8 +305,12 @@ class Recipe(_Strict):
         )
 
     def to_data(self) -> dict[str, Any]:
-        """Plain data (str, numbers, lists, dicts) in schema order, for YAML or JSON."""
-        return self.model_dump(mode="json")
+        """Plain data (str, numbers, lists, dicts) in schema order, for YAML or JSON; without a
+        runtime section when none was given, so a static recipe reads exactly as before."""
+        data = self.model_dump(mode="json")
+        if data.get("runtime") is None:
+            data.pop("runtime", None)
+        return data
 
     def check_model(
         self, fingerprint: str, layer_shapes: Mapping[str, tuple[int, int]], force: bool = False

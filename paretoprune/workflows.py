@@ -542,6 +542,8 @@ class ApplyConfig:
 def apply(config: ApplyConfig) -> PruneResult:
     """Load a recipe and a model, prune, evaluate and save (the saved folder keeps the recipe)."""
     recipe = load_recipe(config.recipe)
+    if recipe.test_time is not None:
+        return _apply_test_time(config, recipe)
     _check_pruner(config.pruner)
     check_dtype(config.dtype)
     chain = solver_chain(config.update, config.solver) if (config.solver or config.update) else None
@@ -563,6 +565,38 @@ def apply(config: ApplyConfig) -> PruneResult:
         model_id=config.model, seed=config.calibration.seed,
     )  # fmt: skip
     return _after_pruning(loaded, report, config, task_dir, {"recipe.yaml": recipe_yaml(recipe)})
+
+
+def _apply_test_time(config: ApplyConfig, recipe: Recipe) -> PruneResult:
+    """Evaluate a test-time recipe: its masks are made per prompt on the dense model, so there is
+    nothing to prune once and nothing to save, only scores with the recipe's ratio."""
+    runtime = recipe.test_time
+    assert runtime is not None and runtime.ratio is not None
+    if config.after.save is not None:
+        raise InputError("recipe runtime.mode is test-time: its masks change with every prompt, so there is no "
+                         "pruned model to save; drop --save (use --eval SRC or --eval-tasks to score it)")  # fmt: skip
+    if config.after.eval is None and not config.after.tasks.tasks:
+        raise InputError("a test-time recipe is evaluated, not applied: add --eval SRC and/or --eval-tasks T1,T2")
+    check_dtype(config.dtype)
+    task_dir = _task_dir(config.after.tasks)
+    options = TestTimeOptions(runtime.ratio, runtime.structured)
+    if config.after.eval is not None:
+        _check_seqlen(config.model, config.calibration.seqlen)
+        context_length(config.calibration.seqlen, options.context_fraction)
+    loaded = load_model(config.model, dtype=config.dtype)
+    layout = find_layout(loaded.model)
+    shapes = {linear.name: (linear.out_features, linear.in_features) for linear in layout.linears}
+    recipe.check_model(fingerprint(loaded.model), shapes, force=config.force)
+    result = PruneResult(sparsity=1.0 - runtime.ratio, layers={}, seconds=0.0)
+    if config.after.eval is not None:
+        windows = evaluation_windows(loaded.tokenizer, config.after.eval, config.calibration.seqlen,
+                                     config.after.max_windows)  # fmt: skip
+        scored = capabilities.test_time(loaded, windows, options)
+        result.perplexity, result.tokens = scored["perplexity"], scored["scored_tokens"]
+    if task_dir is not None:
+        result.tasks = capabilities.test_time_tasks(loaded, config.after.tasks, task_dir, options,
+                                                    config.batch_size, config.progress)  # fmt: skip
+    return result
 
 
 def export(run_dir: Path, fmt: str, how: str, out: Path, pruner: str | None = None) -> Path:
