@@ -209,7 +209,10 @@ def test_a_newly_registered_scoring_rule_is_a_prune_method(
                          "--quiet")  # fmt: skip
     assert code == 0, errors
     code, errors = _main("prune", "--model", str(model_dir), "--method", "cube-magnitude", "--sparsity", "0.5")
-    assert code == 2 and "choose one of magnitude, wanda, ria, sqrt-magnitude, sparsegpt" in errors[0]
+    from paretoprune.workflows import prune_methods
+
+    assert code == 2 and f"choose one of {', '.join(prune_methods())}" in errors[0]
+    assert "sqrt-magnitude" in prune_methods() and "cube-magnitude" not in errors[0].split("choose one of")[1]
 
 
 def test_prune_and_apply_share_their_calibration_and_after_pruning_options() -> None:
