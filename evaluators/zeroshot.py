@@ -265,6 +265,15 @@ def _score_batch(
             results[pair_index] = Scored(loglik=float(picked.sum()), greedy=greedy)
 
 
+def _encoded(tokenizer: Any, requests: Sequence[Request]) -> list[tuple[list[int], list[int]]]:
+    """Each request as (context ids, continuation ids), tokenized as the harness does."""
+    return [encode_pair(tokenizer, request.context, request.continuation) for request in requests]
+
+
+def _pad_id(tokenizer: Any) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
 def score_requests(
     model: Any,
     tokenizer: Any,
@@ -274,14 +283,12 @@ def score_requests(
     desc: str = "scoring",
 ) -> list[Scored]:
     """Score string requests: tokenize as the harness does, then :func:`score_token_pairs`."""
-    pairs = [encode_pair(tokenizer, request.context, request.continuation) for request in requests]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return score_token_pairs(
         model,
-        pairs,
+        _encoded(tokenizer, requests),
         batch_size=batch_size,
         max_length=_max_length(model, tokenizer),
-        pad_id=pad_id,
+        pad_id=_pad_id(tokenizer),
         progress=progress,
         desc=desc,
     )
@@ -300,9 +307,8 @@ def score_requests_test_time(
     Requests that share a context (the choices of one question) share its masks; a context
     longer than the model's window is cut to the tokens the model reads, as the scoring does.
     """
-    pairs = [encode_pair(tokenizer, request.context, request.continuation) for request in requests]
-    max_length = _max_length(pruner.model, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pairs = _encoded(tokenizer, requests)
+    max_length, pad_id = _max_length(pruner.model, tokenizer), _pad_id(tokenizer)
     groups: dict[tuple[int, ...], list[int]] = {}
     for index, (context, _) in enumerate(pairs):
         groups.setdefault(tuple(context[-max_length:]), []).append(index)

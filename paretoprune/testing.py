@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pathlib import Path
+
 import torch
 
 __all__ = ["FAMILIES", "TINY_VOCAB", "byte_tokenizer", "tiny_model"]
@@ -73,6 +75,14 @@ def tiny_model(
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     return model.eval()
+
+
+def save_tiny_model(folder: Path, model: Any = None) -> Path:
+    """Save ``model`` (default: ``tiny_model()``) with the byte tokenizer into ``folder``, so that
+    commands can load it by path as they load any checkpoint; returns ``folder``."""
+    (model if model is not None else tiny_model()).save_pretrained(folder)
+    byte_tokenizer().save_pretrained(folder)
+    return folder
 
 
 def byte_tokenizer() -> Any:

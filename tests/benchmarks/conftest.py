@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from paretoprune.testing import byte_tokenizer, tiny_model
+from paretoprune.testing import save_tiny_model, tiny_model
 
 from benchmarks.protocol import CALIBRATION_FILE, EVALUATION_FILES
 
@@ -23,8 +23,7 @@ def words(count: int, step: int = 7) -> str:
 def model_dir(tmp_path: Path) -> Path:
     """A two-block tiny Llama with a byte tokenizer, as a model folder."""
     folder = tmp_path / "model"
-    tiny_model("llama", layers=2).save_pretrained(folder)
-    byte_tokenizer().save_pretrained(folder)
+    save_tiny_model(folder, tiny_model("llama", layers=2))
     return folder
 
 

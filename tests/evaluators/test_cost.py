@@ -10,7 +10,7 @@ import pytest
 from paretoprune.evaluators.cost import BenchEvalConfig, bench_eval, median_seconds, random_candidate
 from paretoprune.metrics.allocation import weighted_mean
 from paretoprune.models import find_layout
-from paretoprune.testing import byte_tokenizer, tiny_model
+from paretoprune.testing import save_tiny_model, tiny_model
 
 # The keys scripts read from `paretoprune bench-eval --json`.
 CONTRACT = {"forward_s", "layerwise_s", "metric_s", "layerwise_ratio", "metric_ratio", "model_bytes",
@@ -36,8 +36,7 @@ def test_random_candidates_hold_the_mean_sparsity_within_the_box(kind: str) -> N
 
 
 def test_bench_eval_times_all_three_kinds(tmp_path: Path) -> None:
-    tiny_model("llama", layers=2).save_pretrained(tmp_path)
-    byte_tokenizer().save_pretrained(tmp_path)
+    save_tiny_model(tmp_path, tiny_model("llama", layers=2))
     cost = bench_eval(BenchEvalConfig(model=str(tmp_path), nsamples=2, seqlen=32, candidates=2, progress=False))
     summary = cost.summary()
     assert CONTRACT <= set(summary) and summary["tokens"] == 64
@@ -48,8 +47,7 @@ def test_bench_eval_times_all_three_kinds(tmp_path: Path) -> None:
 
 def test_bench_eval_runs_the_model_in_the_dtype_asked(tmp_path: Path) -> None:
     model = tiny_model("llama", layers=2)
-    model.save_pretrained(tmp_path)
-    byte_tokenizer().save_pretrained(tmp_path)
+    save_tiny_model(tmp_path, model)
     parameters = sum(p.numel() for p in model.parameters())
     cost = bench_eval(BenchEvalConfig(model=str(tmp_path), nsamples=2, seqlen=32, candidates=1, dtype="bfloat16",
                                       progress=False))  # fmt: skip

@@ -23,14 +23,13 @@ from paretoprune.evaluators.placement import (
 )
 from paretoprune.evaluators.stats import ChannelStats
 from paretoprune.models import find_layout, model_source
-from paretoprune.testing import byte_tokenizer, tiny_model
+from paretoprune.testing import save_tiny_model, tiny_model
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-llama")
-    tiny_model("llama", layers=2).save_pretrained(folder)
-    byte_tokenizer().save_pretrained(folder)
+    save_tiny_model(folder, tiny_model("llama", layers=2))
     return folder
 
 

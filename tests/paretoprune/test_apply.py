@@ -13,7 +13,7 @@ import yaml
 
 from paretoprune.models import find_layout, load_model
 from paretoprune.recipe import load_recipe
-from paretoprune.testing import byte_tokenizer, tiny_model
+from paretoprune.testing import save_tiny_model, tiny_model
 
 ENV = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", TOKENIZERS_PARALLELISM="false")
 CALIB = ["--calib", "builtin", "--nsamples", "4", "--seqlen", "64"]
@@ -33,8 +33,7 @@ def _json(done: subprocess.CompletedProcess) -> dict:
 def searched(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("apply")
     model_dir = root / "model"
-    tiny_model("llama", layers=3).save_pretrained(model_dir)
-    byte_tokenizer().save_pretrained(model_dir)
+    save_tiny_model(model_dir, tiny_model("llama", layers=3))
     run = root / "run"
     _json(_cli("search", "--model", str(model_dir), *CALIB, "--mode", "layerwise", "--sparsity", "0.6",
                "--pop", "8", "--generations", "1", "--workers", "1", "--out", str(run), "--quiet", "--json"))

@@ -14,7 +14,7 @@ from paretoprune.cli import main
 from paretoprune.metrics.scores import metric_by_name
 from paretoprune.models import find_layout, fingerprint
 from paretoprune.recipe import Recipe, save_recipe
-from paretoprune.testing import byte_tokenizer, tiny_model
+from paretoprune.testing import save_tiny_model, tiny_model
 
 
 def _cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -26,8 +26,7 @@ def _cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-qwen2")
-    tiny_model("qwen2").save_pretrained(folder)
-    byte_tokenizer().save_pretrained(folder)
+    save_tiny_model(folder, tiny_model("qwen2"))
     return folder
 
 

@@ -30,15 +30,14 @@ from paretoprune.models import (
     resolve_dtype,
 )
 from paretoprune.pruning import keep_mask
-from paretoprune.testing import byte_tokenizer, tiny_model
+from paretoprune.testing import save_tiny_model, tiny_model
 
 
 @pytest.fixture(scope="module")
 def bf16_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny model saved in bf16, as most checkpoints on the hub are."""
     folder = tmp_path_factory.mktemp("tiny-bf16")
-    tiny_model("llama", layers=2).to(torch.bfloat16).save_pretrained(folder)
-    byte_tokenizer().save_pretrained(folder)
+    save_tiny_model(folder, tiny_model("llama", layers=2).to(torch.bfloat16))
     return folder
 
 

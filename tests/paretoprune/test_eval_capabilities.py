@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from paretoprune.cli import main
-from paretoprune.testing import byte_tokenizer, tiny_model
+from paretoprune.testing import save_tiny_model, tiny_model
 
 TOPICS = ("cities", "neg_cities", "sp_en_trans", "neg_sp_en_trans")
 
@@ -18,8 +18,7 @@ TOPICS = ("cities", "neg_cities", "sp_en_trans", "neg_sp_en_trans")
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-qwen2")
-    tiny_model("qwen2").save_pretrained(folder)
-    byte_tokenizer().save_pretrained(folder)
+    save_tiny_model(folder, tiny_model("qwen2"))
     return folder
 
 

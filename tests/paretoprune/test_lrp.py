@@ -15,7 +15,7 @@ from paretoprune.lrp import LrpSettings, attnlrp, lrp_scores, relevance_scores
 from paretoprune.metrics.lrp import epsilon_weight_relevance, global_ranking_sparsities, stabilised
 from paretoprune.models import LRP_FAMILIES, find_layout, final_hidden_states, target_logits
 from paretoprune.pruning import layer_sparsities
-from paretoprune.testing import byte_tokenizer, tiny_model
+from paretoprune.testing import save_tiny_model, tiny_model
 
 # fp64 and a tiny epsilon: the epsilon rule's own leak, eps / |z| of each output's relevance, is
 # then ~1e-9 of it, so whatever else fails to conserve shows far above the tolerances below.
@@ -164,8 +164,7 @@ def test_prune_with_lrp_from_the_command_line(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("PARETOPRUNE_CACHE", str(tmp_path / "cache"))
     llama, gpt2 = tmp_path / "llama", tmp_path / "gpt2"
     for folder, family in ((llama, "llama"), (gpt2, "gpt2")):
-        tiny_model(family).save_pretrained(folder)
-        byte_tokenizer().save_pretrained(folder)
+        save_tiny_model(folder, tiny_model(family))
     common = ["--method", "lrp", "--sparsity", "0.5", "--nsamples", "2", "--seqlen", "32", "--json", "--quiet"]
     with pytest.raises(SystemExit) as exited:
         main(["prune", "--model", str(llama), *common, "--eval", "builtin", "--max-windows", "2"])

@@ -18,7 +18,7 @@ from paretoprune.evaluators.runtime_pruning import TestTimePruner, test_time_per
 from paretoprune.metrics.scores import metric_by_name
 from paretoprune.models import find_layout, fingerprint, load_model
 from paretoprune.recipe import Recipe, load_recipe, recipe_from_data, recipe_yaml, save_recipe
-from paretoprune.testing import byte_tokenizer, tiny_model
+from paretoprune.testing import save_tiny_model, tiny_model
 from paretoprune.workflows import AfterPruning, ApplyConfig, CalibrationOptions, apply
 
 ENV = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", TOKENIZERS_PARALLELISM="false")
@@ -29,8 +29,7 @@ TEST_TIME = {"mode": "test-time", "ratio": 0.5, "structured": False}
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("runtime") / "model"
-    tiny_model("llama", seed=0).save_pretrained(folder)
-    byte_tokenizer().save_pretrained(folder)
+    save_tiny_model(folder, tiny_model("llama", seed=0))
     return folder
 
 

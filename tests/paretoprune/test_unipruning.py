@@ -23,7 +23,7 @@ from paretoprune.metrics.scores import SCORING_RULES
 from paretoprune.models import find_layout, fingerprint
 from paretoprune.pruning import layer_sparsities, prune_model
 from paretoprune.recipe import Recipe, save_recipe
-from paretoprune.testing import byte_tokenizer, tiny_model
+from paretoprune.testing import save_tiny_model, tiny_model
 from paretoprune.unipruning import UniPruningSettings, calibrate, unipruning_scores
 
 # Few, short steps and a large learning rate: the weights move visibly within the test's budget.
@@ -130,8 +130,7 @@ def test_prune_and_apply_with_unipruning_on_the_command_line(tmp_path: Path, mon
     monkeypatch.setattr(unipruning, "UniPruningSettings", functools.partial(UniPruningSettings, steps=8))
     folder = tmp_path / "tiny-qwen2"
     model = tiny_model("qwen2")
-    model.save_pretrained(folder)
-    byte_tokenizer().save_pretrained(folder)
+    save_tiny_model(folder, model)
     common = ("--model", str(folder), "--nsamples", "2", "--seqlen", "64", "--eval", "builtin", "--max-windows", "2")
     pruned = _json_main("prune", "--method", "unipruning", "--sparsity", "0.5", *common)
     assert pruned["sparsity"] == pytest.approx(0.5, abs=1e-3) and pruned["perplexity"] > 1

@@ -17,14 +17,13 @@ from paretoprune.metrics.scores import metric_by_name
 from paretoprune.models import find_layout, fingerprint
 from paretoprune.pruning import prune_model, uniform_sparsities
 from paretoprune.recipe import Recipe, load_recipe, save_recipe
-from paretoprune.testing import byte_tokenizer, tiny_model
+from paretoprune.testing import save_tiny_model, tiny_model
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-llama")
-    tiny_model("llama").save_pretrained(folder)
-    byte_tokenizer().save_pretrained(folder)
+    save_tiny_model(folder, tiny_model("llama"))
     return folder
 
 

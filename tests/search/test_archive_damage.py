@@ -16,7 +16,7 @@ from paretoprune.cli import main
 from paretoprune.errors import InputError
 from paretoprune.search.archive import Archive
 from paretoprune.search.run import CONFIG_FILE, EVALUATIONS_FILE, PARTS_FOLDER
-from paretoprune.testing import byte_tokenizer, tiny_model
+from paretoprune.testing import save_tiny_model, tiny_model
 
 OBJECTIVES = ("kl", "sparsity")
 
@@ -131,8 +131,7 @@ def _journal_again(run_dir: Path, generation: int) -> None:
 @pytest.mark.ray
 def test_a_resumed_search_sets_a_truncated_part_aside_and_finishes(tmp_path: Path) -> None:
     model_dir, run = tmp_path / "model", tmp_path / "run"
-    tiny_model("llama", layers=2).save_pretrained(model_dir)
-    byte_tokenizer().save_pretrained(model_dir)
+    save_tiny_model(model_dir, tiny_model("llama", layers=2))
     env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", TOKENIZERS_PARALLELISM="false")
     search = [sys.executable, "-m", "paretoprune", "search", "--quiet", "--json"]
     first = subprocess.run([*search, "--model", str(model_dir), "--calib", "builtin", "--nsamples", "2", "--seqlen",

@@ -12,15 +12,14 @@ from paretoprune.evaluators.remote import RemoteEvaluator
 from paretoprune.metrics.scores import KNOWN_METRICS
 from paretoprune.search.config import load_config
 from paretoprune.search.inputs import prepare
-from paretoprune.testing import byte_tokenizer, tiny_model
+from paretoprune.testing import save_tiny_model, tiny_model
 from paretoprune.truth import TPLO_TOPICS
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-llama-long")
-    tiny_model("llama", max_position_embeddings=1024).save_pretrained(folder)  # room for 512-token passkey prompts
-    byte_tokenizer().save_pretrained(folder)
+    save_tiny_model(folder, tiny_model("llama", max_position_embeddings=1024))  # room for 512-token passkey prompts
     return folder
 
 

@@ -22,7 +22,7 @@ import yaml
 
 from paretoprune.search.archive import Archive
 from paretoprune.search.run import EVALUATIONS_FILE
-from paretoprune.testing import byte_tokenizer, tiny_model
+from paretoprune.testing import save_tiny_model, tiny_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
@@ -117,8 +117,7 @@ def two_nodes() -> Iterator[object]:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-llama")
-    tiny_model("llama", layers=2).save_pretrained(folder)
-    byte_tokenizer().save_pretrained(folder)
+    save_tiny_model(folder, tiny_model("llama", layers=2))
     return folder
 
 

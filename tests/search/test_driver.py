@@ -30,7 +30,7 @@ from paretoprune.search.run import (
     RECIPES_FOLDER,
     Run,
 )
-from paretoprune.testing import byte_tokenizer, tiny_model
+from paretoprune.testing import save_tiny_model, tiny_model
 
 pytestmark = pytest.mark.ray
 
@@ -40,8 +40,7 @@ ENV = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", TOKENIZERS_PARALLE
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-llama")
-    tiny_model("llama", layers=3).save_pretrained(folder)
-    byte_tokenizer().save_pretrained(folder)
+    save_tiny_model(folder, tiny_model("llama", layers=3))
     return folder
 
 

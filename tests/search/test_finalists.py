@@ -21,7 +21,7 @@ from paretoprune.recipe import load_recipe
 from paretoprune.search.archive import Archive, candidate_of
 from paretoprune.search.finalists import FINALIST_SEED_OFFSET
 from paretoprune.search.run import FRONT_TABLE, Run
-from paretoprune.testing import byte_tokenizer, tiny_model
+from paretoprune.testing import save_tiny_model, tiny_model
 
 pytestmark = pytest.mark.ray
 
@@ -33,8 +33,7 @@ FIDELITY = "512+update"  # 8 finalist windows of 64 tokens, pruned with SparseGP
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-llama")
-    tiny_model("llama", layers=3).save_pretrained(folder)
-    byte_tokenizer().save_pretrained(folder)
+    save_tiny_model(folder, tiny_model("llama", layers=3))
     return folder
 
 
