@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from benchmarks.plan import Pruning
 from benchmarks.searches import SEARCHES
 
-__all__ = ["BASELINE_LABELS", "SEARCH_LABELS", "label", "label_order", "search_label"]
+__all__ = ["BASELINE_LABELS", "SEARCH_LABELS", "baseline_label", "label", "label_order", "method_key", "search_label"]
 
 # (allocation, pruner, update) of a baseline -> its name; a pruner not listed goes by its own.
 BASELINE_LABELS = {
@@ -17,7 +17,14 @@ BASELINE_LABELS = {
     ("owl", "wanda", False): "OWL + Wanda",
     ("uniform", "sparsegpt", False): "SparseGPT",
     ("uniform", "wanda", True): "Wanda + update",
+    ("tplo", "wanda", False): "TPLO + Wanda",
+    ("uniform", "unipruning", False): "UniPruning",
+    ("uniform", "wanda++", False): "Wanda++ RGS",
+    ("uniform", "lrp", False): "LRP",
 }
+# What a row allocation and a solver add to a baseline's name.
+ROWS_LABELS = {"trim": "TRIM rows"}
+SOLVER_LABELS = {"fw": "FW", "regional": "RO", "update": "update"}
 # A search's family (SearchSpec.kind) -> its name.
 SEARCH_LABELS = {
     "naive": "naive swap search",
@@ -40,8 +47,25 @@ def label(pruning: Pruning) -> str:
     if pruning.kind == "search":
         applied = APPLIED.get((pruning.pruner, pruning.update), f" → {pruning.pruner_label}")
         return f"{search_label(pruning.source)}{applied}{suffix}"
-    key = (pruning.source, pruning.pruner, pruning.update)
-    return f"{BASELINE_LABELS.get(key, pruning.name)}{suffix}"
+    return f"{baseline_label(pruning)}{suffix}"
+
+
+def baseline_label(pruning: Pruning) -> str:
+    """A baseline's name without its calibration: "Wanda", "Wanda + TRIM rows", "Wanda → FW + update"."""
+    plain = pruning.rows == "uniform" and pruning.solvers == "none"
+    if plain and (pruning.source, pruning.pruner, pruning.update) in BASELINE_LABELS:
+        return BASELINE_LABELS[(pruning.source, pruning.pruner, pruning.update)]
+    base = BASELINE_LABELS.get((pruning.source, pruning.pruner, False), pruning.name if plain else pruning.pruner)
+    if pruning.rows != "uniform":
+        base += f" + {ROWS_LABELS.get(pruning.rows, pruning.rows)}"
+    if pruning.chain:
+        base += " → " + " + ".join(SOLVER_LABELS.get(name, name) for name in pruning.chain)
+    return base
+
+
+def method_key(pruning: Pruning) -> tuple[str, str, bool, str, str]:
+    """What tells two baselines' methods apart: one line each in the tables."""
+    return (pruning.source, pruning.pruner, pruning.update, pruning.rows, pruning.solvers)
 
 
 def search_label(name: str) -> str:

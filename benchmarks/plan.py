@@ -32,6 +32,7 @@ __all__ = [
     "CALIBRATIONS",
     "PLAN",
     "SEARCH_PRUNERS",
+    "HIGH_SPARSITY",
     "SPARSITIES",
     "PlanRow",
     "Pruning",
@@ -43,6 +44,8 @@ __all__ = [
 ]
 
 SPARSITIES = (0.5, 0.6, 0.7)
+# Where row and layer allocations matter most (TRIM's and OWL's gains grow with sparsity).
+HIGH_SPARSITY = 0.8
 CALIBRATIONS = ("one-shot", "sequential")
 # How a searched recipe is applied: its own rule; its rule, then SparseGPT's update of the
 # survivors; or its sparsities given to SparseGPT, which picks its own masks. (pruner, update)
@@ -64,16 +67,28 @@ class Pruning:
     # none | one-shot (every block calibrated on the dense model) | sequential (each block on
     # the outputs of the blocks already pruned)
     calibration: str = "none"
+    rows: str = "uniform"  # how a layer's sparsity is shared among its rows (uniform, trim)
+    # Solvers run on the masks before the update, comma-separated (fw, regional); none: no solver
+    solvers: str = "none"
 
     @property
     def name(self) -> str:
-        """What ``--only`` picks: dense, a baseline (wanda, owl-wanda, wanda-update), a search."""
+        """What ``--only`` picks: dense, a baseline (wanda, owl-wanda, wanda-trim, wanda-fw-update),
+        a search."""
         if self.kind == "dense":
             return "dense"
         if self.kind == "search":
             return self.source
         allocation = "" if self.source == "uniform" else f"{self.source}-"
-        return f"{allocation}{self.pruner}{'-update' if self.update else ''}"
+        rows = "" if self.rows == "uniform" else f"-{self.rows}"
+        solvers = "".join(f"-{name}" for name in self.chain if name != "update")
+        return f"{allocation}{self.pruner}{rows}{solvers}{'-update' if self.update else ''}"
+
+    @property
+    def chain(self) -> tuple[str, ...]:
+        """The solver chain after the masks, in order: the solvers, then the update."""
+        solvers = () if self.solvers == "none" else tuple(self.solvers.split(","))
+        return solvers + (("update",) if self.update else ())
 
     @property
     def pruner_label(self) -> str:
@@ -112,11 +127,13 @@ def dense(study: str) -> PlanRow:
 
 
 def baseline(study: str, pruner: str, sparsity: float, *, structure: str = "unstructured",
-             allocation: str = "uniform", update: bool = False, calibration: str = "one-shot") -> PlanRow:  # fmt: skip
-    """A known pruner: a registered scoring rule or sparsegpt, at one sparsity (or N:M)."""
+             allocation: str = "uniform", update: bool = False, calibration: str = "one-shot",
+             rows: str = "uniform", solvers: str = "none") -> PlanRow:  # fmt: skip
+    """A known pruner: a registered scoring rule (a global one too) or sparsegpt, at one
+    sparsity (or N:M), with a layer allocation, a row allocation and solvers."""
     nm = parse_structure(structure)
     level = sparsity if nm is None else 1.0 - nm[0] / nm[1]
-    return PlanRow(study, Pruning("baseline", allocation, pruner, update, structure, level, calibration))
+    return PlanRow(study, Pruning("baseline", allocation, pruner, update, structure, level, calibration, rows, solvers))
 
 
 def search_rows(study: str, spec: SearchSpec) -> list[PlanRow]:
@@ -155,6 +172,31 @@ def _baselines() -> list[PlanRow]:
     return rows
 
 
+def _building_blocks() -> list[PlanRow]:
+    """The seed papers' building blocks, after the reference methods they are read against.
+
+    In the order that answers their questions soonest: the solvers at 2:4 (Frank-Wolfe's mask
+    refinement then the update, Wanda++'s regional optimization on its own scores), then the
+    row and layer allocations (TRIM, TPLO) and the references at 80 %, then the global scoring
+    rules (UniPruning, Wanda++'s regional gradients, LRP) at every shape, then the solvers at
+    the unstructured levels. Allocations work on unstructured sparsity only.
+    """
+    shapes = [("2:4", 0.5)] + [("unstructured", level) for level in SPARSITIES]
+    solvers = (("wanda", "fw", True), ("wanda", "fw", False), ("wanda++", "regional", False))
+    rows = [baseline("baselines", pruner, level, structure=structure, solvers=chain, update=update, calibration=c)
+            for structure, level in shapes[:1] for c in CALIBRATIONS for pruner, chain, update in solvers]  # fmt: skip
+    rows += [baseline("baselines", pruner, HIGH_SPARSITY, allocation=allocation)
+             for allocation, pruner in (("uniform", "wanda"), ("owl", "wanda"), ("uniform", "ria"))]  # fmt: skip
+    for level in (HIGH_SPARSITY, *SPARSITIES):
+        rows += [baseline("baselines", "wanda", level, rows="trim"), baseline("baselines", "wanda", level, allocation="tplo")]
+    rows += [baseline("baselines", rule, level, structure=structure) for structure, level in shapes
+             for rule in ("unipruning", "wanda++", "lrp")]  # fmt: skip
+    rows.append(baseline("baselines", "unipruning", HIGH_SPARSITY))
+    rows += [baseline("baselines", pruner, level, structure=structure, solvers=chain, update=update, calibration=c)
+             for structure, level in shapes[1:] for c in CALIBRATIONS for pruner, chain, update in solvers]  # fmt: skip
+    return rows
+
+
 def _searched() -> list[PlanRow]:
     rows = [dense("searched")]
     for spec in SEARCHED:
@@ -167,7 +209,7 @@ def _zeroshot() -> list[PlanRow]:
     return [dense("zeroshot"), baseline("zeroshot", "wanda", 0.5), *search_rows("zeroshot", ZEROSHOT_SEARCH)[:1]]
 
 
-PLAN: tuple[PlanRow, ...] = (*_baselines(), *_searched(), *_zeroshot())
+PLAN: tuple[PlanRow, ...] = (*_baselines(), *_building_blocks(), *_searched(), *_zeroshot())
 
 
 def planned(study: str) -> list[Pruning]:

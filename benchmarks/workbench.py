@@ -25,6 +25,8 @@ class Workbench:
     calibration: torch.Tensor  # LongTensor[calib_nsamples, calib_seqlen]
     evaluation: dict[str, torch.Tensor]  # by set: LongTensor[eval_windows, eval_seqlen]
     batch_size: int  # windows per forward pass
+    truth_dir: Path | None = None  # true/false statement sets (TPLO's allocation)
+    seed: int = 0  # the calibration windows' seed
 
 
 def prepare(study: Study, model: str, data_dir: Path, windows: Windows, budget: Budget | None,
@@ -55,4 +57,7 @@ def prepare(study: Study, model: str, data_dir: Path, windows: Windows, budget: 
         task_limit=task_limit,
         command=command,
     )
-    return Workbench(model, calib_path, calibration, evaluation, batch_size), protocol
+    truth_dir = data_dir / "truth"
+    workbench = Workbench(model, calib_path, calibration, evaluation, batch_size,
+                          truth_dir if truth_dir.is_dir() else None, windows.seed)  # fmt: skip
+    return workbench, protocol

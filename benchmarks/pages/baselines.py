@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.files import write_text
-from benchmarks.labels import BASELINE_LABELS
+from benchmarks.labels import baseline_label, method_key
 from benchmarks.measurement import Measurement
 from benchmarks.pages.markdown import MISSING, fill, missing_section, protocol_values, table
-from benchmarks.plan import CALIBRATIONS, SPARSITIES, Pruning, planned
+from benchmarks.plan import CALIBRATIONS, HIGH_SPARSITY, SPARSITIES, Pruning, planned
 from benchmarks.protocol import Protocol, protocol_in
 from benchmarks.studies import STUDIES
 from benchmarks.table import read_table
@@ -36,23 +36,22 @@ def baselines_page(rows: Sequence[Measurement], protocol: Protocol, planned: Seq
         **protocol_values(protocol),
         dense_ppl=MISSING if dense is None else f"{dense.wikitext2_ppl:.2f}",
         dense_zeros=MISSING if dense is None else f"{dense.achieved_sparsity:.4f}",
-        unstructured=_perplexity_table(rows, [("unstructured", level) for level in SPARSITIES]),
-        nm=_perplexity_table(rows, [(structure, 0.5) for structure in NM_STRUCTURES]),
+        unstructured=_perplexity_table(rows, planned, [("unstructured", level) for level in (*SPARSITIES, HIGH_SPARSITY)]),
+        nm=_perplexity_table(rows, planned, [(structure, 0.5) for structure in NM_STRUCTURES]),
         every_row=table(EVERY_ROW, [_every_row(row, protocol) for row in rows], "l" * len(EVERY_ROW)),
         missing=missing_section(planned, {row.pruning for row in rows}, protocol.command),
     )
 
 
-def _perplexity_table(rows: Sequence[Measurement], shapes: Sequence[tuple[str, float]]) -> str:
+def _perplexity_table(rows: Sequence[Measurement], planned: Sequence[Pruning], shapes: Sequence[tuple[str, float]]) -> str:
     """Method x shape -> perplexity, a one-shot and a sequential column each; a method that
     needs no calibration sits in the one-shot column."""
     heads = [f"{level:.0%}" if structure == "unstructured" else structure for structure, level in shapes]
     header = ["method", *(f"{head} {calibration}" for head in heads for calibration in CALIBRATIONS)]
-    methods = dict(BASELINE_LABELS)
-    for row in rows:  # pruners the labels do not know go by their own name
-        key = (row.pruning.source, row.pruning.pruner, row.pruning.update)
-        if row.pruning.kind == "baseline" and key not in methods:
-            methods[key] = row.pruning.name
+    methods = {method_key(p): baseline_label(p) for p in planned if p.kind == "baseline"}
+    for row in rows:  # a measured row the plan no longer holds still shows
+        if row.pruning.kind == "baseline":
+            methods.setdefault(method_key(row.pruning), baseline_label(row.pruning))
     lines = []
     for key, name in methods.items():
         cells = [_cell(rows, key, shape, calibration) for shape in shapes for calibration in CALIBRATIONS]
@@ -61,10 +60,11 @@ def _perplexity_table(rows: Sequence[Measurement], shapes: Sequence[tuple[str, f
     return table(header, lines, "l" + "r" * (len(header) - 1))
 
 
-def _cell(rows: Sequence[Measurement], key: tuple[str, str, bool], shape: tuple[str, float], calibration: str) -> str:
+def _cell(rows: Sequence[Measurement], key: tuple[str, str, bool, str, str], shape: tuple[str, float],
+          calibration: str) -> str:  # fmt: skip
     for row in rows:
         p = row.pruning
-        if p.kind != "baseline" or (p.source, p.pruner, p.update) != key or (p.structure, p.target_sparsity) != shape:
+        if p.kind != "baseline" or method_key(p) != key or (p.structure, p.target_sparsity) != shape:
             continue
         if p.calibration == calibration or (p.calibration == "none" and calibration == "one-shot"):
             return f"{row.wikitext2_ppl:.2f}"
@@ -73,7 +73,7 @@ def _cell(rows: Sequence[Measurement], key: tuple[str, str, bool], shape: tuple[
 
 def _every_row(row: Measurement, protocol: Protocol) -> list[str]:
     p = row.pruning
-    method = "dense" if p.kind == "dense" else f"{p.pruner}{'-update' if p.update else ''}"
+    method = "dense" if p.kind == "dense" else p.name.removeprefix(f"{p.source}-")
     return [method, p.source, p.structure, f"{p.target_sparsity:g}", p.calibration, f"{row.achieved_sparsity:.6f}",
             f"{row.wikitext2_ppl:.4f}", str(protocol.eval_tokens["wikitext2"]), f"{row.prune_seconds:.1f}",
             f"{row.eval_seconds:.1f}"]  # fmt: skip
