@@ -66,3 +66,17 @@ def test_unknown_filter_values_are_refused_in_one_line() -> None:
         select(planned("searched"), pruners=["wanda"])
     with pytest.raises(InputError, match="--calibrations both is not known"):
         select(planned("searched"), calibrations=["both"])
+
+
+def test_building_block_rows_name_their_rows_and_solvers_and_read_as_labels() -> None:
+    from benchmarks.labels import label
+
+    fw = baseline("baselines", "wanda", 0.0, structure="2:4", solvers="fw", update=True, calibration="sequential").pruning
+    assert (fw.name, fw.chain, label(fw)) == ("wanda-fw-update", ("fw", "update"), "Wanda → FW + update, sequential")
+    trim = baseline("baselines", "wanda", 0.8, rows="trim").pruning
+    assert (trim.name, trim.chain, label(trim)) == ("wanda-trim", (), "Wanda + TRIM rows")
+    ro = baseline("baselines", "wanda++", 0.0, structure="2:4", solvers="regional").pruning
+    assert (ro.name, label(ro)) == ("wanda++-regional", "Wanda++ RGS → RO")
+    names = {p.name for p in planned("baselines")}
+    assert {"unipruning", "lrp", "wanda++", "tplo-wanda", "wanda-trim", "wanda-fw", "wanda-fw-update"} <= names
+    assert all(p.structure == "unstructured" for p in planned("baselines") if p.rows != "uniform" or p.source == "tplo")

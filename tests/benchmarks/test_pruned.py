@@ -8,12 +8,13 @@ import pytest
 import torch
 from torch import nn
 
+from paretoprune.errors import InputError
 from paretoprune.models import find_layout
 from paretoprune.pruning import prune_model
 from paretoprune.testing import tiny_model
 
 from benchmarks.plan import baseline
-from benchmarks.pruned import baseline_candidate, prune_baseline
+from benchmarks.pruned import BaselineExtras, baseline_candidate, prune_baseline
 
 TOKENS = torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(1))
 
@@ -64,3 +65,46 @@ def test_owl_spreads_the_target_over_the_blocks_from_dense_statistics() -> None:
     structured = baseline("baselines", "ria", 0.0, structure="2:4").pruning
     candidate = baseline_candidate(model, layout, structured, TOKENS, batch_size=2)
     assert candidate.structure == "2:4" and set(candidate.sparsities.values()) == {0.5}
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        (baseline("baselines", "wanda", 0.6, rows="trim"), {"rows": "trim", "solvers": ()}),
+        (baseline("baselines", "wanda", 0.0, structure="2:4", solvers="fw", update=True),
+         {"rows": "uniform", "solvers": ("fw", "update")}),
+    ],
+)  # fmt: skip
+def test_a_building_block_row_prunes_as_prune_model_does_with_its_rows_and_solvers(row, expected) -> None:
+    pruning = row.pruning
+    model = tiny_model("llama")
+    prune_baseline(model, pruning, TOKENS, batch_size=2)
+    fresh = tiny_model("llama")
+    layout = find_layout(fresh)
+    candidate = baseline_candidate(fresh, layout, pruning, TOKENS, batch_size=2)
+    assert {"rows": candidate.rows, "solvers": tuple(candidate.solvers)} == expected
+    prune_model(fresh, layout, candidate, TOKENS, batch_size=2, progress=False)
+    got, want = _weights(model), _weights(fresh)
+    assert all(torch.equal(got[name], weight) for name, weight in want.items())
+    plain = tiny_model("llama")
+    prune_model(plain, layout, replace(candidate, rows="uniform", solvers=()), TOKENS, batch_size=2, progress=False)
+    assert any(not torch.equal(got[name], weight) for name, weight in _weights(plain).items())
+
+
+def test_a_global_rule_row_prunes_by_its_score_map(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("PARETOPRUNE_CACHE", str(tmp_path))
+    model = tiny_model("llama")
+    prune_baseline(model, baseline("baselines", "lrp", 0.5).pruning, TOKENS, batch_size=2)
+    assert list((tmp_path / "scores").glob("lrp-*.safetensors")), "the score map is cached as prune caches it"
+    magnitude = tiny_model("llama")
+    prune_baseline(magnitude, baseline("baselines", "magnitude", 0.5).pruning, TOKENS, batch_size=2)
+    got, stand_in = _weights(model), _weights(magnitude)
+    assert all((weight == 0).float().mean() == pytest.approx(0.5, abs=0.02) for weight in got.values())
+    assert any(not torch.equal(got[name] != 0, weight != 0) for name, weight in stand_in.items())
+
+
+def test_tplo_reads_the_statements_it_is_given(tmp_path) -> None:
+    pruning = baseline("baselines", "wanda", 0.5, allocation="tplo").pruning
+    model = tiny_model("llama")
+    with pytest.raises(InputError, match="truth"):
+        baseline_candidate(model, find_layout(model), pruning, TOKENS, batch_size=2, extras=BaselineExtras(truth_dir=tmp_path))

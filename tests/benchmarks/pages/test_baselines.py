@@ -34,3 +34,14 @@ def test_a_pruner_the_labels_do_not_know_gets_a_line_of_its_own() -> None:
     page = baselines_page([_row(seed, 61.0)], protocol(), [seed])
     assert "| dsnot | 61.00 |" in page
     assert "**Dense model:** perplexity –" in page and "All 1 planned rows are present." in page
+
+
+def test_a_building_block_gets_its_own_line_apart_from_the_plain_rule() -> None:
+    trim = baseline("baselines", "wanda", 0.8, rows="trim").pruning
+    plain = baseline("baselines", "wanda", 0.8).pruning
+    page = baselines_page([_row(trim, 900.0), _row(plain, 1500.0)], protocol(), planned("baselines"))
+    # Columns: 50, 60, 70 and 80 %, one-shot and sequential each: 80 % one-shot is the seventh.
+    cells = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:10]] for line in page.splitlines()
+             if line.startswith("| Wanda")}  # fmt: skip
+    assert cells["Wanda + TRIM rows"][6] == "900.00" and cells["Wanda"][6] == "1500.00"
+    assert "| trim |" not in page and "| wanda-trim | uniform | unstructured | 0.8 | one-shot |" in page
