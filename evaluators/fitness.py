@@ -14,6 +14,11 @@ copy is alive at any moment. With the rank cache, a candidate that only changes 
 costs one comparison and one product per weight on top of the forward pass; a new scoring
 rule costs its scores and a selection of each row's threshold (no sort).
 
+A candidate whose rows are not uniform (TRIM) first gets each layer's per-row counts from its
+row allocation, once per candidate, from the dense weights and the statistics' last-token
+inputs; its masks then drop each row's own count, through the rank cache when the rule is the
+cached one. TRIM's rounds cost far more than the masks: the search makes this gene opt-in.
+
 The output head is applied a chunk of tokens at a time, so the [tokens x vocabulary] logits
 of the pruned model never exist all at once.
 """
@@ -36,6 +41,7 @@ from paretoprune.evaluators.stats import ChannelStats
 from paretoprune.registry import Registry
 from paretoprune.metrics.diagnostics import effective_rank, energy, kendall_tau
 from paretoprune.metrics.masks import keep_mask, layer_ranks, parse_structure, pruned_count, row_ranks
+from paretoprune.metrics.row_allocation import allocated_row_counts, keep_mask_with_row_counts
 from paretoprune.metrics.scores import MetricSpec, compute_scores
 from paretoprune.models import ModelLayout, PrunableLinear, final_hidden_states, logits_from_hidden
 from paretoprune.pruning import check_candidate
@@ -171,8 +177,9 @@ class _Masker(nn.Module):
 # the CPU takes several times longer than a product, and they run once per layer per candidate.
 
 
-def _masked_by_ranks(weight: torch.Tensor, ranks: torch.Tensor, pruned: int) -> torch.Tensor:
+def _masked_by_ranks(weight: torch.Tensor, ranks: torch.Tensor, pruned: int | torch.Tensor) -> torch.Tensor:
     """The weight where ``ranks >= pruned``, zero elsewhere: two passes over one new tensor.
+    ``pruned`` is one count, or a tensor of counts that broadcasts against the ranks (per row).
 
     The comparison writes its 0/1 answer straight in the weight's dtype, and the product with
     the weight then happens in place. A bool mask would cost a third pass, since a product
@@ -232,6 +239,9 @@ class CandidateEvaluator:
         # search leaves the gradient gene off by default, so its statistics need no backward pass
         # and its actors no per-weight copy of the model's size.
         self._grads = {name: s.regional_grad for name, s in stats.items() if s.has_gradients}
+        # Each calibration sequence's last-token inputs, only where the statistics kept them: the
+        # row allocations that judge rows on them (TRIM) need nothing else.
+        self._last_inputs = {name: s.last_token_inputs() for name, s in stats.items() if s.last_inputs}
         # Built on the dense model, before any mask: the probe's pivot block is the dense one's.
         capability_names = {name for name in self.objectives if name in CAPABILITY_OBJECTIVES}
         self._capabilities = CapabilityScorer(model, capabilities, capability_names) if capability_names else None
@@ -283,7 +293,7 @@ class CandidateEvaluator:
 
     def resident_bytes(self) -> int:
         """Bytes this evaluator keeps beside the model (targets, rank cache, statistics)."""
-        tensors = [*self._ranks.values(), *self._act_norms.values(), *self._grads.values()]
+        tensors = [*self._ranks.values(), *self._act_norms.values(), *self._grads.values(), *self._last_inputs.values()]
         tensors += [t for reference in self._references.values() for t in reference.targets.values()]
         return sum(t.numel() * t.element_size() for t in tensors)
 
@@ -319,6 +329,8 @@ class CandidateEvaluator:
 
     @contextmanager
     def _masked(self, candidate: Candidate) -> Iterator[None]:
+        # The rank cache serves any row allocation: the ranks depend on the rule and the group
+        # only, and a row allocation changes only how many of them each row drops.
         use_ranks = (
             (candidate.metric, candidate.group) == self._rank_key
             and parse_structure(candidate.structure) is None
@@ -343,6 +355,10 @@ class CandidateEvaluator:
         size = linear.in_features if candidate.group == "row" else linear.numel
         pruned = pruned_count(size, sparsity)
         ranks = self._ranks[linear.name]
+        counts = self._row_counts(linear, candidate, sparsity)
+        if counts is not None:  # each row its own count; ranks in the module's layout
+            per_row = counts.to(ranks.device).view((1, -1) if linear.transposed else (-1, 1))
+            return partial(_masked_by_ranks, ranks=ranks, pruned=per_row)
         if pruned >= size:  # the whole group goes (and a compact rank dtype could not say so)
             return lambda weight: torch.zeros_like(weight)
 
@@ -358,17 +374,34 @@ class CandidateEvaluator:
             return None
         act_norm = self._act_norm(linear, candidate.metric)
         grad = self._grad(linear, candidate.metric)
+        counts = self._row_counts(linear, candidate, sparsity)
 
         def rule(weight: torch.Tensor) -> torch.Tensor:
             # The steps of pruning.keep_mask, with the mask made in the weight's dtype.
             matrix = weight.t() if linear.transposed else weight
             scores = compute_scores(matrix.float(), act_norm, candidate.metric, grad)
-            keep = keep_mask(
-                scores, sparsity, structure, candidate.group, linear.name, dtype=weight.dtype
-            )
+            if counts is not None:
+                keep = keep_mask_with_row_counts(scores, counts).to(weight.dtype)
+            else:
+                keep = keep_mask(scores, sparsity, structure, candidate.group, linear.name, dtype=weight.dtype)
             return _masked_by_keep(weight, keep.t() if linear.transposed else keep)
 
         return rule
+
+    def _row_counts(self, linear: PrunableLinear, candidate: Candidate, sparsity: float) -> torch.Tensor | None:
+        """Weights each row of the linear loses under the candidate's row allocation, from the
+        dense weights (as prune_model computes them); None for uniform rows. Computed once per
+        candidate, when its masks are set up, since forward passes may call the rule often."""
+        if candidate.rows == "uniform":
+            return None
+        if linear.name not in self._last_inputs:
+            raise InputError(f"rows {candidate.rows} judge rows on last-token inputs, which the statistics lack for "
+                             f"{linear.name}: gather them (last_tokens=True; search --search-rows)")  # fmt: skip
+        act_norm, grad = self._act_norm(linear, candidate.metric), self._grad(linear, candidate.metric)
+        with torch.inference_mode():  # the dense weight is a parameter: no graph for TRIM's rounds
+            matrix = self._dense_matrix(linear)
+            scores = compute_scores(matrix, act_norm, candidate.metric, grad)
+            return allocated_row_counts(candidate.rows, matrix, scores, self._last_inputs[linear.name], sparsity)
 
     def _dense_matrix(self, linear: PrunableLinear) -> torch.Tensor:
         weight = linear.module.parametrizations.weight.original

@@ -314,10 +314,15 @@ def place_model(model: nn.Module, layout: ModelLayout) -> torch.device:
 def stats_to_devices(stats: Mapping[str, ChannelStats], layout: ModelLayout) -> dict[str, ChannelStats]:
     """Each linear's activation statistics on the device of that linear's weight.
 
-    The Gram matrix is left behind: the candidate evaluator does not use it.
+    The Gram matrix is left behind: the candidate evaluator does not use it. Last-token inputs
+    (TRIM) and regional gradients (Wanda++'s term) travel when the statistics hold them.
     """
     devices = {linear.name: linear.module.weight.device for linear in layout.linears}
-    return {
-        name: ChannelStats(sq_sum=stat.sq_sum.to(devices.get(name, stat.sq_sum.device)), count=stat.count)
-        for name, stat in stats.items()
-    }
+    return {name: _stats_on(stat, devices.get(name, stat.sq_sum.device)) for name, stat in stats.items()}
+
+
+def _stats_on(stat: ChannelStats, device: torch.device) -> ChannelStats:
+    last = None if stat.last_inputs is None else [inputs.to(device) for inputs in stat.last_inputs]
+    grads = None if stat.grad_sq_sum is None else stat.grad_sq_sum.to(device)
+    return ChannelStats(sq_sum=stat.sq_sum.to(device), count=stat.count, last_inputs=last, grad_sq_sum=grads,
+                        grad_samples=stat.grad_samples, grad_tokens=stat.grad_tokens)  # fmt: skip

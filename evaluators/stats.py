@@ -188,12 +188,17 @@ def collect_stats(
     *,
     batch_size: int = 8,
     hessian: bool = False,
+    last_tokens: bool = False,
+    gradients: bool = False,
 ) -> dict[str, ChannelStats]:
-    """Statistics of every prunable linear on the dense model (one pass, nothing pruned)."""
+    """Statistics of every prunable linear on the dense model (one pass, nothing pruned);
+    ``last_tokens`` and ``gradients`` gather what TRIM and Wanda++'s term read, as in
+    :func:`walk_blocks`."""
     stats: dict[str, ChannelStats] = {}
     for step in walk_blocks(
-        model, layout, tokens, batch_size=batch_size, hessian=hessian, propagate="dense"
-    ):
+        model, layout, tokens, batch_size=batch_size, hessian=hessian, propagate="dense",
+        last_tokens=last_tokens, gradients=gradients,
+    ):  # fmt: skip
         stats.update(step.stats)
     return stats
 

@@ -26,12 +26,14 @@ from dataclasses import dataclass
 import torch
 
 from paretoprune.errors import InputError
+from paretoprune.metrics.masks import pruned_count
 from paretoprune.registry import Registry
 
 __all__ = [
     "ROW_ALLOCATIONS",
     "RowAllocation",
     "TrimSettings",
+    "allocated_row_counts",
     "keep_mask_with_row_counts",
     "row_counts",
     "row_qualities",
@@ -74,10 +76,19 @@ def row_counts(sparsities: torch.Tensor, in_features: int, total_pruned: int) ->
 
 def keep_mask_with_row_counts(scores: torch.Tensor, pruned: torch.Tensor) -> torch.Tensor:
     """Keep mask [out, in]: row i drops its ``pruned[i]`` lowest scores (ties by position)."""
+    return _keep_by_ranks(_ranks_in_rows(scores), pruned)
+
+
+def _ranks_in_rows(scores: torch.Tensor) -> torch.Tensor:
+    """Each weight's rank within its row, lowest score first (ties by position)."""
     order = torch.argsort(scores.float(), dim=1, stable=True)
     ranks = torch.empty_like(order)
     ranks.scatter_(1, order, torch.arange(scores.shape[1], device=scores.device).expand_as(order))
-    return ranks >= pruned.to(scores.device)[:, None]
+    return ranks
+
+
+def _keep_by_ranks(ranks: torch.Tensor, pruned: torch.Tensor) -> torch.Tensor:
+    return ranks >= pruned.to(ranks.device)[:, None]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -87,17 +98,27 @@ def keep_mask_with_row_counts(scores: torch.Tensor, pruned: torch.Tensor) -> tor
 def row_qualities(weight: torch.Tensor, keep: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     """Cosine, per output row, between the dense and the pruned row's outputs on ``inputs``
     [n, in]; a row whose dense output is zero counts as perfectly kept (1)."""
-    dense = inputs.float() @ weight.float().t()  # [n, out]
-    pruned = inputs.float() @ (weight.float() * keep).t()
+    return _row_cosines(_outputs(weight, inputs), _outputs(weight, inputs, keep))
+
+
+def _layer_quality(weight: torch.Tensor, keep: torch.Tensor, inputs: torch.Tensor) -> float:
+    return _layer_cosine(_outputs(weight, inputs), _outputs(weight, inputs, keep))
+
+
+def _outputs(weight: torch.Tensor, inputs: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """The layer's outputs [n, out] on ``inputs``, with only the ``keep`` weights if given."""
+    matrix = weight.float() if keep is None else weight.float() * keep
+    return inputs.float() @ matrix.t()
+
+
+def _row_cosines(dense: torch.Tensor, pruned: torch.Tensor) -> torch.Tensor:
     cosine = torch.nn.functional.cosine_similarity(dense, pruned, dim=0, eps=1e-12)
     silent = dense.abs().sum(dim=0) == 0
     return torch.where(silent, torch.ones_like(cosine), cosine)
 
 
-def _layer_quality(weight: torch.Tensor, keep: torch.Tensor, inputs: torch.Tensor) -> float:
-    dense = (inputs.float() @ weight.float().t()).flatten()
-    pruned = (inputs.float() @ (weight.float() * keep).t()).flatten()
-    return float(torch.nn.functional.cosine_similarity(dense, pruned, dim=0, eps=1e-12))
+def _layer_cosine(dense: torch.Tensor, pruned: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(dense.flatten(), pruned.flatten(), dim=0, eps=1e-12))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -167,11 +188,17 @@ def trim_row_sparsities(
 def _scorer(
     weight: torch.Tensor, scores: torch.Tensor, inputs: torch.Tensor, width: int, total: int
 ) -> Callable[[torch.Tensor], tuple[float, torch.Tensor]]:
-    """Layer quality and per-row qualities of a row-sparsity vector (masks made from scores)."""
+    """Layer quality and per-row qualities of a row-sparsity vector (masks made from scores).
+
+    The rounds try dozens of vectors per layer: the ranks and the dense outputs, which do not
+    depend on the vector, are computed once here rather than once per vector.
+    """
+    ranks, dense = _ranks_in_rows(scores), _outputs(weight, inputs)
 
     def evaluate(sparsities: torch.Tensor) -> tuple[float, torch.Tensor]:
-        keep = keep_mask_with_row_counts(scores, row_counts(sparsities, width, total))
-        return _layer_quality(weight, keep, inputs), row_qualities(weight, keep, inputs)
+        keep = _keep_by_ranks(ranks, row_counts(sparsities, width, total))
+        pruned = _outputs(weight, inputs, keep)
+        return _layer_cosine(dense, pruned), _row_cosines(dense, pruned)
 
     return evaluate
 
@@ -220,3 +247,13 @@ ROW_ALLOCATIONS.register(
                           needs_inputs=True),
     summary="TRIM: rows whose outputs survive pruning best take more of the layer's sparsity (unstructured)",
 )  # fmt: skip
+
+
+def allocated_row_counts(
+    rows: str, weight: torch.Tensor, scores: torch.Tensor, inputs: torch.Tensor | None, sparsity: float
+) -> torch.Tensor:
+    """Weights each row of one layer [out, in] loses under the row allocation named ``rows`` at
+    the layer's ``sparsity``: as many in all as uniform rows lose, so the layer's sparsity holds."""
+    per_row = ROW_ALLOCATIONS.lookup(rows).allocate(weight, scores, inputs, sparsity)
+    total = weight.shape[0] * pruned_count(weight.shape[1], sparsity)
+    return row_counts(per_row, weight.shape[1], total)

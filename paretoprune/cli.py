@@ -379,6 +379,12 @@ def search(
     dtype: Optional[str] = typer.Option(
         None, "--dtype", help=DTYPE_HELP + "; the driver's statistics copy is on a CPU"
     ),
+    search_rows: bool = typer.Option(
+        False, "--search-rows", help="the row allocation (uniform or trim) is a gene too; TRIM candidates cost more"
+    ),
+    search_gradient: bool = typer.Option(
+        False, "--search-gradient", help="Wanda++'s gradient term is a metric gene too (metric and joint modes)"
+    ),
     finalists: Optional[str] = FinalistsOpt,
     finalist_tokens: Optional[str] = FinalistTokensOpt,
     finalist_solver: Optional[str] = FinalistSolverOpt,
@@ -406,7 +412,7 @@ def search(
             mutation=mutation, granularity=granularity, delta=delta, storage=storage, out=out,
             stages=tuple(stages.split(",")) if stages else None,
             task_dir=task_dir, task_calib_fraction=task_calib_fraction, truth_dir=truth_dir, probe_split=probe_split,
-            dtype=dtype,
+            dtype=dtype, search_rows=search_rows or None, search_gradient=search_gradient or None,
             finalists=_counts(finalists, "--finalists"), finalist_tokens=_counts(finalist_tokens, "--finalist-tokens"),
             finalist_solver=finalist_solver,
         )  # fmt: skip

@@ -38,7 +38,7 @@ from paretoprune.metrics.allocation import owl_block_sparsities, outlier_ratio
 from paretoprune.metrics import masks
 from paretoprune.metrics.masks import check_structure_fits, parse_structure
 from paretoprune.metrics.scores import SCORING_RULES, MetricSpec, compute_scores
-from paretoprune.metrics.row_allocation import ROW_ALLOCATIONS, keep_mask_with_row_counts, row_counts
+from paretoprune.metrics.row_allocation import ROW_ALLOCATIONS, allocated_row_counts, keep_mask_with_row_counts
 from paretoprune.metrics.regional import RegionalSettings
 from paretoprune.metrics.solvers import SOLVERS, block_chain, check_chain, layer_chain, run_chain
 from paretoprune.metrics.sparsegpt import sparsegpt_prune
@@ -414,9 +414,8 @@ def _layer_mask(
     if candidate.rows == "uniform":
         return masks.keep_mask(scores, sparsity, parse_structure(candidate.structure), candidate.group, linear.name)
     assert stats is not None
-    per_row = ROW_ALLOCATIONS[candidate.rows].allocate(weight, scores, stats.last_token_inputs(), sparsity)
-    total = weight.shape[0] * masks.pruned_count(weight.shape[1], sparsity)
-    return keep_mask_with_row_counts(scores, row_counts(per_row, weight.shape[1], total))
+    counts = allocated_row_counts(candidate.rows, weight, scores, stats.last_token_inputs(), sparsity)
+    return keep_mask_with_row_counts(scores, counts)
 
 
 def measure_sparsity(layout: ModelLayout, seconds: float = 0.0) -> PruneReport:

@@ -61,6 +61,12 @@ class SearchConfig:
     delta: float = 0.15  # how far a layer's sparsity may stray from the target
     base_metric: str | dict[str, Any] = "wanda"  # scoring rule of layerwise mode
     group: str = "row"  # comparison group of the scores
+    # Opt-in genes. search_rows: the row allocation (uniform or TRIM) is a gene, and the
+    # statistics keep each sequence's last-token inputs for it; a TRIM candidate costs several
+    # times a uniform one. search_gradient: Wanda++'s gradient term is a metric gene (metric
+    # and joint modes), and the statistics gather regional gradients (a backward pass per block).
+    search_rows: bool = False
+    search_gradient: bool = False
     # OptiShear's two-stage flow, e.g. ("metric", "layerwise"): each stage a full search in its
     # own sub-folder, a layerwise stage using the best metric found by the stage before it.
     stages: tuple[str, ...] | None = None
@@ -100,7 +106,7 @@ class SearchConfig:
         return SpaceConfig(
             mode=self.mode, sparsity=self.sparsity, sparsity_range=self.sparsity_range,
             structure=self.structure, granularity=self.granularity, delta=self.delta,
-            base_metric=self.base_metric, group=self.group,
+            base_metric=self.base_metric, group=self.group, gradient=self.search_gradient, rows=self.search_rows,
         )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:

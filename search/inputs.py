@@ -25,7 +25,7 @@ from paretoprune.models import ModelLayout, check_context, find_layout, fingerpr
 from paretoprune.pruning import owl_sparsities
 from paretoprune.recipe import CalibrationInfo, ModelInfo, Provenance
 from paretoprune.search.config import SearchConfig
-from paretoprune.search.space import SearchSpace
+from paretoprune.search.space import SearchSpace, resolve_metric
 
 __all__ = ["SearchInputs", "prepare"]
 
@@ -59,7 +59,10 @@ def prepare(config: SearchConfig) -> SearchInputs:
     same_windows = (stats_nsamples, stats_seqlen) == (config.nsamples, config.seqlen)
     stats_tokens = tokens if same_windows else calibration_windows(
         loaded.tokenizer, config.calib, stats_nsamples, stats_seqlen, config.seed)  # fmt: skip
-    stats = collect_stats(loaded.model, layout, stats_tokens)
+    # What only some candidates read is gathered only when the space can propose them: the
+    # last-token inputs are small, the regional gradients as large as the model.
+    stats = collect_stats(loaded.model, layout, stats_tokens, last_tokens=config.search_rows,
+                          gradients=_needs_gradients(config))  # fmt: skip
     sources = _fitness_sources(config, loaded.tokenizer)
     capabilities = capability_inputs(
         loaded.model, loaded.tokenizer, config.objective_names, config.truth_dir, config.seed, config.probe_split
@@ -84,6 +87,14 @@ def prepare(config: SearchConfig) -> SearchInputs:
         capabilities=capabilities,
     )  # fmt: skip
     return SearchInputs(model=model, provenance=provenance, layout=layout, space=space, evaluator=evaluator)
+
+
+def _needs_gradients(config: SearchConfig) -> bool:
+    """Whether some candidate may read regional gradients: layerwise mode's fixed rule has the
+    term (e.g. wanda++), or the searched metric has the gradient gene."""
+    if config.mode == "layerwise":
+        return resolve_metric(config.base_metric).uses_gradients
+    return config.search_gradient
 
 
 def _fitness_sources(config: SearchConfig, tokenizer: Any) -> dict[str, FitnessTokens]:

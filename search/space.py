@@ -5,13 +5,14 @@ A genome is a vector of floats inside box bounds, laid out as
     [metric genes]        modes metric and joint: a point of the meta-metric family
     [layer genes]         modes layerwise and joint: genes in [-1, 1], one per block (or per
                           linear; or one per block then one per kind of linear, "block+kind")
-    [global sparsity]     only with a sparsity range: the target sparsity itself
+    [row gene]            only with ``SpaceConfig.rows``: the row allocation (uniform, TRIM)
+    [global sparsity]     only with a sparsity range: the target sparsity itself (always last)
 
 Metric genes are the family's continuous knobs (exponents on |W| and on the activation norm,
 weights of the row-relative, column-relative and absolute terms, and, only with
 ``SpaceConfig.gradient``, the weight of Wanda++'s regional-gradient term) followed by OptiShear's discrete
 operators (transform of |W|, transform and normaliser of the activation norm) coded as reals
-whose integer part picks the choice. Layer genes ``g`` become sparsities ``s + delta * g`` that a
+whose integer part picks the choice. The row gene picks a registered row allocation the same way. Layer genes ``g`` become sparsities ``s + delta * g`` that a
 repair shifts to the exact parameter-weighted mean ``s`` within their bounds. With "block+kind" a
 linear's ``g`` is its block's gene plus its kind's gene (q_proj, up_proj, ...): a depth profile
 and a split between the kinds of matrix in a few dozen genes, where "linear" needs hundreds.
@@ -37,6 +38,7 @@ from paretoprune.metrics.allocation import (
     sparsities_from_genes,
 )
 from paretoprune.metrics.masks import parse_structure
+from paretoprune.metrics.row_allocation import ROW_ALLOCATIONS
 from paretoprune.metrics.scores import KNOWN_METRICS, NORMALISERS, TRANSFORMS, MetricSpec, metric_by_name
 from paretoprune.models import ModelLayout
 
@@ -65,6 +67,10 @@ _DISCRETE = (
 )
 # Below this, a coefficient or exponent gene counts as zero: the term is switched off.
 _OFF = 1e-3
+# The row gene's choices, in the registry's order (uniform first). Off by default: TRIM needs
+# each calibration sequence's last-token inputs in the statistics, and a candidate that uses it
+# runs TRIM's rounds on every layer, which costs far more than its masks (see the README).
+_ROWS = tuple(ROW_ALLOCATIONS.names())
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,7 @@ class SpaceConfig:
     base_metric: str | Mapping[str, Any] = "wanda"
     group: str = "row"  # comparison group of the scores
     gradient: bool = False  # search the gradient term too (the statistics must hold regional gradients)
+    rows: bool = False  # search the row allocation too (the statistics must hold last-token inputs)
 
 
 class SearchSpace:
@@ -115,7 +122,10 @@ class SearchSpace:
         n_layers = len(self._group_weights) + n_kinds if self.searches_layers else 0
         self._metric = slice(0, n_metric)
         self._layers = slice(n_metric, n_metric + n_layers)
-        self.n_var = n_metric + n_layers + (1 if config.sparsity_range else 0)
+        # The row gene sits before the global sparsity, which stays the last gene.
+        self._rows = n_metric + n_layers if config.rows else None
+        n_rows = 1 if config.rows else 0
+        self.n_var = n_metric + n_layers + n_rows + (1 if config.sparsity_range else 0)
 
     # ----------------------------------------------------------------------------------------
 
@@ -136,6 +146,9 @@ class SearchSpace:
         n_layers = self._layers.stop - self._layers.start
         lower += [-1.0] * n_layers
         upper += [1.0] * n_layers
+        if self._rows is not None:
+            lower.append(0.0)
+            upper.append(float(len(_ROWS)))
         if self.config.sparsity_range:
             lower.append(self.config.sparsity_range[0])
             upper.append(self.config.sparsity_range[1])
@@ -154,6 +167,7 @@ class SearchSpace:
             sparsities=self._decode_sparsities(genome),
             structure=self.config.structure,
             group=self.config.group,
+            rows="uniform" if self._rows is None else _pick(_ROWS, genome[self._rows]),
         )
 
     def target(self, genome: np.ndarray) -> float:
@@ -191,7 +205,7 @@ class SearchSpace:
         for (name, _, _), gene in zip(self._continuous, genes):
             values[name] = float(gene)
         for (name, choices), gene in zip(_DISCRETE, genes[len(self._continuous) :]):
-            values[name] = choices[min(int(math.floor(max(gene, 0.0))), len(choices) - 1)]
+            values[name] = _pick(choices, gene)
         return _canonical(values)
 
     # ----------------------------------------------------------------------------------------
@@ -205,6 +219,7 @@ class SearchSpace:
                 raise InputError(f"metric {candidate.metric.name} has a gradient term, which this space does not "
                                  "search: turn the gradient gene on (SpaceConfig.gradient)")  # fmt: skip
             genome[self._metric] = _encode_metric(candidate.metric, self._continuous)
+        self._encode_rows(candidate, genome)
         target = self.target(genome) if target is None else target
         if self.config.sparsity_range:
             genome[-1] = target
@@ -215,6 +230,16 @@ class SearchSpace:
             per_group = self._group_means(candidate.sparsities)
             genome[self._layers] = genes_from_sparsities(per_group, target, self.config.delta)
         return genome
+
+    def _encode_rows(self, candidate: Candidate, genome: np.ndarray) -> None:
+        """The row gene of the candidate; a space without it expresses uniform rows only."""
+        if self._rows is None:
+            if candidate.rows != "uniform":
+                raise InputError(f"the candidate's rows are {candidate.rows}, which this space does not search: "
+                                 "turn the row gene on (--search-rows, SpaceConfig.rows)")  # fmt: skip
+            return
+        ROW_ALLOCATIONS.lookup(candidate.rows)  # an unknown name is refused in one line
+        genome[self._rows] = _ROWS.index(candidate.rows) + 0.5
 
     def _block_kind_genes(self, linear_genes: np.ndarray, sweeps: int = 25) -> np.ndarray:
         """block+kind: the block and kind genes whose sums best fit per-linear genes.
@@ -255,18 +280,22 @@ class SearchSpace:
         found: dict[str, np.ndarray] = {}
         known = [m for m in KNOWN_METRICS.values() if self.config.gradient or not m.uses_gradients]
         metrics = known if self.searches_metric else [self.base_metric]
+        # Wanda (or the layerwise rule) is the one that TRIM and OWL are paired with.
+        paired = KNOWN_METRICS["wanda"] if self.searches_metric else self.base_metric
+        row_rules = [rows for rows in _ROWS if rows != "uniform"] if self._rows is not None else []
         for target in targets:
             suffix = "" if lo is None else f"@{target:.2f}"
             uniform = {name: target for name in self.layout.names}
             for metric in metrics:
-                found[f"{metric.name}{suffix}"] = self.encode(
-                    Candidate(metric=metric, sparsities=uniform), target
+                found[f"{metric.name}{suffix}"] = self.encode(Candidate(metric=metric, sparsities=uniform), target)
+            for rows in row_rules:
+                found[f"{paired.name}+{rows}{suffix}"] = self.encode(
+                    Candidate(metric=paired, sparsities=uniform, rows=rows), target
                 )
             if self._owl is not None and self.searches_layers and lo is None:
-                owl_metric = KNOWN_METRICS["wanda"] if self.searches_metric else self.base_metric
-                found[f"owl-{owl_metric.name}"] = self.encode(
-                    Candidate(metric=owl_metric, sparsities=self._owl), target
-                )
+                for rows in ["uniform", *row_rules]:
+                    name = f"owl-{paired.name}" + ("" if rows == "uniform" else f"+{rows}")
+                    found[name] = self.encode(Candidate(metric=paired, sparsities=self._owl, rows=rows), target)
         return found
 
 
@@ -299,6 +328,11 @@ def _canonical(values: Mapping[str, object]) -> MetricSpec:
     return spec
 
 
+def _pick(choices: tuple[str, ...], gene: float) -> str:
+    """The choice a discrete gene's integer part names (clipped into the choices)."""
+    return choices[min(int(math.floor(max(gene, 0.0))), len(choices) - 1)]
+
+
 def _encode_metric(metric: MetricSpec, continuous: tuple[tuple[str, float, float], ...] = _CONTINUOUS) -> np.ndarray:
     genes = [float(getattr(metric, name)) for name, _, _ in continuous]
     genes += [choices.index(getattr(metric, name)) + 0.5 for name, choices in _DISCRETE]
@@ -325,3 +359,14 @@ def check_space_config(config: SpaceConfig) -> None:
         raise InputError(f"sparsity range {config.sparsity_range} is empty: write LO:HI with LO < HI")
     if not 0.0 <= config.delta < 1.0:
         raise InputError(f"delta {config.delta} is out of range: use a value in [0, 1), e.g. 0.15")
+    _check_row_gene(config, nm)
+
+
+def _check_row_gene(config: SpaceConfig, nm: tuple[int, int] | None) -> None:
+    """The row gene shares a layer's sparsity among its rows: unstructured, per-row scores only."""
+    if config.rows and nm is not None:
+        raise InputError(f"the row gene shares each layer's sparsity among its rows, which --structure "
+                         f"{config.structure} fixes already: drop --search-rows or the structure")  # fmt: skip
+    if config.rows and config.group != "row":
+        raise InputError(f"the row gene needs per-row comparison (group row), not {config.group}: "
+                         "set group: row or drop --search-rows")  # fmt: skip

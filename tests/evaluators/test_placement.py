@@ -21,7 +21,7 @@ from paretoprune.evaluators.placement import (
     stats_to_devices,
     worker_device,
 )
-from paretoprune.evaluators.stats import ChannelStats
+from paretoprune.evaluators.stats import ChannelStats, collect_stats
 from paretoprune.models import find_layout, model_source
 from paretoprune.testing import save_tiny_model, tiny_model
 
@@ -166,6 +166,18 @@ def test_statistics_follow_their_linear_and_drop_the_gram_matrix() -> None:
         assert stat.gram is None and stat.count == 3
         assert stat.sq_sum.device == layout.linear(name).module.weight.device
         assert torch.equal(stat.act_norm, stats[name].act_norm)
+
+
+def test_last_token_inputs_and_regional_gradients_travel_with_the_statistics() -> None:
+    model = tiny_model("llama", layers=2)
+    layout = find_layout(model)
+    tokens = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(0))
+    stats = collect_stats(model, layout, tokens, last_tokens=True, gradients=True)
+    moved = stats_to_devices(stats, layout)
+    for name, stat in moved.items():
+        assert torch.equal(stat.last_token_inputs(), stats[name].last_token_inputs())
+        assert torch.equal(stat.regional_grad, stats[name].regional_grad)
+    assert all(stat.last_inputs is None for stat in stats_to_devices(collect_stats(model, layout, tokens), layout).values())
 
 
 def test_a_gguf_is_counted_from_the_copy_the_model_adapter_converted(
