@@ -69,6 +69,9 @@ SaveOpt = typer.Option(None, "--save", help="folder for the pruned model")
 HeldOutOpt = typer.Option(
     None, "--held-out", help="FRACTION:SEED: score only what a task-aware search left out of calibration"
 )
+# UniPruning's calibration run (prune --method and apply --pruner unipruning, unipruning-static).
+UniStepsOpt = typer.Option(None, "--unipruning-steps", help="UniPruning's calibration steps (default 64)")
+UniSeqlenOpt = typer.Option(None, "--unipruning-seqlen", help="UniPruning's tokens per step (default 256)")
 
 
 def _calibration_options(calib: str, nsamples: int, seqlen: int, seed: int, sequential: bool) -> CalibrationOptions:
@@ -151,6 +154,8 @@ def prune(
     eval_tasks: Optional[str] = EvalTasksOpt,
     task_dir: Optional[Path] = TaskDirOpt,
     limit: Optional[int] = LimitOpt,
+    unipruning_steps: Optional[int] = UniStepsOpt,
+    unipruning_seqlen: Optional[int] = UniSeqlenOpt,
     dtype: str = DtypeOpt,
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
@@ -163,7 +168,7 @@ def prune(
         allocation=allocation, truth_dir=truth_dir,
         calibration=_calibration_options(calib, nsamples, seqlen, seed, sequential),
         after=_after_pruning_options(save, eval, max_windows, eval_tasks, task_dir, limit), dtype=dtype,
-        progress=not quiet,
+        progress=not quiet, unipruning_steps=unipruning_steps, unipruning_seqlen=unipruning_seqlen,
     )  # fmt: skip
     result = run(config)
     lines = [f"sparsity   {result.sparsity:.4f}  ({_described(method, update, solver)}, {structure or allocation})"]
@@ -526,6 +531,8 @@ def apply(
     eval_tasks: Optional[str] = EvalTasksOpt,
     task_dir: Optional[Path] = TaskDirOpt,
     limit: Optional[int] = LimitOpt,
+    unipruning_steps: Optional[int] = UniStepsOpt,
+    unipruning_seqlen: Optional[int] = UniSeqlenOpt,
     dtype: str = DtypeOpt,
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
@@ -537,7 +544,7 @@ def apply(
         recipe=recipe, model=model, pruner=pruner, update=update, solver=solver, rows=rows, force=force,
         calibration=_calibration_options(calib, nsamples, seqlen, seed, sequential),
         after=_after_pruning_options(save, eval, max_windows, eval_tasks, task_dir, limit), dtype=dtype,
-        progress=not quiet,
+        progress=not quiet, unipruning_steps=unipruning_steps, unipruning_seqlen=unipruning_seqlen,
     )  # fmt: skip
     result = run(config)
     lines = [f"sparsity   {result.sparsity:.4f}  ({recipe.name} with {_described(pruner, update, solver)})"]

@@ -15,7 +15,7 @@ A rule registers here under the name that ``prune --method`` and ``apply --prune
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,7 +25,15 @@ from paretoprune.errors import InputError
 from paretoprune.models import ModelLayout
 from paretoprune.registry import Registry
 
-__all__ = ["GLOBAL_SCORES", "GlobalScoreInputs", "GlobalScoringRule", "ScoreMap", "check_score_map"]
+__all__ = [
+    "GLOBAL_SCORES",
+    "UNIPRUNING_RULES",
+    "GlobalScoreInputs",
+    "GlobalScoringRule",
+    "ScoreMap",
+    "check_score_map",
+    "unipruning_settings",
+]
 
 # One non-negative fp32 score tensor per prunable linear, by module name, shaped [out, in].
 ScoreMap = Mapping[str, torch.Tensor]
@@ -43,6 +51,9 @@ class GlobalScoreInputs:
     cache_dir: Path | None = None
     seed: int = 0
     progress: bool = True
+    # The rule's settings that differ from its defaults, e.g. UniPruning's {"steps": 8}; a rule
+    # keys its cache on all of its settings, so these are part of the key.
+    settings: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -74,16 +85,35 @@ def check_score_map(scores: ScoreMap, layout: ModelLayout) -> None:
 # GlobalScoreInputs), and a command that never asks for the rule should not load its code.
 
 
+UNIPRUNING_RULES = ("unipruning", "unipruning-static")
+# What --unipruning-steps and --unipruning-seqlen may change: setting -> (least value, an example).
+_UNIPRUNING_OPTIONS = {"steps": (1, 64), "seqlen": (2, 256)}
+
+
+def unipruning_settings(method: str, steps: int | None = None, seqlen: int | None = None) -> dict[str, int]:
+    """The settings ``--unipruning-steps`` and ``--unipruning-seqlen`` give the rule ``method``
+    (only those given); one line for a value out of range or a method that is not UniPruning."""
+    given = {name: value for name, value in (("steps", steps), ("seqlen", seqlen)) if value is not None}
+    for name, value in given.items():
+        if method not in UNIPRUNING_RULES:
+            raise InputError(f"--unipruning-{name} sets UniPruning's calibration: use it with "
+                             f"{' or '.join(UNIPRUNING_RULES)}, not {method}")  # fmt: skip
+        least, example = _UNIPRUNING_OPTIONS[name]
+        if value < least:
+            raise InputError(f"--unipruning-{name} {value} is too small: give at least {least}, e.g. {example}")
+    return given
+
+
 def _unipruning(inputs: GlobalScoreInputs) -> dict[str, torch.Tensor]:
     from paretoprune.unipruning import UniPruningSettings, unipruning_scores
 
-    return unipruning_scores(inputs, UniPruningSettings(train=True))
+    return unipruning_scores(inputs, UniPruningSettings(train=True, **inputs.settings))
 
 
 def _unipruning_static(inputs: GlobalScoreInputs) -> dict[str, torch.Tensor]:
     from paretoprune.unipruning import UniPruningSettings, unipruning_scores
 
-    return unipruning_scores(inputs, UniPruningSettings(train=False))
+    return unipruning_scores(inputs, UniPruningSettings(train=False, **inputs.settings))
 
 
 GLOBAL_SCORES.register(

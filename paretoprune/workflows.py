@@ -34,7 +34,7 @@ from paretoprune.capabilities import (
 )
 from paretoprune.evaluators.runtime_pruning import check_ratio, context_length
 from paretoprune.evaluators.zeroshot_tasks import TASKS
-from paretoprune.global_scores import GLOBAL_SCORES, GlobalScoreInputs
+from paretoprune.global_scores import GLOBAL_SCORES, GlobalScoreInputs, unipruning_settings
 from paretoprune.metrics.masks import parse_structure
 from paretoprune.metrics.row_allocation import ROW_ALLOCATIONS
 from paretoprune.metrics.solvers import check_chain, parse_chain
@@ -135,6 +135,10 @@ class PruneConfig:
     dtype: str = "auto"  # auto | bfloat16 | float16 | float32: the model runs on the CPU, so auto is fp32
     batch_size: int = 8  # windows per forward pass
     progress: bool = True
+    # UniPruning's calibration steps and tokens per step (methods unipruning, unipruning-static);
+    # None: the rule's defaults (64 and 256).
+    unipruning_steps: int | None = None
+    unipruning_seqlen: int | None = None
 
 
 @dataclass
@@ -214,6 +218,7 @@ def check_prune_config(config: PruneConfig) -> None:
         raise InputError("--nsamples must be positive and --seqlen at least 2")
     _check_update(solver_chain(config.update, config.solver), config.method)
     ROW_ALLOCATIONS.lookup(config.rows)
+    unipruning_settings(config.method, config.unipruning_steps, config.unipruning_seqlen)
     if LAYER_ALLOCATIONS.lookup(config.allocation).needs_truth:
         from paretoprune.truth import load_statements, truth_dir
 
@@ -274,22 +279,24 @@ def _global_scores(
     config: PruneConfig, loaded: LoadedModel, layout: ModelLayout, tokens: torch.Tensor | None
 ) -> dict[str, torch.Tensor] | None:
     """The score map of a global scoring rule (UniPruning, LRP) on the dense model, else None."""
+    settings = unipruning_settings(config.method, config.unipruning_steps, config.unipruning_seqlen)
     return _global_score_map(config.method, loaded.model, layout, tokens, config.model, config.calibration.seed,
-                             config.progress)  # fmt: skip
+                             config.progress, settings)  # fmt: skip
 
 
 def _global_score_map(
     method: str, model: torch.nn.Module, layout: ModelLayout, tokens: torch.Tensor | None, model_id: str,
-    seed: int, progress: bool,
+    seed: int, progress: bool, settings: dict[str, int] | None = None,
 ) -> dict[str, torch.Tensor] | None:  # fmt: skip
     """``prune --method`` and ``apply --pruner`` alike: a global rule's scores (cached under the
-    user's cache folder), computed before any weight changes; None for every other pruner."""
+    user's cache folder, keyed on its ``settings`` too), computed before any weight changes; None
+    for every other pruner."""
     if method not in GLOBAL_SCORES:
         return None
     if tokens is None:
         raise InputError(f"{method} scores the model on calibration windows: pass calibration tokens (--calib SRC)")
     inputs = GlobalScoreInputs(model, layout, tokens, model_id=model_id, cache_dir=cache_dir() / "scores",
-                               seed=seed, progress=progress)  # fmt: skip
+                               seed=seed, progress=progress, settings=dict(settings or {}))  # fmt: skip
     return GLOBAL_SCORES[method].compute(inputs)
 
 
@@ -488,15 +495,16 @@ def apply_recipe(
     progress: bool = True,
     model_id: str = "",
     seed: int = 0,
+    rule_settings: dict[str, int] | None = None,
 ) -> PruneReport:
     """Prune a live model in place with a recipe's per-layer sparsities; returns a PruneReport.
 
     ``pruner="recipe"`` uses the recipe's own metric; ``magnitude``, ``wanda`` or ``ria`` swap in
     that metric; ``sparsegpt`` reconstructs the surviving weights with SparseGPT; a global rule
-    (``unipruning``) scores the dense model on ``calib_tokens`` first (``model_id`` and ``seed``
-    key its cache). The recipe's own row allocation and solvers apply unless ``rows`` or
-    ``solver`` (a chain such as ``"fw,update"``) replace them; ``update`` appends SparseGPT's
-    update to the solvers.
+    (``unipruning``) scores the dense model on ``calib_tokens`` first (``model_id``, ``seed`` and
+    ``rule_settings``, e.g. ``{"steps": 8}``, key its cache). The recipe's own row allocation
+    and solvers apply unless ``rows`` or ``solver`` (a chain such as ``"fw,update"``) replace
+    them; ``update`` appends SparseGPT's update to the solvers.
     """
     _check_pruner(pruner)
     layout = find_layout(model)
@@ -504,7 +512,7 @@ def apply_recipe(
     match = recipe.check_model(fingerprint(model), shapes, force=force)
     candidate = _applied_candidate(recipe, pruner, solver_chain(update, solver) if solver else None, rows)
     candidate = replace(candidate, sparsities=match.sparsities)
-    scores = _global_score_map(pruner, model, layout, calib_tokens, model_id, seed, progress)
+    scores = _global_score_map(pruner, model, layout, calib_tokens, model_id, seed, progress, rule_settings)
     return prune_model(
         model, layout, candidate, calib_tokens,
         method="sparsegpt" if pruner in MASK_SOLVERS else "metric",
@@ -537,6 +545,8 @@ class ApplyConfig:
     dtype: str = "auto"  # auto | bfloat16 | float16 | float32: the model runs on the CPU, so auto is fp32
     batch_size: int = 8  # windows per forward pass
     progress: bool = True
+    unipruning_steps: int | None = None  # as in PruneConfig, for --pruner unipruning(-static)
+    unipruning_seqlen: int | None = None
 
 
 def apply(config: ApplyConfig) -> PruneResult:
@@ -546,6 +556,7 @@ def apply(config: ApplyConfig) -> PruneResult:
         return _apply_test_time(config, recipe)
     _check_pruner(config.pruner)
     check_dtype(config.dtype)
+    settings = unipruning_settings(config.pruner, config.unipruning_steps, config.unipruning_seqlen)
     chain = solver_chain(config.update, config.solver) if (config.solver or config.update) else None
     candidate = _applied_candidate(recipe, config.pruner, chain, config.rows)
     if config.pruner in MASK_SOLVERS:
@@ -562,7 +573,7 @@ def apply(config: ApplyConfig) -> PruneResult:
     report = apply_recipe(
         loaded.model, recipe, tokens, pruner=config.pruner, update=config.update, solver=config.solver,
         rows=config.rows, sequential=config.calibration.sequential, force=config.force, progress=config.progress,
-        model_id=config.model, seed=config.calibration.seed,
+        model_id=config.model, seed=config.calibration.seed, rule_settings=settings,
     )  # fmt: skip
     return _after_pruning(loaded, report, config, task_dir, {"recipe.yaml": recipe_yaml(recipe)})
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import io
 import json
 from pathlib import Path
@@ -125,14 +124,12 @@ def _json_main(*args: str) -> dict:
 
 def test_prune_and_apply_with_unipruning_on_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PARETOPRUNE_CACHE", str(tmp_path / "cache"))
-    # The registered rule reads the module's settings class when it runs: a shorter run keeps
-    # the test fast without a command-line option for it.
-    monkeypatch.setattr(unipruning, "UniPruningSettings", functools.partial(UniPruningSettings, steps=8))
     folder = tmp_path / "tiny-qwen2"
     model = tiny_model("qwen2")
     save_tiny_model(folder, model)
     common = ("--model", str(folder), "--nsamples", "2", "--seqlen", "64", "--eval", "builtin", "--max-windows", "2")
-    pruned = _json_main("prune", "--method", "unipruning", "--sparsity", "0.5", *common)
+    short = ("--unipruning-steps", "2")  # a short run keeps the test fast
+    pruned = _json_main("prune", "--method", "unipruning", "--sparsity", "0.5", *short, *common)
     assert pruned["sparsity"] == pytest.approx(0.5, abs=1e-3) and pruned["perplexity"] > 1
     assert len(list((tmp_path / "cache" / "scores").glob("unipruning-*.safetensors"))) == 1
 
@@ -145,7 +142,7 @@ def test_prune_and_apply_with_unipruning_on_the_command_line(tmp_path: Path, mon
                     "search": {"run": "run", "evaluation": 0}},
     )  # fmt: skip
     recipe_file = save_recipe(recipe, tmp_path / "recipe.yaml")
-    applied = _json_main("apply", str(recipe_file), "--pruner", "unipruning", *common)
+    applied = _json_main("apply", str(recipe_file), "--pruner", "unipruning", *short, *common)
     # The same uniform sparsities and the same cached scores: the same masks as prune's.
     assert applied["perplexity"] == pytest.approx(pruned["perplexity"], rel=1e-9)
     assert len(list((tmp_path / "cache" / "scores").glob("*.safetensors"))) == 1
@@ -155,3 +152,33 @@ def test_prune_and_apply_with_unipruning_on_the_command_line(tmp_path: Path, mon
 
 def test_both_rules_are_registered() -> None:
     assert {"unipruning", "unipruning-static"} <= set(GLOBAL_SCORES)
+
+
+def test_the_step_count_is_a_setting_of_the_rule_and_part_of_its_cache_key(tmp_path: Path) -> None:
+    model, tokens = tiny_model("llama"), _tokens()
+    rule = GLOBAL_SCORES["unipruning"]
+    for steps in (2, 3, 2):
+        inputs = GlobalScoreInputs(model, find_layout(model), tokens, model_id="tiny-llama", cache_dir=tmp_path,
+                                   progress=False, settings={"steps": steps, "seqlen": 16})  # fmt: skip
+        rule.compute(inputs)
+        assert unipruning.cache_path(inputs, UniPruningSettings(steps=steps, seqlen=16)).is_file()
+    assert len(list(tmp_path.glob("unipruning-*.safetensors"))) == 2  # one per step count
+
+
+def _exit_and_error(*args: str) -> tuple[int, str]:
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as exited:
+        main(list(args))
+    return int(exited.value.code), stderr.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--method", "unipruning", "--unipruning-steps", "0"), "--unipruning-steps 0 is too small: give at least 1"),
+        (("--method", "wanda", "--unipruning-steps", "2"), "use it with unipruning or unipruning-static, not wanda"),
+    ],
+)
+def test_bad_unipruning_options_exit_2_with_one_line(tmp_path: Path, extra: tuple[str, ...], message: str) -> None:
+    code, error = _exit_and_error("prune", "--model", str(tmp_path / "absent"), "--sparsity", "0.5", *extra)
+    assert code == 2 and message in error and len(error.strip().splitlines()) == 1
