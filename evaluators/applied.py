@@ -99,7 +99,8 @@ class AppliedScorer:
 @dataclass(frozen=True)
 class AppliedInputs:
     """What each finalist actor builds its scorer from. The windows are drawn by each actor from
-    ``calib`` (seeded, so all draw the same); the text must resolve on every node, as the model."""
+    ``calib`` (seeded, so all draw the same) where no ``held_out`` window lies; the text must
+    resolve on every node, as the model."""
 
     model_spec: str
     calib: str
@@ -114,13 +115,16 @@ class AppliedInputs:
     sources: dict[str, FitnessTokens] = field(default_factory=dict)
     dtype: str = "auto"
     calib_seed: int = 0
+    # The (windows, seqlen, seed) draws of the same text the measured windows must not touch:
+    # the fitness windows the finalists were chosen on, and the calibration they are applied with.
+    held_out: tuple[tuple[int, int, int], ...] = ()
 
 
 class AppliedEvaluator:
     """An :class:`AppliedScorer` built inside a Ray actor from :class:`AppliedInputs`."""
 
     def __init__(self, inputs: AppliedInputs) -> None:
-        from paretoprune.data import calibration_windows
+        from paretoprune.data import calibration_windows, held_out_windows
         from paretoprune.evaluators.placement import check_model_fits, place_model, worker_device
         from paretoprune.models import find_layout, load_model, model_dtype
 
@@ -131,7 +135,8 @@ class AppliedEvaluator:
         device = place_model(loaded.model, layout)
         calibration = calibration_windows(loaded.tokenizer, inputs.calib, inputs.calib_nsamples, inputs.calib_seqlen,
                                           inputs.calib_seed)  # fmt: skip
-        tokens = calibration_windows(loaded.tokenizer, inputs.calib, inputs.windows, inputs.seqlen, inputs.seed)
+        tokens = held_out_windows(loaded.tokenizer, inputs.calib, inputs.windows, inputs.seqlen, inputs.seed,
+                                  inputs.held_out)  # fmt: skip
         sources = {name: _on(device, source) for name, source in inputs.sources.items()}
         self._scorer = AppliedScorer(loaded.model, layout, calibration.to(device), tokens.to(device),
                                      objectives=inputs.objectives, sources=sources)  # fmt: skip

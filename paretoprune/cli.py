@@ -428,18 +428,23 @@ def search(
 
 def _print_search_result(result: Any, as_json: bool) -> None:
     """The front of a search (or of its finalists), then exit 130 if it was interrupted."""
+    verdict = result.validation
+    validation = [verdict.line(advice=f"export --pick best:{verdict.objective}")] if verdict else []
     _print_front(result.front, result.run_dir, result.objectives, as_json, extra={
         "evaluations": result.evaluations, "recipes": [str(p) for p in result.recipes],
         "interrupted": result.interrupted, "finalists": [stage.to_dict() for stage in result.finalists],
-    }, before=[_finalist_line(stage) for stage in result.finalists])  # fmt: skip
+        "validation": verdict.to_dict() if verdict else None,
+    }, before=[*(_finalist_line(stage) for stage in result.finalists), *validation])  # fmt: skip
     if result.interrupted:
         raise typer.Exit(130)
 
 
 def _finalist_line(stage: Any) -> str:
     best = ", ".join(f"{name} {value:.4g}" for name, value in stage.best.items() if name not in ("eval_id", "source_id"))
-    return (f"finalists at {stage.fidelity}: {len(stage.finalists)} ({stage.scored} scored, {stage.skipped} already "
-            f"scored, {stage.failed} failed); best: evaluation {stage.best.get('source_id', 'n/a')}, {best or 'n/a'}")
+    beside = f" and {len(stage.baselines)} baselines" if stage.baselines else ""
+    return (f"finalists at {stage.fidelity}: {len(stage.finalists)}{beside} ({stage.scored} scored, {stage.skipped} "
+            f"already scored, {stage.failed} failed); best: evaluation {stage.best.get('source_id', 'n/a')}, "
+            f"{best or 'n/a'}")
 
 
 def _counts(text: Optional[str], option: str) -> Optional[tuple[int, ...]]:
@@ -500,13 +505,20 @@ def export(
     how: str = typer.Option("knee", "--pick", help="knee | best:OBJ | sparsity:S | index:K"),
     out: Path = typer.Option(..., "--out", help="file to write"),
     pruner: Optional[str] = typer.Option(None, "--pruner", help="llmcompressor: sparsegpt | wanda"),
+    force_pick: bool = typer.Option(
+        False, "--force-pick", help="best:OBJ keeps the searched recipe even where a baseline beats it on validation"
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Export one front member of a search as a recipe file."""
     from paretoprune.workflows import export as run
 
-    written = run(run_dir, fmt, how, out, pruner)
-    _emit({"path": str(written), "format": fmt, "pick": how}, as_json, [f"wrote {written} ({fmt}, {how})"])
+    result = run(run_dir, fmt, how, out, pruner, force_pick=force_pick)
+    verdict = result.choice.verdict
+    summary = {"path": str(result.path), "format": fmt, "pick": how, "eval_id": result.eval_id,
+               "fell_back": result.choice.fell_back, "validation": verdict.to_dict() if verdict else None}  # fmt: skip
+    line = result.choice.line(forced=force_pick)
+    _emit(summary, as_json, [*([line] if line else []), f"wrote {result.path} ({fmt}, {how})"])
 
 
 @app.command()

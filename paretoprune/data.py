@@ -46,7 +46,9 @@ __all__ = [
     "TextSource",
     "calibration_windows",
     "contiguous_windows",
+    "disjoint_windows",
     "evaluation_windows",
+    "held_out_windows",
     "load_text",
     "padded_batch",
     "random_windows",
@@ -408,9 +410,41 @@ def random_windows(tokens: torch.Tensor, nsamples: int, seqlen: int, seed: int) 
             f"the calibration text has {flat.numel()} tokens, fewer than seqlen+1 = {seqlen + 1}; "
             "use a longer text or a smaller --seqlen"
         )
+    return flat[_random_starts(flat.numel(), nsamples, seqlen, seed)[:, None] + torch.arange(seqlen)[None, :]]
+
+
+def _random_starts(total: int, nsamples: int, seqlen: int, seed: int) -> torch.Tensor:
+    """The starts :func:`random_windows` draws from a text of ``total`` tokens."""
     generator = torch.Generator().manual_seed(int(seed))
-    starts = torch.randint(0, flat.numel() - seqlen, (nsamples,), generator=generator)
-    return flat[starts[:, None] + torch.arange(seqlen)[None, :]]
+    return torch.randint(0, total - seqlen, (nsamples,), generator=generator)
+
+
+def disjoint_windows(
+    tokens: torch.Tensor, nsamples: int, seqlen: int, seed: int, taken: Sequence[tuple[int, int, int]]
+) -> torch.Tensor:
+    """``nsamples`` seeded random windows that share no token with the windows ``taken`` names.
+
+    Each entry of ``taken`` is the ``(nsamples, seqlen, seed)`` of a :func:`random_windows`
+    draw from the same ``tokens`` (the fitness windows, say). Starts are drawn uniformly, with
+    replacement, among the starts whose whole window lies outside every taken window, so that a
+    score on these windows is a score on text the taken windows never saw.
+    """
+    _check_positive(nsamples=nsamples, seqlen=seqlen)
+    flat = tokens.reshape(-1)
+    used = torch.zeros(flat.numel(), dtype=torch.int64)
+    for count, length, draw_seed in taken:
+        for start in _random_starts(flat.numel(), count, length, draw_seed).tolist():
+            used[start : start + length] = 1
+    # A start is free when its window holds no used token: a difference of running counts.
+    running = torch.cat([torch.zeros(1, dtype=torch.int64), used.cumsum(0)])
+    starts = torch.arange(max(flat.numel() - seqlen, 0))
+    free = starts[running[starts + seqlen] == running[starts]]
+    if not len(free):
+        raise InputError(f"the calibration text has no {seqlen}-token stretch that the fitness and calibration "
+                         "windows leave untouched: use a longer text, fewer --nsamples or a shorter --seqlen")
+    generator = torch.Generator().manual_seed(int(seed))
+    chosen = free[torch.randint(0, len(free), (nsamples,), generator=generator)]
+    return flat[chosen[:, None] + torch.arange(seqlen)[None, :]]
 
 
 def contiguous_windows(
@@ -443,6 +477,20 @@ def calibration_windows(
     """LongTensor[nsamples, seqlen]: seeded random windows of the source (its calibration split)."""
     _check_positive(nsamples=nsamples, seqlen=seqlen)  # before the costly tokenization
     return random_windows(tokenize(tokenizer, source, "calibration"), nsamples, seqlen, seed)
+
+
+def held_out_windows(
+    tokenizer: PreTrainedTokenizerBase,
+    source: str | TextSource,
+    nsamples: int,
+    seqlen: int,
+    seed: int,
+    taken: Sequence[tuple[int, int, int]],
+) -> torch.Tensor:
+    """LongTensor[nsamples, seqlen]: seeded windows of the calibration split that share no token
+    with the :func:`calibration_windows` draws ``taken`` names (see :func:`disjoint_windows`)."""
+    _check_positive(nsamples=nsamples, seqlen=seqlen)
+    return disjoint_windows(tokenize(tokenizer, source, "calibration"), nsamples, seqlen, seed, taken)
 
 
 def evaluation_windows(

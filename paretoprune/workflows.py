@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -53,12 +53,16 @@ from paretoprune.models import (
 from paretoprune.pruning import LAYER_ALLOCATIONS, PruneReport, layer_sparsities, prune_model
 from paretoprune.recipe import Recipe, load_recipe, recipe_yaml
 
+if TYPE_CHECKING:
+    from paretoprune.search.validation import Choice
+
 __all__ = [
     "AfterPruning",
     "ApplyConfig",
     "CalibrationOptions",
     "EvalConfig",
     "EvalResult",
+    "ExportResult",
     "PruneConfig",
     "PruneResult",
     "TaskOptions",
@@ -610,13 +614,29 @@ def _apply_test_time(config: ApplyConfig, recipe: Recipe) -> PruneResult:
     return result
 
 
-def export(run_dir: Path, fmt: str, how: str, out: Path, pruner: str | None = None) -> Path:
-    """Write the front member chosen by ``how`` (knee, best:OBJ, sparsity:S, index:K) as ``fmt``."""
+@dataclass
+class ExportResult:
+    path: Path
+    eval_id: int  # the archive row written
+    choice: Choice  # the row and how it fared against the baselines on validation
+
+
+def export(run_dir: Path, fmt: str, how: str, out: Path, pruner: str | None = None,
+           force_pick: bool = False) -> ExportResult:  # fmt: skip
+    """Write the front member chosen by ``how`` (knee, best:OBJ, sparsity:S, index:K) as ``fmt``.
+
+    Where the run scored its baselines on validation windows, ``best:OBJ`` exports the baseline
+    instead of a searched recipe that does not beat it, unless ``force_pick``
+    (see ``paretoprune.search.validation``).
+    """
     from paretoprune.exporters import export_recipe
-    from paretoprune.search.export import pick
+    from paretoprune.search.export import recipe_for
+    from paretoprune.search.validation import choose
     from paretoprune.search.run import Run
 
     run = Run.open(run_dir)
-    front = run.front()
-    chosen = front.loc[pick(front, run.objectives, how)]
-    return export_recipe(load_recipe(run.recipe_path(int(chosen["eval_id"]))), out, fmt, pruner=pruner)
+    final = run.final_stage
+    choice = choose(run.evaluations(), run.front(), run.objectives, how, run.baseline_ids(),
+                    ranged=final.config.sparsity_range is not None, force=force_pick)  # fmt: skip
+    written = export_recipe(recipe_for(run, choice.row), out, fmt, pruner=pruner)
+    return ExportResult(written, int(choice.row["eval_id"]), choice)

@@ -8,8 +8,10 @@ of an unfinished generation and replays it, which gives the same archive as a ru
 never interrupted.
 
 After the last generation, a search with ``finalists`` scores its best candidates again on more
-tokens and as they will be applied (:mod:`paretoprune.search.finalists`); :func:`rescore` does
-the same for a run folder that already exists.
+tokens and as they will be applied (:mod:`paretoprune.search.finalists`), with the first
+population's baselines beside them on the same validation windows, and judges its best recipe
+against the best baseline there (:mod:`paretoprune.search.validation`); :func:`rescore` does the
+same for a run folder that already exists.
 
 What the generations need is prepared beforehand (:mod:`paretoprune.search.inputs`), and what
 they leave is written afterwards (:mod:`paretoprune.search.export`); the run folder's layout
@@ -35,6 +37,7 @@ from paretoprune.evaluators.remote import RemoteEvaluator
 from paretoprune.models import check_context, check_dtype, read_config
 from paretoprune.search.algorithms import SearchAlgorithm, make_algorithm
 from paretoprune.search.archive import Archive, candidate_of
+from paretoprune.search.baselines import baseline_table, first_population_baselines
 from paretoprune.search.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from paretoprune.search.config import SearchConfig, load_config
 from paretoprune.search.export import export_front, front_table, plot_front
@@ -45,6 +48,7 @@ from paretoprune.search.pareto import Objectives
 from paretoprune.search.progress import FrontProgress
 from paretoprune.search.run import Run, stage_folder
 from paretoprune.search.space import SearchSpace, check_space_config
+from paretoprune.search.validation import Verdict, choose
 
 # SearchConfig, load_config and candidate_of are defined elsewhere; they stay importable from here.
 __all__ = ["SearchConfig", "SearchResult", "candidate_of", "load_config", "rescore", "resume", "run_search"]
@@ -61,6 +65,7 @@ class SearchResult:
     interrupted: bool = False
     objectives: tuple[str, ...] = ()
     finalists: list[StageReport] = field(default_factory=list)  # what each finalist stage did
+    validation: Verdict | None = None  # the best recipe on the first objective against the baselines
 
 
 # ------------------------------------------------------------------------------------------------
@@ -296,11 +301,14 @@ def _finish(run: Run, inputs: SearchInputs, interrupted: bool, progress: bool = 
     # Reopened from disk: an evaluation written just as Ctrl-C struck counts too.
     archive = Archive(run.folder, objectives.names)
     archive.compact()  # a user reading evaluations.parquet alone finds every row
+    baselines = first_population_baselines(archive.frame(), inputs.space.baselines())
+    run.save_baselines(baseline_table(baselines))
     plan = FinalistPlan.of(run.config)
     reports: list[StageReport] = []
     if plan is not None and not interrupted:
         try:
-            reports = score_finalists(run.config, archive, plan, inputs.evaluator.sources, progress)
+            reports = score_finalists(run.config, archive, plan, inputs.evaluator.sources, progress,
+                                      baselines=list(baselines.values()))  # fmt: skip
         except KeyboardInterrupt:
             interrupted = True
             logger.warning("interrupted: every scored finalist is saved; finish with --resume %s", run.folder)
@@ -310,4 +318,8 @@ def _finish(run: Run, inputs: SearchInputs, interrupted: bool, progress: bool = 
     recipes = [] if interrupted else export_front(run, front, inputs.model, inputs.provenance, objectives)
     run.save_front_table(front_table(front, objectives, inputs.layout, recipes))
     plot_front(frame, front, objectives, run.front_plot_path)
-    return SearchResult(run.folder, len(archive), front, recipes, interrupted, objectives.names, reports)
+    verdict = None if front.empty else choose(frame, front, objectives, f"best:{objectives.first}", baselines,
+                                              ranged=run.config.sparsity_range is not None).verdict  # fmt: skip
+    if verdict is not None:
+        logger.info("%s", verdict.line())
+    return SearchResult(run.folder, len(archive), front, recipes, interrupted, objectives.names, reports, verdict)

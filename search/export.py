@@ -16,13 +16,14 @@ from paretoprune.evaluators.fitness import achieved_sparsities
 from paretoprune.io import atomic_write
 from paretoprune.metrics.scores import SCORING_RULES, MetricSpec
 from paretoprune.models import ModelLayout
-from paretoprune.recipe import ModelInfo, Provenance, Recipe, SearchInfo, save_recipe
+from paretoprune.recipe import ModelInfo, Provenance, Recipe, SearchInfo, load_recipe, save_recipe
 from paretoprune.search.archive import candidate_of
 from paretoprune.search.fidelity import BASE
 from paretoprune.search.pareto import Objectives
 from paretoprune.search.run import RECIPE_COLUMN, Run, front_columns, recipe_file_name
 
-__all__ = ["SPARSITY_PICK_SLACK", "export_front", "front_table", "pick", "plot_front", "recipe_of_row", "rule_name"]
+__all__ = ["SPARSITY_PICK_SLACK", "export_front", "front_table", "pick", "plot_front", "recipe_for", "recipe_of_row",
+           "rule_name"]
 
 # How far beyond the front's achieved sparsities a ``sparsity:S`` pick may reach. Within it the
 # nearest member is a fair answer (targets and achieved sparsities differ by rounding); beyond
@@ -85,6 +86,23 @@ def recipe_of_row(row: pd.Series, model: ModelInfo, provenance: Provenance, obje
             "fitness": fitness,
         }),
     )  # fmt: skip
+
+
+def recipe_for(run: Run, row: pd.Series) -> Recipe:
+    """The recipe of any archive row of a finished run: a front member's file, else one made
+    from the row with the model and calibration its front's recipes name (a baseline or a
+    searched candidate that validation put off the front)."""
+    eval_id = int(row["eval_id"])
+    if run.has_recipe(eval_id):
+        return load_recipe(run.recipe_path(eval_id))
+    written = run.recipes()
+    if not written:
+        run.recipe_path(eval_id)  # one line: the search has not finished
+    template = load_recipe(written[0])
+    # The template's own finalist fidelity is not this row's: recipe_of_row names the row's.
+    fitness = {name: entry for name, entry in template.provenance.fitness.items() if name != "finalist"}
+    provenance = template.provenance.model_copy(update={"fitness": fitness})
+    return recipe_of_row(row, template.model, provenance, run.objectives, run=str(run.final_stage.folder))
 
 
 def export_front(run: Run, front: pd.DataFrame, model: ModelInfo, provenance: Provenance,

@@ -12,9 +12,17 @@ set of finalists on growing token counts, each stage on the survivors of the one
 "Best" is non-dominated sorting at the previous fidelity: whole fronts first, then the last
 front that does not fit thinned by crowding distance, so that a range front keeps its spread.
 Each finalist is pruned as its recipe will be applied (one-shot: masks, then the solver chain;
-see :mod:`paretoprune.evaluators.applied`) and measured on fresh windows of the calibration
-text (seed + 1: not the fitness windows it was chosen on). Every stage's windows are drawn with
+see :mod:`paretoprune.evaluators.applied`) and measured on validation windows of the calibration
+text: seeded with seed + 1, and drawn only where neither the fitness windows it was chosen on
+nor the calibration it is applied with lie (:func:`paretoprune.data.held_out_windows`), so that
+a finalist's score is a score on text the search never saw. Every stage's windows are drawn with
 that seed, so one fidelity label always means the same tokens.
+
+Beside the finalists, each stage scores the baselines of the first population (uniform Wanda,
+OWL, ...: their generation-0 rows, named by ``baselines``) once, at the same fidelity, so that
+the exported recipe can be judged against them on the same validation windows
+(:mod:`paretoprune.search.validation`). They are candidates like any other: the front takes
+their rows where they are non-dominated at that fidelity.
 
 Each result is appended to the run's archive the moment it lands, as a row with its fidelity
 (e.g. ``16384+update``) and the ``source_id`` of the search row it scores again; a re-run skips
@@ -45,7 +53,8 @@ from paretoprune.search.config import SearchConfig
 from paretoprune.search.fidelity import BASE, Fidelity
 from paretoprune.search.pareto import Objectives, candidate_ids, non_dominated_mask
 
-__all__ = ["DEFAULT_TOKENS", "FINALIST_SEED_OFFSET", "FinalistPlan", "StageReport", "score_finalists", "select"]
+__all__ = ["DEFAULT_TOKENS", "FINALIST_SEED_OFFSET", "FinalistPlan", "StageReport", "applied_inputs",
+           "score_finalists", "select"]
 
 logger = logging.getLogger(__name__)
 
@@ -116,10 +125,11 @@ class StageReport:
     skipped: int = 0  # scored by an earlier run already
     failed: int = 0
     best: dict[str, float] = field(default_factory=dict)  # the stage's best row on the first objective
+    baselines: list[int] = field(default_factory=list)  # the baselines scored beside (source eval_ids)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"fidelity": self.fidelity, "finalists": self.finalists, "scored": self.scored,
-                "skipped": self.skipped, "failed": self.failed, "best": self.best}  # fmt: skip
+        return {"fidelity": self.fidelity, "finalists": self.finalists, "baselines": self.baselines,
+                "scored": self.scored, "skipped": self.skipped, "failed": self.failed, "best": self.best}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------
@@ -183,8 +193,13 @@ def score_finalists(
     plan: FinalistPlan,
     sources: Mapping[str, FitnessTokens] | None = None,
     progress: bool = True,
+    baselines: Sequence[int] = (),
 ) -> list[StageReport]:
-    """Run every stage of ``plan`` on the run whose ``archive`` is given; returns what each did."""
+    """Run every stage of ``plan`` on the run whose ``archive`` is given; returns what each did.
+
+    ``baselines``: the eval_ids of the first population's baselines, scored beside each stage's
+    finalists (once: a baseline that is a finalist is scored as one).
+    """
     objectives = Objectives.of(config.objective_names)
     reports: list[StageReport] = []
     previous, among = BASE, None
@@ -194,15 +209,18 @@ def score_finalists(
         if not finalists:
             logger.warning("no successful evaluation at fidelity %s: no finalists to score", previous)
             break
-        base = frame.set_index("eval_id").loc[finalists]
-        chain = _common_chain(plan, [candidate_of(row) for _, row in base.iterrows()])
+        rows = frame.set_index("eval_id")
+        chain = _common_chain(plan, [candidate_of(row) for _, row in rows.loc[finalists].iterrows()])
         tokens = plan.windows(stage, config.seqlen) * config.seqlen
         fidelity = Fidelity(tokens, chain).label
-        report = StageReport(fidelity, finalists)
-        todo = [eval_id for eval_id in finalists if not _scored(frame, eval_id, fidelity)]
-        report.skipped = len(finalists) - len(todo)
+        scored_ok = rows[rows["status"] == "ok"].index
+        beside = [int(i) for i in baselines if i not in finalists and i in scored_ok]
+        report = StageReport(fidelity, finalists, baselines=beside)
+        wanted = finalists + beside
+        todo = [eval_id for eval_id in wanted if not _scored(frame, eval_id, fidelity)]
+        report.skipped = len(wanted) - len(todo)
         if todo:
-            _score(config, archive, plan.windows(stage, config.seqlen), base.loc[todo], chain, fidelity, report,
+            _score(config, archive, plan.windows(stage, config.seqlen), rows.loc[todo], chain, fidelity, report,
                    dict(sources or {}), progress)  # fmt: skip
         report.best = _stage_best(archive.frame(), objectives, fidelity, finalists)
         logger.info("finalists at %s: %d scored, %d already scored, %d failed", fidelity, report.scored,
@@ -231,12 +249,7 @@ def _score(config: SearchConfig, archive: Archive, windows: int, rows: pd.DataFr
            fidelity: str, report: StageReport, sources: dict[str, FitnessTokens], progress: bool) -> None:  # fmt: skip
     """Score ``rows``' candidates with ``chain`` on the pool, appending each result as it lands."""
     payloads = [replace(candidate_of(row), solvers=chain) for _, row in rows.iterrows()]
-    inputs = AppliedInputs(
-        model_spec=config.model, calib=config.calib, calib_nsamples=config.stats_nsamples or config.nsamples,
-        calib_seqlen=config.stats_seqlen or config.seqlen, calib_seed=config.seed, windows=windows,
-        seqlen=config.seqlen, seed=config.seed + FINALIST_SEED_OFFSET, objectives=tuple(config.objective_names),
-        sources=sources, dtype=config.dtype,
-    )  # fmt: skip
+    inputs = applied_inputs(config, windows, sources)
     bar = tqdm(total=len(payloads), desc=f"finalists {fidelity}", unit="cand", disable=not progress)
     source_ids = [int(eval_id) for eval_id in rows.index]
 
@@ -259,6 +272,19 @@ def _score(config: SearchConfig, archive: Archive, windows: int, rows: pd.DataFr
     ) as pool:  # fmt: skip
         pool.evaluate(payloads, on_result=record)
     bar.close()
+
+
+def applied_inputs(config: SearchConfig, windows: int, sources: Mapping[str, FitnessTokens]) -> AppliedInputs:
+    """What a finalist actor scores with: the search's calibration, and ``windows`` validation
+    windows of its text, disjoint from the fitness windows and from that calibration."""
+    calibration = (config.stats_nsamples or config.nsamples, config.stats_seqlen or config.seqlen, config.seed)
+    fitness = (config.nsamples, config.seqlen, config.seed)
+    return AppliedInputs(
+        model_spec=config.model, calib=config.calib, calib_nsamples=calibration[0], calib_seqlen=calibration[1],
+        calib_seed=config.seed, windows=windows, seqlen=config.seqlen, seed=config.seed + FINALIST_SEED_OFFSET,
+        objectives=tuple(config.objective_names), sources=dict(sources), dtype=config.dtype,
+        held_out=(fitness, calibration),
+    )  # fmt: skip
 
 
 def _stage_best(frame: pd.DataFrame, objectives: Objectives, fidelity: str, finalists: list[int]) -> dict[str, Any]:

@@ -11,6 +11,7 @@
       pareto.csv            the front, one row per member, for people to read
       pareto.png            every evaluation in grey, the front in red
       recipes/              one YAML recipe per front member (a finalist's names its solvers)
+      baselines.csv         the first population's baselines (uniform Wanda, OWL, ...) and their rows
       stage1-metric/ ...    a staged search: one such folder per stage, the front in the last one
 
 Every file name above is defined here and nowhere else. :class:`Run` opens a folder from its
@@ -44,6 +45,7 @@ if TYPE_CHECKING:  # archive.py takes its file names from this module, so it is 
 
 __all__ = [
     "CHECKPOINT_FILE",
+    "BASELINES_FILE",
     "CONFIG_FILE",
     "EVALUATIONS_FILE",
     "FRONT_PLOT",
@@ -68,6 +70,7 @@ LEGACY_CHECKPOINT_FILE = "checkpoint.pkl"
 FRONT_TABLE = "pareto.csv"
 FRONT_PLOT = "pareto.png"
 RECIPES_FOLDER = "recipes"
+BASELINES_FILE = "baselines.csv"
 
 # The front table's column for the recipe file of each member (empty while there is none).
 RECIPE_COLUMN = "recipe"
@@ -172,6 +175,10 @@ class Run:
     def front_plot_path(self) -> Path:
         return self.folder / FRONT_PLOT
 
+    @property
+    def baselines_path(self) -> Path:
+        return self.folder / BASELINES_FILE
+
     # -- what the search found ------------------------------------------------------------------------
 
     @cached_property
@@ -206,6 +213,10 @@ class Run:
                              f"finished): resume it with --resume {self.folder}")  # fmt: skip
         return final.recipes_folder / name
 
+    def has_recipe(self, eval_id: int) -> bool:
+        """Whether the front written when the search finished has a recipe for this evaluation."""
+        return int(eval_id) in self.final_stage._recipe_names()
+
     def _recipe_names(self) -> dict[int, str]:
         """eval_id -> recipe file name, from the front table (empty before the search ends).
 
@@ -225,11 +236,28 @@ class Run:
                 found[int(eval_id)] = files[0].name
         return found
 
+    def baselines(self) -> pd.DataFrame:
+        """The final stage's baselines, one row each (see ``search.baselines``); empty before the
+        search has finished once, and for runs of older releases."""
+        path = self.final_stage.baselines_path
+        if not path.exists():
+            return pd.DataFrame({"name": pd.Series(dtype=str), "eval_id": pd.Series(dtype="Int64")})
+        return pd.read_csv(path, dtype={"name": str, "eval_id": "Int64"})
+
+    def baseline_ids(self) -> dict[str, int]:
+        """Name -> eval_id of each baseline the first population scored (its generation-0 row)."""
+        table = self.baselines().dropna(subset=["eval_id"])
+        return {str(name): int(eval_id) for name, eval_id in zip(table["name"], table["eval_id"])}
+
     # -- writing what the search found ----------------------------------------------------------------
 
     def save_front_table(self, table: pd.DataFrame) -> Path:
         """Write the front table (one row per member, short cells: see ``search.export.front_table``)."""
         return atomic_write_text(self.front_table_path, table.to_csv(index=False))
+
+    def save_baselines(self, table: pd.DataFrame) -> Path:
+        """Write the baselines' table (``search.baselines``): name, eval_id, and what it adds."""
+        return atomic_write_text(self.baselines_path, table.to_csv(index=False))
 
     def __repr__(self) -> str:
         return f"Run({str(self.folder)!r})"

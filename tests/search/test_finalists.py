@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from paretoprune.cli import main
-from paretoprune.data import calibration_windows
+from paretoprune.data import calibration_windows, held_out_windows
 from paretoprune.models import find_layout, load_model
 from paretoprune.pruning import prune_model
 from paretoprune.recipe import load_recipe
 from paretoprune.search.archive import Archive, candidate_of
-from paretoprune.search.finalists import FINALIST_SEED_OFFSET
+from paretoprune.search.finalists import applied_inputs
 from paretoprune.search.run import FRONT_TABLE, Run
 from paretoprune.testing import save_tiny_model, tiny_model
 
@@ -47,13 +47,15 @@ def _json(done: subprocess.CompletedProcess) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _kl_as_applied(model_dir: Path, candidate_row: pd.Series) -> float:
+def _kl_as_applied(model_dir: Path, run_dir: Path, candidate_row: pd.Series) -> float:
     """The finalist's error measured independently: prune a fresh copy with prune_model, then
     the mean next-token KL against the dense model on the finalist windows."""
     loaded = load_model(str(model_dir), dtype="float32")
     dense = loaded.model
     calibration = calibration_windows(loaded.tokenizer, "builtin", STATS[0], STATS[1], SEED)
-    tokens = calibration_windows(loaded.tokenizer, "builtin", 512 // SEQLEN, SEQLEN, SEED + FINALIST_SEED_OFFSET)
+    config = Run.open(run_dir).config
+    held = applied_inputs(config, 512 // SEQLEN, {})
+    tokens = held_out_windows(loaded.tokenizer, "builtin", held.windows, SEQLEN, held.seed, held.held_out)
     pruned = copy.deepcopy(dense)
     prune_model(pruned, find_layout(pruned), candidate_of(candidate_row), calibration, progress=False)
     with torch.inference_mode():
@@ -71,20 +73,27 @@ def test_search_finalists_then_rescore_more_skipping_the_scored(model_dir: Path,
         "--finalists", "2", "--finalist-tokens", "512", "--out", str(out), "--quiet", "--json",
     ))  # fmt: skip
     frame = Archive.load(out).frame()
-    base, finalists = frame[frame["fidelity"] == "base"], frame[frame["fidelity"] == FIDELITY]
-    assert len(base) == 16 and len(finalists) == 2 and (finalists["status"] == "ok").all()
-    assert finalists["source_id"].tolist() == base.nsmallest(2, "kl")["eval_id"].tolist()  # the two best
-    assert summary["finalists"][0] | {"best": None} == {"fidelity": FIDELITY, "finalists": finalists[
-        "source_id"].tolist(), "scored": 2, "skipped": 0, "failed": 0, "best": None}  # fmt: skip
+    base, rescored = frame[frame["fidelity"] == "base"], frame[frame["fidelity"] == FIDELITY]
+    # The first population's baselines (uniform Wanda and OWL) are scored beside the finalists.
+    baselines = Run.open(out).baseline_ids()
+    assert set(baselines) == {"wanda", "owl-wanda"} and base.set_index("eval_id").loc[
+        list(baselines.values()), "generation"].eq(0).all()  # fmt: skip
+    best_two = base.nsmallest(2, "kl")["eval_id"].tolist()
+    beside = [eval_id for eval_id in baselines.values() if eval_id not in best_two]
+    assert len(base) == 16 and len(rescored) == 2 + len(beside) and (rescored["status"] == "ok").all()
+    assert rescored["source_id"].tolist()[:2] == best_two  # the two best first, then the baselines
+    assert sorted(rescored["source_id"].tolist()[2:]) == sorted(beside)
+    assert summary["finalists"][0] | {"best": None} == {"fidelity": FIDELITY, "finalists": best_two,
+        "baselines": beside, "scored": 2 + len(beside), "skipped": 0, "failed": 0, "best": None}  # fmt: skip
 
-    # Each finalist row holds the error of pruning it for real (masks, then the update).
-    for _, row in finalists.iterrows():
+    # Each rescored row holds the error of pruning it for real (masks, then the update).
+    for _, row in rescored.iterrows():
         assert json.loads(row["candidate"])["solvers"] == ["update"]
-        assert row["kl"] == pytest.approx(_kl_as_applied(model_dir, row), rel=1e-4)
+        assert row["kl"] == pytest.approx(_kl_as_applied(model_dir, out, row), rel=1e-4)
 
-    # The front is the better finalist, scored as applied, and its recipe says how to apply it.
+    # The front is the best candidate at that fidelity, and its recipe says how to apply it.
     front = Run.open(out).front()
-    assert front["eval_id"].tolist() == [int(finalists.loc[finalists["kl"].idxmin(), "eval_id"])]
+    assert front["eval_id"].tolist() == [int(rescored.loc[rescored["kl"].idxmin(), "eval_id"])]
     assert pd.read_csv(out / FRONT_TABLE)["fidelity"].tolist() == [FIDELITY]
     recipe = load_recipe(Run.open(out).recipes()[0])
     assert recipe.provenance.fitness["finalist"] == {"kind": "finalist", "fidelity": FIDELITY}
@@ -92,9 +101,11 @@ def test_search_finalists_then_rescore_more_skipping_the_scored(model_dir: Path,
 
     # One more finalist later: the two scored already are skipped, the third is added.
     again = _json(_cli("rescore", str(out), "--finalists", "3", "--finalist-tokens", "512", "--quiet", "--json"))
-    assert (again["finalists"][0]["scored"], again["finalists"][0]["skipped"]) == (1, 2)
+    third = again["finalists"][0]["finalists"][2]
+    new = 0 if third in baselines.values() else 1  # a baseline among the best three was scored already
+    assert (again["finalists"][0]["scored"], again["finalists"][0]["skipped"]) == (new, 2 + len(beside))
     frame = Archive.load(out).frame()
-    assert frame["fidelity"].value_counts().to_dict() == {"base": 16, FIDELITY: 3}
+    assert frame["fidelity"].value_counts().to_dict() == {"base": 16, FIDELITY: 2 + len(beside) + new}
     assert Run.open(out).config.finalists == (3,)  # kept for a later --resume
 
 

@@ -142,7 +142,8 @@ def _string_constants(path: Path) -> list[tuple[int, str]]:
 
 def test_no_run_folder_file_name_is_written_outside_run_py() -> None:
     names = [run_module.CONFIG_FILE, run_module.EVALUATIONS_FILE, run_module.PARTS_FOLDER, run_module.CHECKPOINT_FILE,
-             run_module.LEGACY_CHECKPOINT_FILE, run_module.FRONT_TABLE, run_module.FRONT_PLOT]  # fmt: skip
+             run_module.LEGACY_CHECKPOINT_FILE, run_module.FRONT_TABLE, run_module.FRONT_PLOT,
+             run_module.BASELINES_FILE]  # fmt: skip
     sources = [path for folder in ("paretoprune", "search", "evaluators", "metrics")
                for path in sorted((REPO_ROOT / folder).rglob("*.py"))]  # fmt: skip
     found = [
