@@ -59,6 +59,9 @@ class SearchConfig:
     seed: int = 0
     granularity: str = "block"  # one sparsity gene per block, or per linear
     delta: float = 0.15  # how far a layer's sparsity may stray from the target
+    # fixed: that far at every target; scaled: delta times the target's odds over 50 %'s, so
+    # that a genome is one depth profile over a --sparsity-range (search/space.py)
+    profile: str = "fixed"
     base_metric: str | dict[str, Any] = "wanda"  # scoring rule of layerwise mode
     group: str = "row"  # comparison group of the scores
     # Opt-in genes. search_rows: the row allocation (uniform or TRIM) is a gene, and the
@@ -105,7 +108,7 @@ class SearchConfig:
     def space_config(self) -> SpaceConfig:
         return SpaceConfig(
             mode=self.mode, sparsity=self.sparsity, sparsity_range=self.sparsity_range,
-            structure=self.structure, granularity=self.granularity, delta=self.delta,
+            structure=self.structure, granularity=self.granularity, delta=self.delta, profile=self.profile,
             base_metric=self.base_metric, group=self.group, gradient=self.search_gradient, rows=self.search_rows,
         )  # fmt: skip
 
