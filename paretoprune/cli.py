@@ -369,6 +369,9 @@ def search(
     mutation: Optional[str] = typer.Option(None, "--mutation", help="pymoo's children: polynomial | swap"),
     granularity: Optional[str] = typer.Option(None, "--granularity", help="layer genes: block | linear | block+kind"),
     delta: Optional[float] = typer.Option(None, "--delta", help="how far a layer may stray from the target (0.15)"),
+    profile: Optional[str] = typer.Option(
+        None, "--profile", help="layer genes over a --sparsity-range: fixed deviations, or scaled with the target"
+    ),
     storage: Optional[str] = typer.Option(None, "--storage", help="optuna storage URL"),
     stages: Optional[str] = typer.Option(None, "--stages", help="metric,layerwise: two-stage search"),
     task_dir: Optional[str] = typer.Option(None, "--task-dir", help="task files, for objectives like kl@arc_easy"),
@@ -414,7 +417,7 @@ def search(
             objectives=tuple(objectives.split(",")) if objectives else None, pop=pop,
             generations=generations, workers=workers, threads_per_worker=threads_per_worker,
             gpus_per_worker=gpus_per_worker, ray_address=ray_address, seed=seed, algorithm=algorithm,
-            mutation=mutation, granularity=granularity, delta=delta, storage=storage, out=out,
+            mutation=mutation, granularity=granularity, delta=delta, profile=profile, storage=storage, out=out,
             stages=tuple(stages.split(",")) if stages else None,
             task_dir=task_dir, task_calib_fraction=task_calib_fraction, truth_dir=truth_dir, probe_split=probe_split,
             dtype=dtype, search_rows=search_rows or None, search_gradient=search_gradient or None,
