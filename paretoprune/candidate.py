@@ -1,8 +1,9 @@
 """A Candidate: one complete way to prune a model.
 
 It is what the search proposes, what the evaluator scores, what the pruner applies and what a
-recipe stores: a scoring rule (a point of the meta-metric family), a structure (unstructured
-or N:M), the comparison group, and the fraction of weights to prune in each prunable linear.
+recipe stores: a scoring rule (a point of the meta-metric family, or a global rule that scores
+the whole model at once), a structure (unstructured or N:M), the comparison group, and the
+fraction of weights to prune in each prunable linear.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ class Candidate:
     rows: str = "uniform"
     # Layer solvers run after the mask, in order (e.g. ("fw", "update")); empty: none.
     solvers: tuple[str, ...] = ()
+    # A registered global scoring rule (paretoprune.global_scores: lrp, unipruning, ...): the
+    # masks rank that rule's score map of the dense model instead of the metric's scores, and
+    # the metric is then only a label. None: the metric's scores.
+    global_rule: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -38,6 +43,7 @@ class Candidate:
             # Written only when set, so that archives and recipes of plain candidates stay as they were.
             **({"rows": self.rows} if self.rows != "uniform" else {}),
             **({"solvers": list(self.solvers)} if self.solvers else {}),
+            **({"global_rule": self.global_rule} if self.global_rule is not None else {}),
         }
 
     @classmethod
@@ -49,4 +55,5 @@ class Candidate:
             group=data.get("group", "row"),
             rows=data.get("rows", "uniform"),
             solvers=tuple(data.get("solvers", ())),
+            global_rule=data.get("global_rule"),
         )

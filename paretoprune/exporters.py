@@ -20,8 +20,8 @@ weights, while ours keeps N, so a 1:4 recipe of ours is 3:4 there. And its Spars
 least one weight per block even at sparsity 0, so layers the recipe leaves dense are left out
 of the targets instead of being given a zero.
 
-Whatever llm-compressor cannot express (a scoring rule other than the pruner's own, a
-``layer`` comparison group with Wanda, N:M layers whose sparsity differs from 1 - N/M, GPT-2's
+Whatever llm-compressor cannot express (a scoring rule other than the pruner's own, a global
+rule such as LRP whose score map it cannot compute, a ``layer`` comparison group with Wanda, N:M layers whose sparsity differs from 1 - N/M, GPT-2's
 Conv1D layers) is logged as a warning and written as a comment at the top of the file.
 """
 
@@ -77,7 +77,7 @@ def to_ratios_json(recipe: Recipe) -> dict[str, Any]:
         "model": recipe.model.name,
         "sparsity": plan.sparsity,
         "structure": plan.structure,
-        "metric": plan.metric.name,
+        "metric": plan.rule,  # a global rule's name where the masks rank its scores
         "layers": dict(plan.layers),
     }
 
@@ -95,9 +95,10 @@ def to_llmcompressor(
 
     ``module_order`` is the model's prunable linears in ``named_modules()`` order (e.g.
     ``find_layout(model).names``); without it the recipe's own layer order is trusted.
-    ``pruner`` picks the modifier; by default Wanda for a Wanda recipe, else SparseGPT.
+    ``pruner`` picks the modifier; by default Wanda for a Wanda recipe, else SparseGPT (a global
+    rule's recipe too, whatever its metric's label).
     """
-    chosen = pruner or ("wanda" if recipe.pruning.metric.name == "wanda" else "sparsegpt")
+    chosen = pruner or ("wanda" if recipe.pruning.rule == "wanda" else "sparsegpt")
     if chosen not in LLMCOMPRESSOR_MODIFIERS:
         raise InputError(f"llm-compressor pruner {chosen!r} is unknown; choose sparsegpt or wanda")
     targets = llmcompressor_targets(recipe, module_order)
@@ -145,8 +146,8 @@ def _inexpressible(recipe: Recipe, pruner: str) -> list[str]:
     """What of the recipe llm-compressor's modifier cannot reproduce, one sentence each."""
     plan = recipe.pruning
     notes = []
-    if plan.metric.name != pruner:
-        notes.append(_metric_note(plan.metric.name, pruner))
+    if plan.rule != pruner:
+        notes.append(_metric_note(plan.rule, pruner))
     if pruner == "wanda" and plan.group != "row":
         notes.append(
             f"comparison group {plan.group!r} is not available: WandaPruningModifier compares "

@@ -9,7 +9,10 @@ pruning, and gives a score map: one non-negative score tensor per prunable linea
 its weight matrix. ``prune_model(..., scores=...)`` then masks each layer by its map exactly as
 it masks by a family rule's scores (per row, per layer or per N:M group, any row allocation).
 
-A rule registers here under the name that ``prune --method`` and ``apply --pruner`` accept.
+A rule registers here under the name that ``prune --method`` and ``apply --pruner`` accept; a
+layerwise search takes it as its base metric (``search --base-metric lrp``), and a candidate or
+a recipe names it in its ``global_rule`` field. :func:`cached_score_map` is how every one of
+them gets a rule's map: from the user's score cache where it is, else computed and cached.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 from torch import nn
 
 from paretoprune.errors import InputError
-from paretoprune.models import ModelLayout
+from paretoprune.models import ModelLayout, cache_dir
 from paretoprune.registry import Registry
 
 __all__ = [
@@ -31,6 +34,7 @@ __all__ = [
     "GlobalScoreInputs",
     "GlobalScoringRule",
     "ScoreMap",
+    "cached_score_map",
     "check_score_map",
     "unipruning_settings",
 ]
@@ -78,6 +82,18 @@ def check_score_map(scores: ScoreMap, layout: ModelLayout) -> None:
         if shape != (linear.out_features, linear.in_features):
             raise InputError(f"the scores of {linear.name} have shape {shape}, the layer's weight is "
                              f"[{linear.out_features}, {linear.in_features}]: computed for another model")  # fmt: skip
+
+
+def cached_score_map(
+    rule: str, model: nn.Module, layout: ModelLayout, tokens: torch.Tensor, *, model_id: str = "", seed: int = 0,
+    progress: bool = True, settings: Mapping[str, int] | None = None,
+) -> dict[str, torch.Tensor]:  # fmt: skip
+    """The score map of the registered global ``rule`` for the dense ``model`` on the calibration
+    ``tokens``: read from the user's score cache (``<cache>/scores``) where the rule, its
+    ``settings``, the weights and the tokens match, else computed there and cached."""
+    inputs = GlobalScoreInputs(model, layout, tokens, model_id=model_id, cache_dir=cache_dir() / "scores",
+                               seed=seed, progress=progress, settings=dict(settings or {}))  # fmt: skip
+    return GLOBAL_SCORES.lookup(rule).compute(inputs)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -11,7 +11,9 @@ pruning plan: ``rows``, the row allocation (default ``uniform``), and ``solvers`
 solvers run after the mask (default none). A version-1 recipe still loads and means exactly
 that: uniform rows and no solver. An optional ``runtime`` section (``mode: test-time`` with a
 ``ratio``) says the masks are made per prompt instead of once; without it a recipe is static and
-is written exactly as before. Every problem a user can cause (a missing key, a wrong type,
+is written exactly as before. An optional ``pruning.global_rule`` names a global scoring rule
+(LRP, UniPruning): the masks then rank that rule's score map, computed on the calibration
+windows, and the metric is only a label; a recipe without one is written as before. Every problem a user can cause (a missing key, a wrong type,
 a sparsity out of range, an unreadable file, a recipe for another model) becomes a one-line
 :class:`~paretoprune.errors.InputError` that names the field and says what to do.
 
@@ -110,6 +112,9 @@ class PruningPlan(_Strict):
     """What to prune: rule, structure, comparison group and per-layer sparsities."""
 
     metric: MetricConfig
+    # A registered global scoring rule whose score map the masks rank instead of the metric's
+    # scores (the metric is then only a label). Absent: the metric's scores.
+    global_rule: str | None = None
     structure: str = "unstructured"
     group: Literal["row", "layer"] = "row"
     # The fraction of weights pruned, weighted over the prunable parameters.
@@ -129,6 +134,22 @@ class PruningPlan(_Strict):
 
             ROW_ALLOCATIONS.lookup(value)
         return value
+
+    @field_validator("global_rule")
+    @classmethod
+    def _known_global_rule(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from paretoprune.global_scores import GLOBAL_SCORES  # it imports torch: only when it is needed
+
+        if value not in GLOBAL_SCORES:
+            raise ValueError(f"unknown global scoring rule {value!r}; use one of {', '.join(GLOBAL_SCORES)}")
+        return GLOBAL_SCORES.entry(value).name
+
+    @property
+    def rule(self) -> str:
+        """The name of the rule the masks rank: the global rule where one is named, else the metric."""
+        return self.global_rule or self.metric.name
 
     @field_validator("solvers")
     @classmethod
@@ -279,6 +300,7 @@ class Recipe(_Strict):
             },
             "pruning": {
                 "metric": _metric_config(candidate.metric),
+                "global_rule": candidate.global_rule,
                 "structure": candidate.structure,
                 "group": candidate.group,
                 "sparsity": _weighted_mean(layers, numels),
@@ -302,14 +324,18 @@ class Recipe(_Strict):
             group=self.pruning.group,
             rows=self.pruning.rows,
             solvers=tuple(self.pruning.solvers),
+            global_rule=self.pruning.global_rule,
         )
 
     def to_data(self) -> dict[str, Any]:
         """Plain data (str, numbers, lists, dicts) in schema order, for YAML or JSON; without a
-        runtime section when none was given, so a static recipe reads exactly as before."""
+        runtime section or a global rule where none was given, so such a recipe reads exactly as
+        before."""
         data = self.model_dump(mode="json")
         if data.get("runtime") is None:
             data.pop("runtime", None)
+        if data["pruning"].get("global_rule") is None:
+            data["pruning"].pop("global_rule", None)
         return data
 
     def check_model(
@@ -539,7 +565,7 @@ def _check_format(data: Mapping[str, Any], source: str) -> None:
             f"reads {' and '.join(FORMATS)}"
         )
     plan = data.get("pruning")
-    newer = sorted(set(plan) & {"rows", "solvers"}) if isinstance(plan, Mapping) else []
+    newer = sorted(set(plan) & {"rows", "solvers", "global_rule"}) if isinstance(plan, Mapping) else []
     if data["format"] == FORMATS[0] and newer:
         raise InputError(f"{source}: recipe field pruning.{newer[0]} needs format {FORMAT}; "
                          f"change the format line to 'format: {FORMAT}'")  # fmt: skip

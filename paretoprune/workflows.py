@@ -34,7 +34,7 @@ from paretoprune.capabilities import (
 )
 from paretoprune.evaluators.runtime_pruning import check_ratio, context_length
 from paretoprune.evaluators.zeroshot_tasks import TASKS
-from paretoprune.global_scores import GLOBAL_SCORES, GlobalScoreInputs, unipruning_settings
+from paretoprune.global_scores import GLOBAL_SCORES, cached_score_map, unipruning_settings
 from paretoprune.metrics.masks import parse_structure
 from paretoprune.metrics.row_allocation import ROW_ALLOCATIONS
 from paretoprune.metrics.solvers import check_chain, parse_chain
@@ -42,7 +42,6 @@ from paretoprune.metrics.scores import SCORING_RULES, MetricSpec
 from paretoprune.models import (
     LoadedModel,
     ModelLayout,
-    cache_dir,
     check_context,
     check_dtype,
     find_layout,
@@ -289,7 +288,7 @@ def _global_scores(
 
 
 def _global_score_map(
-    method: str, model: torch.nn.Module, layout: ModelLayout, tokens: torch.Tensor | None, model_id: str,
+    method: str | None, model: torch.nn.Module, layout: ModelLayout, tokens: torch.Tensor | None, model_id: str,
     seed: int, progress: bool, settings: dict[str, int] | None = None,
 ) -> dict[str, torch.Tensor] | None:  # fmt: skip
     """``prune --method`` and ``apply --pruner`` alike: a global rule's scores (cached under the
@@ -299,9 +298,8 @@ def _global_score_map(
         return None
     if tokens is None:
         raise InputError(f"{method} scores the model on calibration windows: pass calibration tokens (--calib SRC)")
-    inputs = GlobalScoreInputs(model, layout, tokens, model_id=model_id, cache_dir=cache_dir() / "scores",
-                               seed=seed, progress=progress, settings=dict(settings or {}))  # fmt: skip
-    return GLOBAL_SCORES[method].compute(inputs)
+    return cached_score_map(method, model, layout, tokens, model_id=model_id, seed=seed, progress=progress,
+                            settings=settings)  # fmt: skip
 
 
 def _calibration_windows(loaded: LoadedModel, options: CalibrationOptions) -> torch.Tensor:
@@ -503,12 +501,13 @@ def apply_recipe(
 ) -> PruneReport:
     """Prune a live model in place with a recipe's per-layer sparsities; returns a PruneReport.
 
-    ``pruner="recipe"`` uses the recipe's own metric; ``magnitude``, ``wanda`` or ``ria`` swap in
+    ``pruner="recipe"`` uses the recipe's own rule; ``magnitude``, ``wanda`` or ``ria`` swap in
     that metric; ``sparsegpt`` reconstructs the surviving weights with SparseGPT; a global rule
-    (``unipruning``) scores the dense model on ``calib_tokens`` first (``model_id``, ``seed`` and
-    ``rule_settings``, e.g. ``{"steps": 8}``, key its cache). The recipe's own row allocation
-    and solvers apply unless ``rows`` or ``solver`` (a chain such as ``"fw,update"``) replace
-    them; ``update`` appends SparseGPT's update to the solvers.
+    (``unipruning``, or the recipe's own ``global_rule``) scores the dense model on
+    ``calib_tokens`` first (``model_id``, ``seed`` and ``rule_settings``, e.g. ``{"steps": 8}``,
+    key its cache). The recipe's own row allocation and solvers apply unless ``rows`` or
+    ``solver`` (a chain such as ``"fw,update"``) replace them; ``update`` appends SparseGPT's
+    update to the solvers.
     """
     _check_pruner(pruner)
     layout = find_layout(model)
@@ -516,7 +515,8 @@ def apply_recipe(
     match = recipe.check_model(fingerprint(model), shapes, force=force)
     candidate = _applied_candidate(recipe, pruner, solver_chain(update, solver) if solver else None, rows)
     candidate = replace(candidate, sparsities=match.sparsities)
-    scores = _global_score_map(pruner, model, layout, calib_tokens, model_id, seed, progress, rule_settings)
+    scores = _global_score_map(candidate.global_rule, model, layout, calib_tokens, model_id, seed, progress,
+                               rule_settings)  # fmt: skip
     return prune_model(
         model, layout, candidate, calib_tokens,
         method="sparsegpt" if pruner in MASK_SOLVERS else "metric",
@@ -526,8 +526,11 @@ def apply_recipe(
 
 def _applied_candidate(recipe: Recipe, pruner: str, chain: tuple[str, ...] | None, rows: str | None) -> Candidate:
     """The recipe's candidate with the user's choices in place of its own, where given; a
-    SparseGPT pruner keeps neither the recipe's solvers nor its rows (it chooses its own)."""
+    SparseGPT pruner keeps neither the recipe's solvers nor its rows (it chooses its own). Any
+    pruner but the recipe's own replaces the recipe's global rule too (a global pruner by itself)."""
     candidate = recipe.to_candidate()
+    if pruner != "recipe":
+        candidate = replace(candidate, global_rule=pruner if pruner in GLOBAL_SCORES else None)
     if pruner in SCORING_RULES:
         candidate = replace(candidate, metric=SCORING_RULES[pruner])
     if pruner in MASK_SOLVERS:
@@ -560,16 +563,18 @@ def apply(config: ApplyConfig) -> PruneResult:
         return _apply_test_time(config, recipe)
     _check_pruner(config.pruner)
     check_dtype(config.dtype)
-    settings = unipruning_settings(config.pruner, config.unipruning_steps, config.unipruning_seqlen)
     chain = solver_chain(config.update, config.solver) if (config.solver or config.update) else None
     candidate = _applied_candidate(recipe, config.pruner, chain, config.rows)
+    # The rule that scores the model: --pruner, or the recipe's own global rule.
+    rule = candidate.global_rule or config.pruner
+    settings = unipruning_settings(rule, config.unipruning_steps, config.unipruning_seqlen)
     if config.pruner in MASK_SOLVERS:
         _check_update(chain or (), config.pruner)
     save = config.after.save
     if save is not None and save.exists() and any(save.iterdir()):
         raise InputError(f"--save folder {save} is not empty: choose a new folder")
     task_dir = _task_dir(config.after.tasks)
-    needs_tokens = _pruner_needs_data(config.pruner, candidate.solvers, candidate.rows, recipe_metric=candidate.metric)
+    needs_tokens = _pruner_needs_data(rule, candidate.solvers, candidate.rows, recipe_metric=candidate.metric)
     if needs_tokens or config.after.eval is not None:
         _check_seqlen(config.model, config.calibration.seqlen)
     loaded = load_model(config.model, dtype=config.dtype)
