@@ -59,13 +59,14 @@ lock: test-latest
 	mv $(LOCK).tmp $(LOCK)
 
 # A real search, offline: SmolLM2-135M, the builtin corpus, a budget of a few minutes on 2 cores.
+# The search prints the front and where its recipes and plot are, then ends with the searched
+# recipes against uniform Wanda on the fitness at two levels of the range (pareto.png draws the
+# uniform Wanda and OWL curves across it).
 DEMO_RUN ?= runs/demo
 demo: install
 	rm -rf $(DEMO_RUN)
 	$(PY) -m paretoprune search --model smollm2-135m --calib builtin --nsamples 4 --seqlen 256 \
 		--mode layerwise --sparsity-range 0.4:0.7 --pop 12 --generations 5 --workers 1 --out $(DEMO_RUN)
-	$(PY) -m paretoprune front $(DEMO_RUN)
-	@echo "recipes: $(DEMO_RUN)/recipes  plot: $(DEMO_RUN)/pareto.png"
 
 # Reference results under results/ (hours on a 2-core CPU; each study resumes or is short):
 # the benchmark harness, python -m benchmarks (see benchmarks/__init__.py).

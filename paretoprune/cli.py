@@ -436,10 +436,18 @@ def _print_search_result(result: Any, as_json: bool) -> None:
     _print_front(result.front, result.run_dir, result.objectives, as_json, extra={
         "evaluations": result.evaluations, "recipes": [str(p) for p in result.recipes],
         "interrupted": result.interrupted, "finalists": [stage.to_dict() for stage in result.finalists],
-        "validation": verdict.to_dict() if verdict else None,
-    }, before=[*(_finalist_line(stage) for stage in result.finalists), *validation])  # fmt: skip
+        "validation": verdict.to_dict() if verdict else None, "against_uniform": result.uniform,
+    }, before=[*(_finalist_line(stage) for stage in result.finalists), *validation],
+       after=[_uniform_line(point, result.objectives[0]) for point in result.uniform])  # fmt: skip
     if result.interrupted:
         raise typer.Exit(130)
+
+
+def _uniform_line(point: dict[str, Any], first: str) -> str:
+    """``sparsity 0.55: searched kl 0.41 (evaluation 37) vs uniform wanda 0.52 (fitness)``."""
+    sparsity = f", sparsity {point['sparsity']:.3f}" if "sparsity" in point else ""
+    return (f"sparsity {point['level']:.3g}: searched {first} {point[first]:.4g} (evaluation {point['eval_id']}"
+            f"{sparsity}) vs {point['curve']} {point['uniform']:.4g} (fitness)")
 
 
 def _finalist_line(stage: Any) -> str:
@@ -477,7 +485,7 @@ def rescore(
 
 def _print_front(
     front: pd.DataFrame, run_dir: Path, objectives: Sequence[str], as_json: bool, extra: Optional[dict] = None,
-    before: Sequence[str] = (),
+    before: Sequence[str] = (), after: Sequence[str] = (),
 ) -> None:
     from paretoprune.search.run import FRONT_PLOT, FRONT_TABLE, RECIPES_FOLDER
 
@@ -485,6 +493,7 @@ def _print_front(
     table = front[["eval_id", "generation", *objectives, *(["fidelity"] if rescored else [])]] if len(front) else front
     lines = [*before, table.to_string(index=True) if len(front) else "(empty front)"]
     lines.append(f"front: {len(front)} members; run folder {run_dir} ({FRONT_TABLE}, {FRONT_PLOT}, {RECIPES_FOLDER}/)")
+    lines += after
     summary = {"run": str(run_dir), "front": table.to_dict(orient="records"), **(extra or {})}
     _emit(summary, as_json, lines)
 

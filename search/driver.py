@@ -35,9 +35,10 @@ from paretoprune.evaluators.fitness import check_objectives
 from paretoprune.evaluators.ray_pool import EvaluatorPool, Outcome
 from paretoprune.evaluators.remote import RemoteEvaluator
 from paretoprune.models import check_context, check_dtype, read_config
+from paretoprune.pruning import owl_sparsities
 from paretoprune.search.algorithms import SearchAlgorithm, make_algorithm
 from paretoprune.search.archive import Archive, candidate_of
-from paretoprune.search.baselines import baseline_table, first_population_baselines
+from paretoprune.search.baselines import against_uniform, baseline_table
 from paretoprune.search.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from paretoprune.search.config import SearchConfig, load_config
 from paretoprune.search.export import export_front, front_table, plot_front
@@ -66,6 +67,8 @@ class SearchResult:
     objectives: tuple[str, ...] = ()
     finalists: list[StageReport] = field(default_factory=list)  # what each finalist stage did
     validation: Verdict | None = None  # the best recipe on the first objective against the baselines
+    # The front against uniform Wanda on the fitness, at two levels (see search.baselines.against_uniform).
+    uniform: list[dict[str, Any]] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -166,11 +169,7 @@ def _search(run: Run, progress: bool) -> SearchResult:
     if dropped:
         logger.info("dropped %d evaluations of the unfinished generation %d", dropped, start)
     interrupted = False
-    with EvaluatorPool(
-        RemoteEvaluator, (inputs.evaluator,), workers=config.workers,
-        threads_per_worker=config.threads_per_worker, gpus_per_worker=config.gpus_per_worker,
-        ray_address=config.ray_address,
-    ) as pool:  # fmt: skip
+    with _fitness_pool(config, inputs, config.workers) as pool:
         generations = _Generations(run, objectives, inputs.space, algorithm, archive, pool)
         try:
             generations.run_from(start, progress)
@@ -178,6 +177,14 @@ def _search(run: Run, progress: bool) -> SearchResult:
             interrupted = True
             logger.warning("interrupted: every finished evaluation is saved; resume with --resume %s", run.folder)
     return _finish(run, inputs, interrupted, progress)
+
+
+def _fitness_pool(config: SearchConfig, inputs: SearchInputs, workers: int) -> EvaluatorPool[Candidate]:
+    """Evaluator actors that score candidates with the search's fitness."""
+    return EvaluatorPool(
+        RemoteEvaluator, (inputs.evaluator,), workers=workers, threads_per_worker=config.threads_per_worker,
+        gpus_per_worker=config.gpus_per_worker, ray_address=config.ray_address,
+    )  # fmt: skip
 
 
 def _algorithm(config: SearchConfig, objectives: Objectives, space: SearchSpace) -> SearchAlgorithm:
@@ -301,8 +308,8 @@ def _finish(run: Run, inputs: SearchInputs, interrupted: bool, progress: bool = 
     # Reopened from disk: an evaluation written just as Ctrl-C struck counts too.
     archive = Archive(run.folder, objectives.names)
     archive.compact()  # a user reading evaluations.parquet alone finds every row
-    baselines = first_population_baselines(archive.frame(), inputs.space.baselines())
-    run.save_baselines(baseline_table(baselines))
+    table = _baselines(run, inputs, archive.frame(), interrupted)
+    baselines = {str(name): int(i) for name, i in zip(table["name"], table["eval_id"]) if not pd.isna(i)}
     plan = FinalistPlan.of(run.config)
     reports: list[StageReport] = []
     if plan is not None and not interrupted:
@@ -317,9 +324,27 @@ def _finish(run: Run, inputs: SearchInputs, interrupted: bool, progress: bool = 
     front = objectives.front(frame)
     recipes = [] if interrupted else export_front(run, front, inputs.model, inputs.provenance, objectives)
     run.save_front_table(front_table(front, objectives, inputs.layout, recipes))
-    plot_front(frame, front, objectives, run.front_plot_path)
+    plot_front(frame, front, objectives, run.front_plot_path, curves=table)
     verdict = None if front.empty else choose(frame, front, objectives, f"best:{objectives.first}", baselines,
                                               ranged=run.config.sparsity_range is not None).verdict  # fmt: skip
     if verdict is not None:
         logger.info("%s", verdict.line())
-    return SearchResult(run.folder, len(archive), front, recipes, interrupted, objectives.names, reports, verdict)
+    return SearchResult(run.folder, len(archive), front, recipes, interrupted, objectives.names, reports, verdict,
+                        against_uniform(frame, front, objectives, table))  # fmt: skip
+
+
+def _baselines(run: Run, inputs: SearchInputs, frame: pd.DataFrame, interrupted: bool) -> pd.DataFrame:
+    """The run's baselines table (search.baselines), written to the run folder: the curve points
+    no earlier call kept are scored now, with the search's fitness (not after Ctrl-C)."""
+    config = run.config
+    structured = inputs.space.config.structure != "unstructured"
+    owl = None if structured else (lambda level: owl_sparsities(inputs.layout, inputs.evaluator.stats, level))
+
+    def score(candidates: list[Candidate]) -> list[dict[str, float] | None]:
+        with _fitness_pool(config, inputs, min(config.workers, len(candidates))) as pool:
+            return [outcome.objectives if outcome.ok else None for outcome in pool.evaluate(candidates)]
+
+    table = baseline_table(frame, inputs.space, run.objectives, owl, run.baselines(),
+                           score=None if interrupted else score)  # fmt: skip
+    run.save_baselines(table)
+    return table

@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,9 +32,11 @@ __all__ = ["SPARSITY_PICK_SLACK", "export_front", "front_table", "pick", "plot_f
 SPARSITY_PICK_SLACK = 0.02
 
 
-def plot_front(frame: pd.DataFrame, front: pd.DataFrame, objectives: Objectives, path: Path) -> Path:
+def plot_front(frame: pd.DataFrame, front: pd.DataFrame, objectives: Objectives, path: Path,
+               curves: pd.DataFrame | None = None) -> Path:  # fmt: skip
     """All evaluations in grey, finalists scored again in blue, the front in red; one panel
-    per pair of objectives."""
+    per pair of objectives. ``curves``: the baselines' table (``search.baselines``), whose uniform
+    Wanda and OWL points are drawn as lines across their levels, to show what the search bought."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,7 +53,8 @@ def plot_front(frame: pd.DataFrame, front: pd.DataFrame, objectives: Objectives,
         if len(rescored):
             axis.scatter(rescored[y], rescored[x], s=16, c="tab:blue", marker="^",
                          label=f"finalists, scored again ({len(rescored)})")  # fmt: skip
-        axis.scatter(front[y], front[x], s=24, c="tab:red", label=f"front ({len(front)})")
+        _draw_curves(axis, curves, x, y)
+        axis.scatter(front[y], front[x], s=24, c="tab:red", label=f"front ({len(front)})", zorder=3)
         axis.set_xlabel(y)
         axis.set_ylabel(x)
         axis.grid(alpha=0.3)
@@ -60,6 +64,15 @@ def plot_front(frame: pd.DataFrame, front: pd.DataFrame, objectives: Objectives,
         return atomic_write(path, lambda handle: fig.savefig(handle, dpi=110, format="png"))
     finally:
         plt.close(fig)
+
+
+def _draw_curves(axis: Any, curves: pd.DataFrame | None, x: str, y: str) -> None:
+    """Each baseline curve ("uniform wanda", "owl + wanda") as a line with markers, by level."""
+    if curves is None or "curve" not in curves or not {x, y} <= set(curves.columns):
+        return
+    drawn = curves.dropna(subset=["curve", x, y]).sort_values("level")
+    for (name, points), marker in zip(drawn.groupby("curve", sort=True), ("s", "D", "v", "P")):
+        axis.plot(points[y], points[x], marker=marker, markersize=5, linewidth=1.2, label=str(name))
 
 
 def recipe_of_row(row: pd.Series, model: ModelInfo, provenance: Provenance, objectives: Objectives,

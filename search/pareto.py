@@ -27,7 +27,7 @@ from paretoprune.errors import InputError
 from paretoprune.evaluators.fitness import objective_direction
 from paretoprune.search.fidelity import BASE, fidelity_order
 
-__all__ = ["Objectives", "candidate_ids", "non_dominated_mask"]
+__all__ = ["Objectives", "candidate_id", "candidate_ids", "non_dominated_mask"]
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,12 @@ def candidate_ids(frame: pd.DataFrame) -> pd.Series:
     if "source_id" not in frame:
         return frame["eval_id"].astype("int64")
     return frame["source_id"].fillna(frame["eval_id"]).astype("int64")
+
+
+def candidate_id(row: pd.Series) -> int:
+    """Which candidate one row scores (see :func:`candidate_ids`)."""
+    source = row.get("source_id")
+    return int(row["eval_id"]) if source is None or pd.isna(source) else int(source)
 
 
 def _most_faithful(rows: pd.DataFrame) -> np.ndarray:

@@ -11,7 +11,8 @@
       pareto.csv            the front, one row per member, for people to read
       pareto.png            every evaluation in grey, the front in red
       recipes/              one YAML recipe per front member (a finalist's names its solvers)
-      baselines.csv         the first population's baselines (uniform Wanda, OWL, ...) and their rows
+      baselines.csv         the baselines: the first population's (uniform Wanda, OWL, ...) and their
+                            rows, and the uniform curves pareto.png draws beside the front
       stage1-metric/ ...    a staged search: one such folder per stage, the front in the last one
 
 Every file name above is defined here and nowhere else. :class:`Run` opens a folder from its
@@ -256,7 +257,7 @@ class Run:
         return atomic_write_text(self.front_table_path, table.to_csv(index=False))
 
     def save_baselines(self, table: pd.DataFrame) -> Path:
-        """Write the baselines' table (``search.baselines``): name, eval_id, and what it adds."""
+        """Write the baselines' table (``search.baselines``): name, eval_id, curve, level, objectives."""
         return atomic_write_text(self.baselines_path, table.to_csv(index=False))
 
     def __repr__(self) -> str:

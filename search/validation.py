@@ -31,7 +31,7 @@ import pandas as pd
 
 from paretoprune.search.export import SPARSITY_PICK_SLACK, pick
 from paretoprune.search.fidelity import BASE, fidelity_order
-from paretoprune.search.pareto import Objectives, candidate_ids
+from paretoprune.search.pareto import Objectives, candidate_id, candidate_ids
 
 __all__ = ["Choice", "Verdict", "choose", "judge"]
 
@@ -119,9 +119,9 @@ def judge(frame: pd.DataFrame, objectives: Objectives, row: pd.Series, baselines
         return Verdict(fidelity, first, "no_baseline", eval_id, score, sparsity=sparsity)
     best = peers.loc[(peers[first] * objectives.signs[0]).sort_index().idxmin()]
     names = {candidate: name for name, candidate in baselines.items()}
-    own = int(_candidate(row)) == int(_candidate(best))
+    own = candidate_id(row) == candidate_id(best)
     outcome = "is_baseline" if own else ("beats" if objectives.is_better(score, float(best[first])) else "loses")
-    return Verdict(fidelity, first, outcome, eval_id, score, names[int(_candidate(best))], int(best["eval_id"]),
+    return Verdict(fidelity, first, outcome, eval_id, score, names[candidate_id(best)], int(best["eval_id"]),
                    float(best[first]), sparsity)  # fmt: skip
 
 
@@ -157,12 +157,6 @@ def _validated(frame: pd.DataFrame, baselines: Mapping[str, int]) -> pd.DataFram
         return frame.iloc[:0]
     ids = candidate_ids(frame)
     return frame[(frame["status"] == "ok") & (frame["fidelity"] != BASE) & ids.isin(list(baselines.values()))]
-
-
-def _candidate(row: pd.Series) -> int:
-    """The search row a row scores (its own eval_id for a search row)."""
-    source = row.get("source_id")
-    return int(row["eval_id"]) if source is None or pd.isna(source) else int(source)
 
 
 def _sparsity(row: pd.Series, ranged: bool) -> float | None:
