@@ -14,6 +14,10 @@ a copy of the model per candidate:
   in time inside the forward pass of :class:`~paretoprune.evaluators.fitness.CandidateEvaluator`,
   so only one solved layer exists at a time and the dense weights are never touched.
 
+A candidate that names a global scoring rule (``Candidate.global_rule``) is masked by that rule's
+score map, as ``prune_model(..., scores=map)`` masks it; each finalist actor reads the map from
+the score cache (or computes it) on the calibration windows, before any mask.
+
 Sequential calibration (each block on the pruned blocks' outputs) depends on the candidate, so
 it cannot be cached this way; finalists are scored one-shot.
 
@@ -34,6 +38,8 @@ from paretoprune.candidate import Candidate
 from paretoprune.errors import InputError
 from paretoprune.evaluators.fitness import CandidateEvaluator, FitnessTokens
 from paretoprune.evaluators.stats import ChannelStats, collect_stats
+from paretoprune.global_scores import ScoreMap, cached_score_map
+from paretoprune.metrics import masks
 from paretoprune.metrics.masks import parse_structure
 from paretoprune.metrics.solvers import run_chain
 from paretoprune.models import ModelLayout, PrunableLinear
@@ -54,20 +60,26 @@ class AppliedScorer:
         *,
         objectives: Sequence[str] = ("kl", "sparsity"),
         sources: Mapping[str, FitnessTokens] | None = None,
+        score_maps: Mapping[str, ScoreMap] | None = None,
     ) -> None:
         """``calibration``: the windows the recipe is applied with (statistics and Hessians);
-        ``tokens``: the windows the objectives are measured on."""
+        ``tokens``: the windows the objectives are measured on; ``score_maps``: the dense
+        model's score map by global rule, for candidates that name one."""
         self.layout = layout
+        self._score_maps = dict(score_maps or {})
         # Gathered before the evaluator's parametrizations exist: the plain dense model, as
         # prune_model's one-shot walk sees it.
         self._stats = collect_stats(model, layout, calibration, hessian=True)
         self._evaluator = CandidateEvaluator(model, layout, self._stats, tokens, objectives=objectives,
-                                             sources=sources)  # fmt: skip
+                                             sources=sources, score_maps=self._score_maps)  # fmt: skip
 
     def evaluate(self, candidate: Candidate) -> dict[str, float]:
         """The objectives of ``candidate`` after its masks and its solvers (``candidate.solvers``)."""
         if candidate.rows != "uniform":
             raise InputError(f"finalists are scored with uniform rows; --rows {candidate.rows} is not supported here")
+        if candidate.global_rule is not None and candidate.global_rule not in self._score_maps:
+            raise InputError(f"the candidate's masks rank the {candidate.global_rule} score map, which this scorer "
+                             f"was not given: pass score_maps={{'{candidate.global_rule}': map}}")  # fmt: skip
         return self._evaluator.evaluate(candidate, solve=lambda linear, weight: self._pruned(linear, weight, candidate))
 
     def close(self) -> None:
@@ -81,14 +93,22 @@ class AppliedScorer:
             return weight
         matrix = weight.t() if linear.transposed else weight  # [out, in], as prune_model sees it
         stats = self._stats[linear.name]
-        keep = keep_mask(matrix, stats.act_norm, candidate.metric, sparsity, candidate.structure, candidate.group,
-                         linear.name)  # fmt: skip
+        keep = self._keep(linear, matrix, candidate, sparsity)
         if candidate.solvers:
             solved, _ = run_chain(tuple(candidate.solvers), matrix.float(), keep, stats.hessian())
             pruned = solved.to(weight.dtype)
         else:
             pruned = matrix * keep.to(weight.dtype)
         return pruned.t() if linear.transposed else pruned
+
+    def _keep(self, linear: PrunableLinear, matrix: torch.Tensor, candidate: Candidate, sparsity: float) -> torch.Tensor:
+        """The keep mask of one [out, in] matrix: by the candidate's global rule's map, as
+        prune_model masks by a given map, else by its metric's scores."""
+        if candidate.global_rule is None:
+            return keep_mask(matrix, self._stats[linear.name].act_norm, candidate.metric, sparsity, candidate.structure,
+                             candidate.group, linear.name)  # fmt: skip
+        scores = self._score_maps[candidate.global_rule][linear.name].to(matrix.device, torch.float32)
+        return masks.keep_mask(scores, sparsity, parse_structure(candidate.structure), candidate.group, linear.name)
 
     @property
     def stats(self) -> Mapping[str, ChannelStats]:
@@ -118,6 +138,9 @@ class AppliedInputs:
     # The (windows, seqlen, seed) draws of the same text the measured windows must not touch:
     # the fitness windows the finalists were chosen on, and the calibration they are applied with.
     held_out: tuple[tuple[int, int, int], ...] = ()
+    # The global scoring rule whose score map the finalists' masks rank (a search's global base
+    # metric): each actor reads it from the score cache, or computes it, on the calibration windows.
+    global_rule: str | None = None
 
 
 class AppliedEvaluator:
@@ -138,8 +161,13 @@ class AppliedEvaluator:
         tokens = held_out_windows(loaded.tokenizer, inputs.calib, inputs.windows, inputs.seqlen, inputs.seed,
                                   inputs.held_out)  # fmt: skip
         sources = {name: _on(device, source) for name, source in inputs.sources.items()}
-        self._scorer = AppliedScorer(loaded.model, layout, calibration.to(device), tokens.to(device),
-                                     objectives=inputs.objectives, sources=sources)  # fmt: skip
+        calibration = calibration.to(device)
+        # On the dense model, before the scorer's parametrizations: as `apply` scores it.
+        maps = {} if inputs.global_rule is None else {inputs.global_rule: cached_score_map(
+            inputs.global_rule, loaded.model, layout, calibration, model_id=inputs.model_spec, seed=inputs.calib_seed,
+            progress=False)}  # fmt: skip
+        self._scorer = AppliedScorer(loaded.model, layout, calibration, tokens.to(device),
+                                     objectives=inputs.objectives, sources=sources, score_maps=maps)  # fmt: skip
 
     def evaluate(self, candidate: Candidate) -> dict[str, float]:
         return self._scorer.evaluate(candidate)

@@ -14,6 +14,11 @@ copy is alive at any moment. With the rank cache, a candidate that only changes 
 costs one comparison and one product per weight on top of the forward pass; a new scoring
 rule costs its scores and a selection of each row's threshold (no sort).
 
+A candidate that names a global scoring rule (``Candidate.global_rule``: LRP, UniPruning) ranks
+that rule's score map of the dense model, given once (``score_maps``) since no candidate can
+change it: the rank cache is built from the map when the fixed rule is that global rule, and
+the other paths read the map where they would compute a metric's scores.
+
 A candidate whose rows are not uniform (TRIM) first gets each layer's per-row counts from its
 row allocation, once per candidate, from the dense weights and the statistics' last-token
 inputs; its masks then drop each row's own count, through the rank cache when the rule is the
@@ -38,6 +43,7 @@ from paretoprune.candidate import Candidate
 from paretoprune.errors import InputError
 from paretoprune.evaluators.capability_fitness import CAPABILITY_OBJECTIVES, CapabilityInputs, CapabilityScorer
 from paretoprune.evaluators.stats import ChannelStats
+from paretoprune.global_scores import ScoreMap, check_score_map
 from paretoprune.registry import Registry
 from paretoprune.metrics.diagnostics import effective_rank, energy, kendall_tau
 from paretoprune.metrics.masks import keep_mask, layer_ranks, parse_structure, pruned_count, row_ranks
@@ -212,16 +218,19 @@ class CandidateEvaluator:
         attention_mask: torch.Tensor | None = None,
         *,
         objectives: Sequence[str] = ("kl", "sparsity"),
-        rank_metric: MetricSpec | None = None,
+        rank_metric: MetricSpec | str | None = None,
         rank_group: str = "row",
         token_chunk: int = 512,
         sources: Mapping[str, FitnessTokens] | None = None,
         # What the capability objectives (probe, passkey) read: statements and prompts.
         capabilities: CapabilityInputs | None = None,
         target_dtype: torch.dtype | None = None,
+        score_maps: Mapping[str, ScoreMap] | None = None,
     ) -> None:
         """``input_ids`` are the fitness tokens of plain objectives; ``sources`` name the tokens
         of objectives written ``name@source`` (e.g. a task's calibration prompts).
+        ``score_maps``: the dense model's score map by global rule, what the masks of candidates
+        naming that rule rank; ``rank_metric`` may name one of them (a string) to cache its ranks.
         ``target_dtype`` stores the dense next-token probabilities (the largest cache, tokens x
         vocabulary); by default the model's dtype when it runs in half precision, else fp32."""
         self.model, self.layout = model, layout
@@ -250,6 +259,11 @@ class CandidateEvaluator:
             source: _Reference(model, token_sets[source], bases, token_chunk, target_dtype or _target_dtype(model))
             for source, bases in wanted.items()
         }
+        # Left where they are given (the driver's CPU copy): masks read them only when they are
+        # not served by the rank cache.
+        self._score_maps = dict(score_maps or {})
+        for scores in self._score_maps.values():
+            check_score_map(scores, layout)
         self._rank_key = (rank_metric, rank_group)
         self._ranks = self._build_ranks(rank_metric, rank_group) if rank_metric is not None else {}
 
@@ -294,6 +308,7 @@ class CandidateEvaluator:
     def resident_bytes(self) -> int:
         """Bytes this evaluator keeps beside the model (targets, rank cache, statistics)."""
         tensors = [*self._ranks.values(), *self._act_norms.values(), *self._grads.values(), *self._last_inputs.values()]
+        tensors += [t for scores in self._score_maps.values() for t in scores.values()]
         tensors += [t for reference in self._references.values() for t in reference.targets.values()]
         return sum(t.numel() * t.element_size() for t in tensors)
 
@@ -308,10 +323,14 @@ class CandidateEvaluator:
             maskers[linear.name] = masker
         return maskers
 
-    def _build_ranks(self, metric: MetricSpec, group: str) -> dict[str, torch.Tensor]:
+    def _build_ranks(self, rule: MetricSpec | str, group: str) -> dict[str, torch.Tensor]:
+        """Each linear's ranks under a family rule, or under a global rule's map (named by a string)."""
         ranks = {}
         for linear in self.layout.linears:
-            scores = compute_scores(self._dense_matrix(linear), self._act_norm(linear, metric), metric, self._grad(linear, metric))
+            if isinstance(rule, str):
+                scores = self._map_scores(linear, rule)
+            else:
+                scores = compute_scores(self._dense_matrix(linear), self._act_norm(linear, rule), rule, self._grad(linear, rule))
             ranked = row_ranks(scores) if group == "row" else layer_ranks(scores)
             # Kept in the module's own weight layout so that masking needs no transpose.
             ranks[linear.name] = ranked.t().contiguous() if linear.transposed else ranked
@@ -332,7 +351,7 @@ class CandidateEvaluator:
         # The rank cache serves any row allocation: the ranks depend on the rule and the group
         # only, and a row allocation changes only how many of them each row drops.
         use_ranks = (
-            (candidate.metric, candidate.group) == self._rank_key
+            (candidate.global_rule or candidate.metric, candidate.group) == self._rank_key
             and parse_structure(candidate.structure) is None
         )
         try:
@@ -372,14 +391,13 @@ class CandidateEvaluator:
         structure = parse_structure(candidate.structure)
         if sparsity == 0.0 and structure is None:
             return None
-        act_norm = self._act_norm(linear, candidate.metric)
-        grad = self._grad(linear, candidate.metric)
+        score = self._scorer(linear, candidate)
         counts = self._row_counts(linear, candidate, sparsity)
 
         def rule(weight: torch.Tensor) -> torch.Tensor:
             # The steps of pruning.keep_mask, with the mask made in the weight's dtype.
             matrix = weight.t() if linear.transposed else weight
-            scores = compute_scores(matrix.float(), act_norm, candidate.metric, grad)
+            scores = score(matrix)
             if counts is not None:
                 keep = keep_mask_with_row_counts(scores, counts).to(weight.dtype)
             else:
@@ -397,11 +415,28 @@ class CandidateEvaluator:
         if linear.name not in self._last_inputs:
             raise InputError(f"rows {candidate.rows} judge rows on last-token inputs, which the statistics lack for "
                              f"{linear.name}: gather them (last_tokens=True; search --search-rows)")  # fmt: skip
-        act_norm, grad = self._act_norm(linear, candidate.metric), self._grad(linear, candidate.metric)
+        score = self._scorer(linear, candidate)
         with torch.inference_mode():  # the dense weight is a parameter: no graph for TRIM's rounds
             matrix = self._dense_matrix(linear)
-            scores = compute_scores(matrix, act_norm, candidate.metric, grad)
+            scores = score(matrix)
             return allocated_row_counts(candidate.rows, matrix, scores, self._last_inputs[linear.name], sparsity)
+
+    def _scorer(self, linear: PrunableLinear, candidate: Candidate) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The candidate's scores of one linear's [out, in] matrix: its global rule's map, fixed
+        whatever the matrix, or its metric's scores of the matrix."""
+        if candidate.global_rule is not None:
+            fixed = self._map_scores(linear, candidate.global_rule)
+            return lambda matrix: fixed
+        act_norm, grad = self._act_norm(linear, candidate.metric), self._grad(linear, candidate.metric)
+        return lambda matrix: compute_scores(matrix.float(), act_norm, candidate.metric, grad)
+
+    def _map_scores(self, linear: PrunableLinear, rule: str) -> torch.Tensor:
+        """The linear's scores in ``rule``'s map, [out, in] fp32 on the weight's device."""
+        if rule not in self._score_maps:
+            raise InputError(f"the candidate's masks rank the {rule} score map, which this evaluator was not given: "
+                             f"pass score_maps={{'{rule}': map}} (a search with base metric {rule} computes it)")  # fmt: skip
+        device = linear.module.parametrizations.weight.original.device
+        return self._score_maps[rule][linear.name].to(device, torch.float32)
 
     def _dense_matrix(self, linear: PrunableLinear) -> torch.Tensor:
         weight = linear.module.parametrizations.weight.original

@@ -1,7 +1,8 @@
 """The evaluator each Ray actor builds: a CandidateEvaluator on its own copy of the model.
 
 The driver gathers everything the actors share once (tokens, statistics, the fixed scoring
-rule) into one :class:`EvaluatorInputs`, which travels through Ray's object store once. Each
+rule, a global rule's score map) into one :class:`EvaluatorInputs`, which travels through Ray's
+object store once (the pool puts it there before it starts the actors). Each
 actor then loads the model itself, places it on its GPUs (or leaves it on the CPU), and scores
 the :class:`~paretoprune.candidate.Candidate` objects the pool hands it. Each actor resolves
 ``--dtype`` for its own device, so ``auto`` gives the checkpoint's dtype on a GPU worker::
@@ -20,6 +21,7 @@ from paretoprune.candidate import Candidate
 from paretoprune.evaluators.capability_fitness import CapabilityInputs
 from paretoprune.evaluators.fitness import CandidateEvaluator, FitnessTokens
 from paretoprune.evaluators.stats import ChannelStats
+from paretoprune.global_scores import ScoreMap
 from paretoprune.metrics.scores import MetricSpec
 
 __all__ = ["EvaluatorInputs", "RemoteEvaluator"]
@@ -33,9 +35,9 @@ class EvaluatorInputs:
     tokens: torch.Tensor  # the fitness windows, [nsamples, seqlen]
     stats: dict[str, ChannelStats]  # activation statistics of the dense model, by linear
     objectives: tuple[str, ...]
-    # The scoring rule every candidate shares (layerwise mode): its ranks are cached once.
-    # None when the search moves the rule itself.
-    rank_metric: MetricSpec | None = None
+    # The scoring rule every candidate shares (layerwise mode): its ranks are cached once. A
+    # string names a global rule of ``score_maps``. None when the search moves the rule itself.
+    rank_metric: MetricSpec | str | None = None
     # The tokens of objectives written name@SOURCE, by SOURCE.
     sources: dict[str, FitnessTokens] = field(default_factory=dict)
     # What the capability objectives (probe, passkey) read, as token ids; None when none is asked for.
@@ -43,6 +45,9 @@ class EvaluatorInputs:
     # --dtype, resolved by each actor for its own device: auto is the checkpoint's dtype on a
     # GPU and fp32 on a CPU.
     dtype: str = "auto"
+    # The score maps of the dense model by global rule (on the CPU, computed once on the driver):
+    # what the masks of candidates that name the rule rank.
+    score_maps: dict[str, ScoreMap] = field(default_factory=dict)
 
 
 class RemoteEvaluator:
@@ -61,7 +66,7 @@ class RemoteEvaluator:
             loaded.model, layout, stats_to_devices(inputs.stats, layout), inputs.tokens.to(device),
             objectives=inputs.objectives, rank_metric=inputs.rank_metric,
             sources={name: _on(device, tokens) for name, tokens in inputs.sources.items()},
-            capabilities=inputs.capabilities,
+            capabilities=inputs.capabilities, score_maps=inputs.score_maps,
         )  # fmt: skip
 
     def evaluate(self, candidate: Candidate) -> dict[str, float]:

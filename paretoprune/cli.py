@@ -348,6 +348,10 @@ def search(
     ),
     stats_seqlen: Optional[int] = typer.Option(None, "--stats-seqlen", help="their tokens (default: --seqlen)"),
     mode: Optional[str] = typer.Option(None, "--mode", help="layerwise | metric | joint"),
+    base_metric: Optional[str] = typer.Option(
+        None, "--base-metric",
+        help="layerwise mode's scoring rule: a registered rule (default wanda) or a global rule (lrp, unipruning, ...)",
+    ),  # fmt: skip
     sparsity: Optional[float] = typer.Option(None, "--sparsity", help="target sparsity"),
     sparsity_range: Optional[str] = typer.Option(None, "--sparsity-range", help="LO:HI, search the target"),
     structure: Optional[str] = typer.Option(None, "--structure", help="N:M (metric mode)"),
@@ -412,7 +416,7 @@ def search(
         settings = read_settings(config_file) if config_file is not None else {}
         given = dict(
             model=model, calib=calib, nsamples=nsamples, seqlen=seqlen, stats_nsamples=stats_nsamples,
-            stats_seqlen=stats_seqlen, mode=mode, sparsity=sparsity,
+            stats_seqlen=stats_seqlen, mode=mode, base_metric=base_metric, sparsity=sparsity,
             sparsity_range=_range(sparsity_range), structure=structure,
             objectives=tuple(objectives.split(",")) if objectives else None, pop=pop,
             generations=generations, workers=workers, threads_per_worker=threads_per_worker,

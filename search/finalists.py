@@ -52,6 +52,7 @@ from paretoprune.search.archive import Archive, candidate_of
 from paretoprune.search.config import SearchConfig
 from paretoprune.search.fidelity import BASE, Fidelity
 from paretoprune.search.pareto import Objectives, candidate_ids, non_dominated_mask
+from paretoprune.search.space import global_rule_of
 
 __all__ = ["DEFAULT_TOKENS", "FINALIST_SEED_OFFSET", "FinalistPlan", "StageReport", "applied_inputs",
            "score_finalists", "select"]
@@ -283,7 +284,7 @@ def applied_inputs(config: SearchConfig, windows: int, sources: Mapping[str, Fit
         model_spec=config.model, calib=config.calib, calib_nsamples=calibration[0], calib_seqlen=calibration[1],
         calib_seed=config.seed, windows=windows, seqlen=config.seqlen, seed=config.seed + FINALIST_SEED_OFFSET,
         objectives=tuple(config.objective_names), sources=dict(sources), dtype=config.dtype,
-        held_out=(fitness, calibration),
+        held_out=(fitness, calibration), global_rule=global_rule_of(config.base_metric),
     )  # fmt: skip
 
 

@@ -1,14 +1,16 @@
 """Everything a search needs before its first generation, prepared once from its config.
 
 :func:`prepare` loads the model on the driver (on the CPU), draws the fitness windows,
-collects the activation statistics, describes the model and the data for the recipes, computes
-OWL's allocation when the search starts from it, and builds the search space. What it returns
+collects the activation statistics, computes the score map of a global base rule (``lrp``, on
+the statistics' windows, through the score cache), describes the model and the data for the
+recipes, computes OWL's allocation when the search starts from it, and builds the search space. What it returns
 is plain data: the driver's loop uses it, and the evaluator actors are built from its
 ``evaluator`` part.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,13 +23,16 @@ from paretoprune.evaluators.placement import check_model_fits
 from paretoprune.evaluators.remote import EvaluatorInputs
 from paretoprune.evaluators.stats import collect_stats
 from paretoprune.evaluators.zeroshot_tasks import example_text, load_task, split_indices, task_names
+from paretoprune.global_scores import cached_score_map
 from paretoprune.models import ModelLayout, check_context, find_layout, fingerprint, load_model, resolve_dtype
 from paretoprune.pruning import owl_sparsities
 from paretoprune.recipe import CalibrationInfo, ModelInfo, Provenance
 from paretoprune.search.config import SearchConfig
-from paretoprune.search.space import SearchSpace, resolve_metric
+from paretoprune.search.space import SearchSpace, global_rule_of, resolve_metric
 
 __all__ = ["SearchInputs", "prepare"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,11 @@ def prepare(config: SearchConfig) -> SearchInputs:
     )
     owl = owl_sparsities(layout, stats, config.sparsity) if config.sparsity is not None else None
     space = SearchSpace(layout, config.space_config(), owl_sparsities=owl)
+    score_maps = {}
+    if space.global_rule is not None:  # on the windows a recipe is applied with, as `apply` scores them
+        logger.info("scoring the dense model with %s on %d windows (once; cached)", space.global_rule, len(stats_tokens))
+        score_maps[space.global_rule] = cached_score_map(space.global_rule, loaded.model, layout, stats_tokens,
+                                                         model_id=config.model, seed=config.seed, progress=False)  # fmt: skip
     model = ModelInfo(
         name=config.model, fingerprint=fingerprint(loaded.model), family=layout.family,
         shapes={linear.name: (linear.out_features, linear.in_features) for linear in layout.linears},
@@ -83,17 +93,18 @@ def prepare(config: SearchConfig) -> SearchInputs:
     provenance = Provenance(calibration=calibration, fitness=described)
     evaluator = EvaluatorInputs(
         model_spec=config.model, tokens=tokens, stats=stats, objectives=config.objective_names,
-        rank_metric=None if space.searches_metric else space.base_metric, sources=sources, dtype=config.dtype,
-        capabilities=capabilities,
+        rank_metric=None if space.searches_metric else (space.global_rule or space.base_metric), sources=sources,
+        dtype=config.dtype, capabilities=capabilities, score_maps=score_maps,
     )  # fmt: skip
     return SearchInputs(model=model, provenance=provenance, layout=layout, space=space, evaluator=evaluator)
 
 
 def _needs_gradients(config: SearchConfig) -> bool:
     """Whether some candidate may read regional gradients: layerwise mode's fixed rule has the
-    term (e.g. wanda++), or the searched metric has the gradient gene."""
+    term (e.g. wanda++; never a global rule, whose map holds its scores), or the searched metric
+    has the gradient gene."""
     if config.mode == "layerwise":
-        return resolve_metric(config.base_metric).uses_gradients
+        return global_rule_of(config.base_metric) is None and resolve_metric(config.base_metric).uses_gradients
     return config.search_gradient
 
 

@@ -19,6 +19,11 @@ and a split between the kinds of matrix in a few dozen genes, where "linear" nee
 
 Known baselines (uniform Wanda, OWL, RIA, magnitude) are points of the space, so the search can
 start from them and never ends worse than them on its objective.
+
+A layerwise search's base metric may also be a global scoring rule (``lrp``, ``unipruning``,
+:mod:`paretoprune.global_scores`): its score map of the dense model is fixed, so only the layer
+genes move, and every decoded candidate names the rule (``Candidate.global_rule``); uniform and
+OWL allocations under the rule are its baselines.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import numpy as np
 
 from paretoprune.candidate import Candidate
 from paretoprune.errors import InputError
+from paretoprune.global_scores import GLOBAL_SCORES
 from paretoprune.metrics.allocation import (
     block_totals,
     expand_block_genes,
@@ -39,7 +45,7 @@ from paretoprune.metrics.allocation import (
 )
 from paretoprune.metrics.masks import parse_structure
 from paretoprune.metrics.row_allocation import ROW_ALLOCATIONS
-from paretoprune.metrics.scores import KNOWN_METRICS, NORMALISERS, TRANSFORMS, MetricSpec, metric_by_name
+from paretoprune.metrics.scores import KNOWN_METRICS, NORMALISERS, SCORING_RULES, TRANSFORMS, MetricSpec, metric_by_name
 from paretoprune.models import ModelLayout
 
 __all__ = [
@@ -49,6 +55,7 @@ __all__ = [
     "SearchSpace",
     "SpaceConfig",
     "check_space_config",
+    "global_rule_of",
     "profile_scale",
     "resolve_metric",
 ]
@@ -94,8 +101,8 @@ class SpaceConfig:
     structure: str = "unstructured"  # or "N:M" (metric mode only: N:M fixes every layer)
     granularity: str = "block"  # one layer gene per block, per linear, or per block and per kind ("block+kind")
     delta: float = 0.15  # how far a layer may stray from the target sparsity
-    # The scoring rule of layerwise mode: a known name, or a MetricSpec as a dict (the best
-    # metric of an earlier stage, say).
+    # The scoring rule of layerwise mode: a known name, a MetricSpec as a dict (the best metric
+    # of an earlier stage, say), or a registered global scoring rule (lrp, unipruning, ...).
     base_metric: str | Mapping[str, Any] = "wanda"
     group: str = "row"  # comparison group of the scores
     gradient: bool = False  # search the gradient term too (the statistics must hold regional gradients)
@@ -117,7 +124,10 @@ class SearchSpace:
     ) -> None:
         check_space_config(config)
         self.layout, self.config = layout, config
-        self.base_metric = resolve_metric(config.base_metric)
+        self.global_rule = global_rule_of(config.base_metric)
+        # A global rule's candidates carry Wanda as their metric, a label only: the masks rank the
+        # rule's map, and Wanda is the rule OWL's outliers and the baseline curves are paired with.
+        self.base_metric = KNOWN_METRICS["wanda"] if self.global_rule else resolve_metric(config.base_metric)
         self._nm = parse_structure(config.structure)
         self._owl = owl_sparsities
         self._numels = np.array(layout.numels, dtype=float)
@@ -185,6 +195,7 @@ class SearchSpace:
             structure=self.config.structure,
             group=self.config.group,
             rows="uniform" if self._rows is None else _pick(_ROWS, genome[self._rows]),
+            global_rule=self.global_rule,
         )
 
     def delta_at(self, target: float) -> float:
@@ -305,20 +316,25 @@ class SearchSpace:
         metrics = known if self.searches_metric else [self.base_metric]
         # Wanda (or the layerwise rule) is the one that TRIM and OWL are paired with.
         paired = KNOWN_METRICS["wanda"] if self.searches_metric else self.base_metric
+        # A global rule names its baselines: "lrp", "owl-lrp" (decoded, they carry it anyway).
+        paired_name = self.global_rule or paired.name
         row_rules = [rows for rows in _ROWS if rows != "uniform"] if self._rows is not None else []
         for target in targets:
             suffix = "" if lo is None else f"@{target:.2f}"
             uniform = {name: target for name in self.layout.names}
             for metric in metrics:
-                found[f"{metric.name}{suffix}"] = self.encode(Candidate(metric=metric, sparsities=uniform), target)
+                found[f"{self.global_rule or metric.name}{suffix}"] = self.encode(
+                    Candidate(metric=metric, sparsities=uniform, global_rule=self.global_rule), target
+                )
             for rows in row_rules:
-                found[f"{paired.name}+{rows}{suffix}"] = self.encode(
-                    Candidate(metric=paired, sparsities=uniform, rows=rows), target
+                found[f"{paired_name}+{rows}{suffix}"] = self.encode(
+                    Candidate(metric=paired, sparsities=uniform, rows=rows, global_rule=self.global_rule), target
                 )
             if self._owl is not None and self.searches_layers and lo is None:
                 for rows in ["uniform", *row_rules]:
-                    name = f"owl-{paired.name}" + ("" if rows == "uniform" else f"+{rows}")
-                    found[name] = self.encode(Candidate(metric=paired, sparsities=self._owl, rows=rows), target)
+                    name = f"owl-{paired_name}" + ("" if rows == "uniform" else f"+{rows}")
+                    owl = Candidate(metric=paired, sparsities=self._owl, rows=rows, global_rule=self.global_rule)
+                    found[name] = self.encode(owl, target)
         return found
 
 
@@ -334,6 +350,14 @@ def profile_scale(target: float) -> float:
     target = min(max(float(target), 0.0), 0.99)
     reference = _PROFILE_REFERENCE / (1.0 - _PROFILE_REFERENCE)
     return (target / (1.0 - target)) / reference
+
+
+def global_rule_of(base_metric: str | Mapping[str, Any] | MetricSpec) -> str | None:
+    """The registered global scoring rule a base metric names (its registered name), or None
+    for a rule of the meta-metric family."""
+    if isinstance(base_metric, str) and base_metric in GLOBAL_SCORES:
+        return GLOBAL_SCORES.entry(base_metric).name
+    return None
 
 
 def resolve_metric(metric: str | Mapping[str, Any] | MetricSpec) -> MetricSpec:
@@ -383,8 +407,8 @@ def check_space_config(config: SpaceConfig) -> None:
         raise InputError(f"unknown granularity {config.granularity!r}: use one of {', '.join(GRANULARITIES)}")
     if config.profile not in PROFILES:
         raise InputError(f"unknown profile {config.profile!r}: use one of {', '.join(PROFILES)}")
-    resolve_metric(config.base_metric)
     nm = parse_structure(config.structure)
+    _check_base_metric(config, nm)
     if nm is not None and config.mode != "metric":
         raise InputError(
             f"--structure {config.structure} fixes every layer's sparsity: use --mode metric with it"
@@ -399,6 +423,24 @@ def check_space_config(config: SpaceConfig) -> None:
     if not 0.0 <= config.delta < 1.0:
         raise InputError(f"delta {config.delta} is out of range: use a value in [0, 1), e.g. 0.15")
     _check_row_gene(config, nm)
+
+
+def _check_base_metric(config: SpaceConfig, nm: tuple[int, int] | None) -> None:
+    """A family rule (by name or as a dict), or a global rule in a layerwise search whose
+    structure the rule's scores suit."""
+    rule = global_rule_of(config.base_metric)
+    if rule is None:
+        if isinstance(config.base_metric, str) and config.base_metric not in SCORING_RULES:
+            raise InputError(f"unknown base metric {config.base_metric!r}: choose a scoring rule "
+                             f"({', '.join(SCORING_RULES)}) or a global rule ({', '.join(GLOBAL_SCORES)})")  # fmt: skip
+        resolve_metric(config.base_metric)
+        return
+    if config.mode != "layerwise":
+        raise InputError(f"base metric {rule} is a global scoring rule, whose scores a search cannot move: "
+                         f"use it with --mode layerwise, not {config.mode}")  # fmt: skip
+    if ("unstructured" if nm is None else "N:M") not in GLOBAL_SCORES[rule].structures:
+        raise InputError(f"global rule {rule} does not score for --structure {config.structure}: "
+                         f"use one of {', '.join(GLOBAL_SCORES[rule].structures)}")  # fmt: skip
 
 
 def _check_row_gene(config: SpaceConfig, nm: tuple[int, int] | None) -> None:

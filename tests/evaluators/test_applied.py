@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import torch
 from paretoprune.candidate import Candidate
 from paretoprune.errors import InputError
 from paretoprune.evaluators.applied import AppliedScorer
+from paretoprune.global_scores import cached_score_map
 from paretoprune.metrics.scores import SCORING_RULES
 from paretoprune.models import find_layout
 from paretoprune.pruning import prune_model
@@ -74,3 +76,26 @@ def test_row_allocations_are_refused_in_one_line(setting: dict) -> None:
     trimmed = Candidate(setting["candidate"].metric, setting["candidate"].sparsities, rows="trim")
     with pytest.raises(InputError, match="uniform rows"):
         scorer.evaluate(trimmed)
+
+
+@pytest.mark.parametrize("solvers", [("update",), ()])
+def test_a_global_rule_candidate_is_scored_as_prune_model_prunes_by_its_map(
+    setting: dict, solvers: tuple[str, ...], monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    monkeypatch.setenv("PARETOPRUNE_CACHE", str(tmp_path))
+    dense = setting["model"]
+    lrp = cached_score_map("lrp", dense, find_layout(dense), setting["calibration"], progress=False)
+    candidate = replace(setting["candidate"], solvers=solvers, global_rule="lrp")
+    pruned = copy.deepcopy(dense)
+    prune_model(pruned, find_layout(pruned), candidate, setting["calibration"], progress=False, scores=lrp)
+    expected = _kl_per_token(dense, pruned, setting["tokens"])
+
+    model = copy.deepcopy(dense)
+    scorer = AppliedScorer(model, find_layout(model), setting["calibration"], setting["tokens"],
+                           score_maps={"lrp": lrp})  # fmt: skip
+    assert scorer.evaluate(candidate)["kl"] == pytest.approx(expected, rel=1e-4)
+    assert scorer.evaluate(replace(candidate, global_rule=None))["kl"] != pytest.approx(expected, rel=1e-3)
+    other = copy.deepcopy(dense)
+    without = AppliedScorer(other, find_layout(other), setting["calibration"], setting["tokens"])
+    with pytest.raises(InputError, match="masks rank the lrp score map, which this scorer was not given"):
+        without.evaluate(candidate)

@@ -34,10 +34,11 @@ def _random_candidate(layout, rng: random.Random, metric: MetricSpec | None = No
     return Candidate(metric=metric, sparsities={n: rng.uniform(0.0, 0.9) for n in layout.names})
 
 
-def _direct_objectives(family, tokens, candidate) -> dict[str, float]:
-    """Prune a twin of the model for real and compare its outputs with the dense twin's."""
+def _direct_objectives(family, tokens, candidate, scores=None) -> dict[str, float]:
+    """Prune a twin of the model for real (by a global rule's ``scores`` where given) and compare
+    its outputs with the dense twin's."""
     model, pruned = tiny_model(family), tiny_model(family)
-    prune_model(pruned, find_layout(pruned), candidate, tokens, progress=False)
+    prune_model(pruned, find_layout(pruned), candidate, tokens, progress=False, scores=scores)
     with torch.no_grad():
         dense, sparse = model(tokens, output_hidden_states=True), pruned(tokens, output_hidden_states=True)
     lp, lq = torch.log_softmax(dense.logits.float(), -1), torch.log_softmax(sparse.logits.float(), -1)
