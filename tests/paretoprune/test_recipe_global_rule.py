@@ -17,7 +17,16 @@ from paretoprune.pruning import prune_model
 from paretoprune.recipe import Recipe, load_recipe, recipe_yaml, save_recipe
 from paretoprune.testing import tiny_model
 from paretoprune.workflows import apply_recipe
-from tests.paretoprune.test_recipe import _candidate, _modifier, _raises_one_line, _recipe, load_recipe_text
+# The model and layout fixtures are test_recipe's, shared rather than built twice.
+from tests.paretoprune.test_recipe import (  # noqa: F401
+    _candidate,
+    _modifier,
+    _raises_one_line,
+    _recipe,
+    layout,
+    load_recipe_text,
+    model,
+)
 
 TOKENS = torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(0))
 
@@ -25,16 +34,6 @@ TOKENS = torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(
 @pytest.fixture(autouse=True)
 def private_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PARETOPRUNE_CACHE", str(tmp_path))
-
-
-@pytest.fixture(scope="module")
-def model() -> Any:
-    return tiny_model("llama", seed=0)
-
-
-@pytest.fixture(scope="module")
-def layout(model: Any) -> Any:
-    return find_layout(model)
 
 
 def _lrp_recipe(model: Any, layout: Any) -> Recipe:
