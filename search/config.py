@@ -62,7 +62,9 @@ class SearchConfig:
     # fixed: that far at every target; scaled: delta times the target's odds over 50 %'s, so
     # that a genome is one depth profile over a --sparsity-range (search/space.py)
     profile: str = "fixed"
-    base_metric: str | dict[str, Any] = "wanda"  # scoring rule of layerwise mode
+    # Scoring rule of layerwise mode: a registered rule, a MetricSpec dict, or a global rule (lrp,
+    # unipruning, unipruning-static) whose score map of the dense model the masks rank.
+    base_metric: str | dict[str, Any] = "wanda"
     group: str = "row"  # comparison group of the scores
     # Opt-in genes. search_rows: the row allocation (uniform or TRIM) is a gene, and the
     # statistics keep each sequence's last-token inputs for it; a TRIM candidate costs several
