@@ -75,17 +75,20 @@ def curve_points(space: SearchSpace, owl: Callable[[float], Mapping[str, float]]
     :meth:`SearchSpace.baselines` names the same candidates. ``owl(level)``: OWL's sparsities
     (None: no OWL curve, as for N:M structures)."""
     metric = KNOWN_METRICS["wanda"] if space.searches_metric else space.base_metric
+    # A layerwise search on a global rule's scores (--base-metric lrp) is read against that rule.
+    rule = None if space.searches_metric else space.global_rule
+    label = rule or metric.name
     low, high = space.config.sparsity_range or (None, None)
     levels = [space.target(np.zeros(space.n_var))] if low is None else list(np.linspace(low, high, CURVE_LEVELS))
     points = []
     for level in map(float, levels):
         suffix = "" if low is None else f"@{level:.2f}"
-        shape = {"structure": space.config.structure, "group": space.config.group}
+        shape = {"structure": space.config.structure, "group": space.config.group, "global_rule": rule}
         uniform = Candidate(metric=metric, sparsities={name: level for name in space.layout.names}, **shape)
-        points.append((f"{metric.name}{suffix}", f"uniform {metric.name}", level, uniform))
+        points.append((f"{label}{suffix}", f"uniform {label}", level, uniform))
         if owl is not None:
             owl_candidate = Candidate(metric=metric, sparsities=dict(owl(level)), **shape)
-            points.append((f"owl-{metric.name}{suffix}", f"owl + {metric.name}", level, owl_candidate))
+            points.append((f"owl-{label}{suffix}", f"owl + {label}", level, owl_candidate))
     return points
 
 

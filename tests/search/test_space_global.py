@@ -56,3 +56,14 @@ def test_a_global_rule_outside_layerwise_mode_or_an_unknown_name_is_refused(conf
     assert message in str(caught.value) and "\n" not in str(caught.value)
     if "unknown" in message:
         assert "or a global rule (unipruning, unipruning-static, lrp)" in str(caught.value)
+
+
+def test_the_plots_uniform_curves_are_drawn_under_the_rule_and_named_as_the_baselines(layout: ModelLayout) -> None:
+    from paretoprune.search.baselines import curve_points
+
+    owl = {name: 0.5 + 0.1 * (index % 3 - 1) for index, name in enumerate(layout.names)}
+    space = SearchSpace(layout, SpaceConfig(sparsity=0.5, base_metric="lrp"), owl_sparsities=owl)
+    points = curve_points(space, lambda level: owl)
+    assert [(name, curve) for name, curve, _, _ in points] == [("lrp", "uniform lrp"), ("owl-lrp", "owl + lrp")]
+    assert all(candidate.global_rule == "lrp" for *_, candidate in points)
+    assert {name for name, *_ in points} <= set(space.baselines())
