@@ -163,9 +163,11 @@ def trim_row_sparsities(
     uniform rows by the whole layer's output cosine on ``inputs`` (uniform is the fallback)."""
     if weight.shape != scores.shape or inputs.dim() != 2 or inputs.shape[1] != weight.shape[1]:
         raise InputError(f"TRIM needs scores of the weight's shape {tuple(weight.shape)} and inputs [n, {weight.shape[1]}]")
-    if not 0.0 <= target <= MAX_ROW_SPARSITY:
-        raise InputError(f"TRIM's layer sparsity {target} is outside [0, {MAX_ROW_SPARSITY}]")
+    if not 0.0 <= target <= 1.0:
+        raise InputError(f"TRIM's layer sparsity {target} is outside [0, 1]")
     rows, width = weight.shape
+    if target >= MAX_ROW_SPARSITY:  # rows are capped there: no room to move sparsity among them
+        return uniform_row_sparsities(rows, target)
     total = rows * round(target * width)  # what uniform rows prune, kept exactly
     evaluate = _scorer(weight, scores, inputs, width, total)
     best = uniform_row_sparsities(rows, target)

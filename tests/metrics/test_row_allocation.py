@@ -91,5 +91,14 @@ def test_registry_and_bad_input() -> None:
     weight, scores, inputs = _layer(0)
     with pytest.raises(InputError, match="inputs \\[n, 40\\]"):
         trim_row_sparsities(weight, scores, inputs[:, :10], 0.5)
-    with pytest.raises(InputError, match="outside \\[0, 0.95\\]"):
-        trim_row_sparsities(weight, scores, inputs, 0.99)
+    with pytest.raises(InputError, match="outside \\[0, 1\\]"):
+        trim_row_sparsities(weight, scores, inputs, 1.2)
+
+
+def test_a_layer_at_or_beyond_the_row_cap_keeps_uniform_rows() -> None:
+    # A searched allocation may give a layer 0.99 (SmolLM2's 70 % sensitivity recipe does); every
+    # row would sit at TRIM's cap, so there is nothing to move among them.
+    weight, scores, inputs = _layer(0)
+    for target in (MAX_ROW_SPARSITY, 0.99):
+        assert torch.equal(trim_row_sparsities(weight, scores, inputs, target), torch.full((weight.shape[0],), target,
+                                                                                          dtype=torch.float64))
