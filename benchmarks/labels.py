@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from benchmarks.plan import Pruning
+from benchmarks.plan import Pruning, planned
 from benchmarks.searches import SEARCHES
 
 __all__ = ["BASELINE_LABELS", "SEARCH_LABELS", "baseline_label", "label", "label_order", "method_key", "search_label"]
@@ -78,8 +78,9 @@ def search_label(name: str) -> str:
 def label_order(labels: Iterable[str]) -> list[str]:
     """The labels present, baselines first, each method before its sequential line; names the
     lists above do not know go after them, in the order given."""
-    known = [f"{name}{suffix}" for name in (*BASELINE_LABELS.values(), *_search_names())
-             for suffix in ("", SEQUENTIAL)]  # fmt: skip
+    baselines = dict.fromkeys([*BASELINE_LABELS.values(), *(baseline_label(p) for p in planned("baselines")
+                                                            if p.kind == "baseline")])  # fmt: skip
+    known = [f"{name}{suffix}" for name in (*baselines, *_search_names()) for suffix in ("", SEQUENTIAL)]
     present = list(dict.fromkeys(labels))
     return sorted(present, key=lambda name: known.index(name) if name in known else len(known))
 
