@@ -176,7 +176,9 @@ def _search(run: Run, progress: bool) -> SearchResult:
         except KeyboardInterrupt:
             interrupted = True
             logger.warning("interrupted: every finished evaluation is saved; resume with --resume %s", run.folder)
-    return _finish(run, inputs, interrupted, progress)
+        # The uniform curves' missing points are scored while the actors are still up.
+        table = _baselines(run, inputs, archive.frame(), interrupted, pool)
+    return _finish(run, inputs, interrupted, progress, table)
 
 
 def _fitness_pool(config: SearchConfig, inputs: SearchInputs, workers: int) -> EvaluatorPool[Candidate]:
@@ -301,14 +303,16 @@ def rescore(run_dir: str | Path, finalists: tuple[int, ...], tokens: tuple[int, 
     return _finish(run, prepare(config), interrupted=False, progress=progress)
 
 
-def _finish(run: Run, inputs: SearchInputs, interrupted: bool, progress: bool = True) -> SearchResult:
+def _finish(run: Run, inputs: SearchInputs, interrupted: bool, progress: bool = True,
+            table: pd.DataFrame | None = None) -> SearchResult:  # fmt: skip
     """Compact the archive, score the finalists, then write the front's recipes (unless
-    interrupted), table and plot."""
+    interrupted), table and plot. ``table``: the baselines table, when the search made it."""
     objectives = run.objectives
     # Reopened from disk: an evaluation written just as Ctrl-C struck counts too.
     archive = Archive(run.folder, objectives.names)
     archive.compact()  # a user reading evaluations.parquet alone finds every row
-    table = _baselines(run, inputs, archive.frame(), interrupted)
+    if table is None:
+        table = _baselines(run, inputs, archive.frame(), interrupted)
     baselines = {str(name): int(i) for name, i in zip(table["name"], table["eval_id"]) if not pd.isna(i)}
     plan = FinalistPlan.of(run.config)
     reports: list[StageReport] = []
@@ -333,16 +337,23 @@ def _finish(run: Run, inputs: SearchInputs, interrupted: bool, progress: bool = 
                         against_uniform(frame, front, objectives, table))  # fmt: skip
 
 
-def _baselines(run: Run, inputs: SearchInputs, frame: pd.DataFrame, interrupted: bool) -> pd.DataFrame:
+def _baselines(run: Run, inputs: SearchInputs, frame: pd.DataFrame, interrupted: bool,
+               pool: EvaluatorPool[Candidate] | None = None) -> pd.DataFrame:  # fmt: skip
     """The run's baselines table (search.baselines), written to the run folder: the curve points
-    no earlier call kept are scored now, with the search's fitness (not after Ctrl-C)."""
+    no earlier call kept are scored now, with the search's fitness (not after Ctrl-C), on
+    ``pool`` when the search's actors are still up, else on a pool of their own."""
     config = run.config
     structured = inputs.space.config.structure != "unstructured"
     owl = None if structured else (lambda level: owl_sparsities(inputs.layout, inputs.evaluator.stats, level))
 
+    def evaluate(on: EvaluatorPool[Candidate], candidates: list[Candidate]) -> list[dict[str, float] | None]:
+        return [outcome.objectives if outcome.ok else None for outcome in on.evaluate(candidates)]
+
     def score(candidates: list[Candidate]) -> list[dict[str, float] | None]:
-        with _fitness_pool(config, inputs, min(config.workers, len(candidates))) as pool:
-            return [outcome.objectives if outcome.ok else None for outcome in pool.evaluate(candidates)]
+        if pool is not None:
+            return evaluate(pool, candidates)
+        with _fitness_pool(config, inputs, min(config.workers, len(candidates))) as own:
+            return evaluate(own, candidates)
 
     table = baseline_table(frame, inputs.space, run.objectives, owl, run.baselines(),
                            score=None if interrupted else score)  # fmt: skip
