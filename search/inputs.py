@@ -11,6 +11,7 @@ is plain data: the driver's loop uses it, and the evaluator actors are built fro
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,11 @@ from paretoprune.evaluators.capability_fitness import CapabilityInputs, capabili
 from paretoprune.evaluators.fitness import FitnessTokens, split_objective
 from paretoprune.evaluators.placement import check_model_fits
 from paretoprune.evaluators.remote import EvaluatorInputs
-from paretoprune.evaluators.stats import collect_stats
+from paretoprune.evaluators.stats import ChannelStats, collect_stats
 from paretoprune.evaluators.zeroshot_tasks import example_text, load_task, split_indices, task_names
 from paretoprune.global_scores import cached_score_map
 from paretoprune.models import ModelLayout, check_context, find_layout, fingerprint, load_model, resolve_dtype
-from paretoprune.pruning import owl_sparsities
+from paretoprune.pruning import layer_sparsities, owl_sparsities
 from paretoprune.recipe import CalibrationInfo, ModelInfo, Provenance
 from paretoprune.search.config import SearchConfig
 from paretoprune.search.space import SearchSpace, global_rule_of, resolve_metric
@@ -73,7 +74,8 @@ def prepare(config: SearchConfig) -> SearchInputs:
         loaded.model, loaded.tokenizer, config.objective_names, config.truth_dir, config.seed, config.probe_split
     )
     owl = owl_sparsities(layout, stats, config.sparsity) if config.sparsity is not None else None
-    space = SearchSpace(layout, config.space_config(), owl_sparsities=owl)
+    space = SearchSpace(layout, config.space_config(), owl_sparsities=owl,
+                        allocations=_truth_allocations(config, loaded, layout, stats))  # fmt: skip
     score_maps = {}
     if space.global_rule is not None:  # on the windows a recipe is applied with, as `apply` scores them
         logger.info("scoring the dense model with %s on %d windows (once; cached)", space.global_rule, len(stats_tokens))
@@ -97,6 +99,19 @@ def prepare(config: SearchConfig) -> SearchInputs:
         dtype=config.dtype, capabilities=capabilities, score_maps=score_maps,
     )  # fmt: skip
     return SearchInputs(model=model, provenance=provenance, layout=layout, space=space, evaluator=evaluator)
+
+
+def _truth_allocations(config: SearchConfig, loaded: Any, layout: ModelLayout,
+                       stats: Mapping[str, ChannelStats]) -> dict[str, dict[str, float]]:  # fmt: skip
+    """TPLO's allocation at the target, a first-population baseline, when the search was given
+    true/false statements (--truth-dir) and its layer genes can express it."""
+    layerwise = config.mode in ("layerwise", "joint") and config.structure == "unstructured"
+    if config.truth_dir is None or config.sparsity is None or not layerwise:
+        return {}
+    logger.info("TPLO's allocation at %g from the statements in %s (a first-population baseline)",
+                config.sparsity, config.truth_dir)  # fmt: skip
+    return {"tplo": layer_sparsities(layout, config.sparsity, "tplo", stats, model=loaded.model,
+                                     tokenizer=loaded.tokenizer, truth_dir=config.truth_dir)}  # fmt: skip
 
 
 def _needs_gradients(config: SearchConfig) -> bool:

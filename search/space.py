@@ -121,7 +121,10 @@ class SearchSpace:
         layout: ModelLayout,
         config: SpaceConfig,
         owl_sparsities: Mapping[str, float] | None = None,
+        allocations: Mapping[str, Mapping[str, float]] | None = None,
     ) -> None:
+        """``owl_sparsities`` and ``allocations`` (more layer allocations at the target, by
+        name, e.g. TPLO's) join the first population as baselines, under the layerwise rule."""
         check_space_config(config)
         self.layout, self.config = layout, config
         self.global_rule = global_rule_of(config.base_metric)
@@ -129,7 +132,7 @@ class SearchSpace:
         # rule's map, and Wanda is the rule OWL's outliers and the baseline curves are paired with.
         self.base_metric = KNOWN_METRICS["wanda"] if self.global_rule else resolve_metric(config.base_metric)
         self._nm = parse_structure(config.structure)
-        self._owl = owl_sparsities
+        self._allocations = {**({"owl": owl_sparsities} if owl_sparsities is not None else {}), **(allocations or {})}
         self._numels = np.array(layout.numels, dtype=float)
         self._groups = (
             np.arange(len(layout.linears))
@@ -330,11 +333,11 @@ class SearchSpace:
                 found[f"{paired_name}+{rows}{suffix}"] = self.encode(
                     Candidate(metric=paired, sparsities=uniform, rows=rows, global_rule=self.global_rule), target
                 )
-            if self._owl is not None and self.searches_layers and lo is None:
+            for allocation, sparsities in (self._allocations.items() if self.searches_layers and lo is None else ()):
                 for rows in ["uniform", *row_rules]:
-                    name = f"owl-{paired_name}" + ("" if rows == "uniform" else f"+{rows}")
-                    owl = Candidate(metric=paired, sparsities=self._owl, rows=rows, global_rule=self.global_rule)
-                    found[name] = self.encode(owl, target)
+                    name = f"{allocation}-{paired_name}" + ("" if rows == "uniform" else f"+{rows}")
+                    allocated = Candidate(metric=paired, sparsities=sparsities, rows=rows, global_rule=self.global_rule)
+                    found[name] = self.encode(allocated, target)
         return found
 
 

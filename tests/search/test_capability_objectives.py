@@ -10,6 +10,8 @@ from paretoprune.candidate import Candidate
 from paretoprune.errors import InputError
 from paretoprune.evaluators.remote import RemoteEvaluator
 from paretoprune.metrics.scores import KNOWN_METRICS
+from paretoprune.models import load_model
+from paretoprune.pruning import layer_sparsities
 from paretoprune.search.config import load_config
 from paretoprune.search.inputs import prepare
 from paretoprune.testing import save_tiny_model, tiny_model
@@ -66,3 +68,17 @@ def test_the_probe_objective_without_statements_says_how_to_give_them(
     monkeypatch.delenv("PARETOPRUNE_TRUTH_DIR", raising=False)
     with pytest.raises(InputError, match="pass --truth-dir DIR"):
         prepare(config(model_dir, tmp_path))
+
+
+def test_given_statements_a_layerwise_search_starts_from_tplo_too(model_dir: Path, truth_dir: Path, tmp_path: Path) -> None:
+    inputs = prepare(config(model_dir, tmp_path, truth_dir=str(truth_dir), objectives=["kl"]))
+    baselines = inputs.space.baselines()
+    assert {"wanda", "owl-wanda", "tplo-wanda"} <= set(baselines)
+    tplo = inputs.space.decode(baselines["tplo-wanda"])
+    loaded = load_model(str(model_dir))
+    expected = layer_sparsities(inputs.layout, 0.5, "tplo", inputs.evaluator.stats, model=loaded.model,
+                                tokenizer=loaded.tokenizer, truth_dir=truth_dir)  # fmt: skip
+    assert tplo.sparsities == pytest.approx(expected, abs=1e-9) and tplo.sparsities != inputs.space.decode(
+        baselines["owl-wanda"]).sparsities
+    without = prepare(config(model_dir, tmp_path, objectives=["kl"]))
+    assert "tplo-wanda" not in without.space.baselines()
