@@ -12,10 +12,10 @@ from torch import nn
 
 from paretoprune.candidate import Candidate
 from paretoprune.evaluators.stats import collect_stats
-from paretoprune.global_scores import GLOBAL_SCORES, GlobalScoreInputs
+from paretoprune.global_scores import GLOBAL_SCORES, cached_score_map
 from paretoprune.metrics.masks import parse_structure
 from paretoprune.metrics.scores import SCORING_RULES
-from paretoprune.models import LoadedModel, ModelLayout, cache_dir, find_layout, load_model
+from paretoprune.models import LoadedModel, ModelLayout, find_layout, load_model
 from paretoprune.pruning import LAYER_ALLOCATIONS, AllocationInputs, PruneReport, measure_sparsity, prune_model
 from paretoprune.recipe import Recipe
 from paretoprune.workflows import MASK_SOLVERS, apply_recipe
@@ -93,6 +93,5 @@ def _global_scores(model: nn.Module, layout: ModelLayout, pruning: Pruning, toke
     """A global rule's score map of the dense model, cached as ``prune --method`` caches it."""
     if pruning.pruner not in GLOBAL_SCORES:
         return None
-    inputs = GlobalScoreInputs(model, layout, tokens, model_id=extras.model_id, cache_dir=cache_dir() / "scores",
-                               seed=extras.seed, progress=False)  # fmt: skip
-    return GLOBAL_SCORES[pruning.pruner].compute(inputs)
+    return cached_score_map(pruning.pruner, model, layout, tokens, model_id=extras.model_id, seed=extras.seed,
+                            progress=False)  # fmt: skip

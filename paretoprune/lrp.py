@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from paretoprune.global_scores import GlobalScoreInputs
+from paretoprune.global_scores import GlobalScoreInputs, cached_score_map
 from paretoprune.metrics.lrp import (
     DEFAULT_EPSILON,
     EpsilonGrad,
@@ -51,7 +51,6 @@ from paretoprune.metrics.lrp import (
 from paretoprune.models import (
     ModelLayout,
     RelevanceSites,
-    cache_dir,
     final_hidden_states,
     relevance_sites,
     target_logits,
@@ -191,8 +190,7 @@ def lrp_sparsities(
     The scores come from (and go to) the same cache as ``--method lrp``'s, so using both costs
     one relevance pass.
     """
-    inputs = GlobalScoreInputs(model, layout, tokens, cache_dir=cache_dir() / "scores", progress=progress)
-    scores = lrp_scores(inputs)
+    scores = cached_score_map("lrp", model, layout, tokens, progress=progress)
     sparsities = global_ranking_sparsities([scores[name] for name in layout.names], target)
     return {name: float(value) for name, value in zip(layout.names, sparsities)}
 
