@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.labels import GRANULARITY_LABELS
 from benchmarks.plots import Figure, Line, Panel, panel_title
 from benchmarks.searches import RANGE_LEVELS, SEARCHES, SHAPES, SearchSpec
 from benchmarks.table import column, replace_rows
@@ -81,4 +82,7 @@ def kl_figure(points: Sequence[KlPoint]) -> Figure:
 def _curve_label(spec: SearchSpec | None, search: str, level: float) -> str:
     if spec is None:
         return search
-    return f"range search (>= {level:.0%})" if spec.kind == "range" else f"{spec.kind} search"
+    if spec.kind == "range":
+        return f"range search (>= {level:.0%})"
+    genes = "" if spec.granularity == "block" else f", {GRANULARITY_LABELS.get(spec.granularity, spec.granularity)}"
+    return f"{spec.kind} search{genes}"

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from benchmarks.plan import Pruning, planned
 from benchmarks.searches import SEARCHES
 
-__all__ = ["BASELINE_LABELS", "SEARCH_LABELS", "baseline_label", "label", "label_order", "method_key", "search_label"]
+__all__ = ["BASELINE_LABELS", "GRANULARITY_LABELS", "SEARCH_LABELS", "baseline_label", "label", "label_order", "method_key", "search_label"]
 
 # (allocation, pruner, update) of a baseline -> its name; a pruner not listed goes by its own.
 BASELINE_LABELS = {
@@ -34,6 +34,8 @@ SEARCH_LABELS = {
     "joint": "joint search",
     "range": "layerwise range search",
 }
+# What a finer granularity than one gene per block adds to a search's name.
+GRANULARITY_LABELS = {"linear": "per linear", "block+kind": "per block and kind"}
 # How a searched recipe was applied, (pruner, update) -> what its name gets.
 APPLIED = {("recipe", False): "", ("recipe", True): " + update", ("sparsegpt", False): " → SparseGPT"}
 SEQUENTIAL = ", sequential"
@@ -69,10 +71,15 @@ def method_key(pruning: Pruning) -> tuple[str, str, bool, str, str]:
 
 
 def search_label(name: str) -> str:
-    """A search's name on the pages: its family's, "sensitivity search" (a search the plan
-    does not know goes by its run name)."""
+    """A search's name on the pages: its family's, "sensitivity search", and its layer genes when
+    they are finer than blocks, "naive swap search, per linear" (a search the plan does not know
+    goes by its run name)."""
     spec = next((spec for spec in SEARCHES if spec.name == name), None)
-    return name if spec is None else SEARCH_LABELS.get(spec.kind, f"{spec.kind} search")
+    if spec is None:
+        return name
+    family = SEARCH_LABELS.get(spec.kind, f"{spec.kind} search")
+    genes = GRANULARITY_LABELS.get(spec.granularity, spec.granularity)
+    return family if spec.granularity == "block" else f"{family}, {genes}"
 
 
 def label_order(labels: Iterable[str]) -> list[str]:
@@ -86,4 +93,9 @@ def label_order(labels: Iterable[str]) -> list[str]:
 
 
 def _search_names() -> list[str]:
-    return [f"{family}{applied}" for family in SEARCH_LABELS.values() for applied in APPLIED.values()]
+    """Families in SEARCH_LABELS' order; within one, block genes before the finer ones."""
+    names = dict.fromkeys([*SEARCH_LABELS.values(), *(search_label(spec.name) for spec in SEARCHES)])
+    family = {name: next((i for i, f in enumerate(SEARCH_LABELS.values()) if name.startswith(f)), len(SEARCH_LABELS))
+              for name in names}  # fmt: skip
+    ordered = sorted(names, key=lambda name: family[name])
+    return [f"{name}{applied}" for name in ordered for applied in APPLIED.values()]
