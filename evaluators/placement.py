@@ -26,8 +26,9 @@ import torch
 from torch import nn
 
 from paretoprune.errors import InputError
+from paretoprune.evaluators.memory import format_bytes
 from paretoprune.evaluators.stats import ChannelStats
-from paretoprune.models import ModelLayout, model_source
+from paretoprune.models import ModelLayout, checkpoint_dtype, model_source
 
 __all__ = [
     "GiB",
@@ -38,6 +39,7 @@ __all__ = [
     "count_parameters",
     "estimate_model_bytes",
     "gpu_share_bytes",
+    "loading_bytes",
     "place_model",
     "spread_device_map",
     "stats_to_devices",
@@ -87,6 +89,25 @@ def count_parameters(model_spec: str) -> int | None:
         return _count_in_gguf(source.location)
     folder = source.location if source.is_local else _hub_cache_folder(str(source.location))
     return _count_in_folder(folder) if folder is not None else None
+
+
+def loading_bytes(model_spec: str, dtype: torch.dtype) -> int:
+    """Bytes of checkpoint files a process holds for a moment while it loads ``model_spec`` in ``dtype``.
+
+    Safetensors files in the same dtype are mapped, not copied: nothing beyond the weights. In
+    another dtype (bf16 files run in fp32) each tensor is converted out of the mapped files, which
+    stay resident until loading ends. Pickled ``.bin`` files are read whole either way. Nothing
+    local to read (a hub id not yet downloaded, a GGUF not yet converted): 0.
+    """
+    source = model_source(model_spec)
+    folder = source.converted if source.is_gguf else (source.location if source.is_local else
+                                                          _hub_cache_folder(str(source.location)))  # fmt: skip
+    if folder is None or not folder.is_dir():
+        return 0
+    bins = sum(path.stat().st_size for path in folder.glob("*.bin"))
+    converted = checkpoint_dtype(str(folder)) != dtype
+    shards = sum(path.stat().st_size for path in folder.glob("*.safetensors")) if converted else 0
+    return bins + shards
 
 
 def _hub_cache_folder(repo_id: str) -> Path | None:
@@ -199,7 +220,7 @@ def check_fits(model_bytes: int, gpus_per_worker: float, available_bytes: int) -
     """
     if model_bytes <= available_bytes:
         return
-    needed, has = _format_bytes(model_bytes), _format_bytes(available_bytes)
+    needed, has = format_bytes(model_bytes), format_bytes(available_bytes)
     if gpus_per_worker <= 0:
         raise InputError(
             f"model needs ~{needed} but a worker has {has} of free RAM: run fewer --workers per "
@@ -212,11 +233,6 @@ def check_fits(model_bytes: int, gpus_per_worker: float, available_bytes: int) -
     raise InputError(
         f"model needs ~{needed} but a worker has {has} ({gpus_per_worker:g} GPU): {advice} or use a larger GPU"
     )
-
-
-def _format_bytes(size: float) -> str:
-    """Bytes in GiB, or MiB below one GiB (so that small models do not read as 0.0 GiB)."""
-    return f"{size / GiB:.1f} GiB" if size >= GiB else f"{size / 2**20:.1f} MiB"
 
 
 def _gpus_needed(model_bytes: int, gpus_per_worker: float, available_bytes: int) -> int:

@@ -131,6 +131,11 @@ class EvaluatorHost:
             error = f"{type(exc).__name__}: {exc}"
         return Reply(objectives, error, time.perf_counter() - start, self._pid, self._node_id)
 
+    def peak_memory(self) -> int | None:
+        """The evaluator's peak memory in bytes, when it can tell (``peak_memory()``), else None."""
+        peak = getattr(self._evaluator, "peak_memory", None)
+        return int(peak()) if callable(peak) else None
+
 
 # ---------------------------------------------------------------------------------------------
 # Connecting and sizing
@@ -322,6 +327,17 @@ class EvaluatorPool(Generic[Payload]):
     def actor_pids(self) -> list[int]:
         """Process ids of the live actors whose id is known (a replacement reports it with its first result)."""
         return [slot.pid for slot in self._slots if slot.pid is not None]
+
+    def peak_memory(self, timeout: float = 60.0) -> list[int]:
+        """Each live actor's peak memory in bytes, as its evaluator reports it (those that cannot
+        tell, or do not answer within ``timeout``, are left out)."""
+        refs = [slot.actor.peak_memory.remote() for slot in self._slots]
+        try:
+            answers = ray.get(refs, timeout=timeout)
+        except (RayError, GetTimeoutError) as error:
+            logger.info("peak memory not reported: %s", _first_line(error))
+            return []
+        return [int(answer) for answer in answers if answer is not None]
 
     def evaluate(
         self,

@@ -62,6 +62,7 @@ class RemoteEvaluator:
         loaded = load_model(inputs.model_spec, dtype=dtype)
         layout = find_layout(loaded.model)
         device = place_model(loaded.model, layout)  # one GPU, its blocks over several GPUs, or the CPU
+        self._device = device
         self._evaluator = CandidateEvaluator(
             loaded.model, layout, stats_to_devices(inputs.stats, layout), inputs.tokens.to(device),
             objectives=inputs.objectives, rank_metric=inputs.rank_metric,
@@ -71,6 +72,12 @@ class RemoteEvaluator:
 
     def evaluate(self, candidate: Candidate) -> dict[str, float]:
         return self._evaluator.evaluate(candidate)
+
+    def peak_memory(self) -> int:
+        """Bytes at this actor's peak: resident memory on a CPU, torch's allocation on a GPU."""
+        from paretoprune.evaluators.memory import peak_memory_bytes
+
+        return peak_memory_bytes(self._device)
 
 
 def _on(device: torch.device, tokens: FitnessTokens) -> FitnessTokens:

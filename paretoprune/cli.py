@@ -18,6 +18,7 @@ import typer
 
 from paretoprune.errors import InputError
 from paretoprune.evaluators.fitness import OBJECTIVES
+from paretoprune.evaluators.memory import format_bytes
 from paretoprune.evaluators.zeroshot_tasks import TASKS
 from paretoprune.metrics.row_allocation import ROW_ALLOCATIONS
 from paretoprune.metrics.solvers import SOLVERS
@@ -441,10 +442,19 @@ def _print_search_result(result: Any, as_json: bool) -> None:
         "evaluations": result.evaluations, "recipes": [str(p) for p in result.recipes],
         "interrupted": result.interrupted, "finalists": [stage.to_dict() for stage in result.finalists],
         "validation": verdict.to_dict() if verdict else None, "against_uniform": result.uniform,
-    }, before=[*(_finalist_line(stage) for stage in result.finalists), *validation],
+        "memory": result.memory,
+    }, before=[*(_finalist_line(stage) for stage in result.finalists), *validation, *_memory_lines(result.memory)],
        after=[_uniform_line(point, result.objectives[0]) for point in result.uniform])  # fmt: skip
     if result.interrupted:
         raise typer.Exit(130)
+
+
+def _memory_lines(memory: dict[str, Any]) -> list[str]:
+    """``evaluator memory: peak 1.1 GiB, estimated 1.3 GiB`` when the actors reported a peak."""
+    if not memory.get("peaks"):
+        return []
+    peak, estimate = max(memory["peaks"]), memory["estimate"]["total"]
+    return [f"evaluator memory: peak {format_bytes(peak)}, estimated {format_bytes(estimate)}"]
 
 
 def _uniform_line(point: dict[str, Any], first: str) -> str:

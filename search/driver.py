@@ -20,7 +20,9 @@ belongs to :mod:`paretoprune.search.run`.
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,8 +34,10 @@ from tqdm.auto import tqdm
 from paretoprune.candidate import Candidate
 from paretoprune.errors import InputError
 from paretoprune.evaluators.fitness import check_objectives
+from paretoprune.evaluators.memory import format_bytes
 from paretoprune.evaluators.ray_pool import EvaluatorPool, Outcome
 from paretoprune.evaluators.remote import RemoteEvaluator
+from paretoprune.io import atomic_write_text
 from paretoprune.models import check_context, check_dtype, read_config
 from paretoprune.pruning import owl_sparsities
 from paretoprune.search.algorithms import SearchAlgorithm, make_algorithm
@@ -47,7 +51,7 @@ from paretoprune.search.finalists import FinalistPlan, StageReport, score_finali
 from paretoprune.search.inputs import SearchInputs, prepare
 from paretoprune.search.pareto import Objectives
 from paretoprune.search.progress import FrontProgress
-from paretoprune.search.run import Run, stage_folder
+from paretoprune.search.run import MEMORY_FILE, Run, stage_folder
 from paretoprune.search.space import SearchSpace, check_space_config
 from paretoprune.search.validation import Verdict, choose
 
@@ -69,6 +73,8 @@ class SearchResult:
     validation: Verdict | None = None  # the best recipe on the first objective against the baselines
     # The front against uniform Wanda on the fitness, at two levels (see search.baselines.against_uniform).
     uniform: list[dict[str, Any]] = field(default_factory=list)
+    # Each evaluator's estimated needs and the peaks its actors reported (memory.json), or {}.
+    memory: dict[str, Any] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -161,6 +167,9 @@ def _search(run: Run, progress: bool) -> SearchResult:
     state = load_checkpoint(run.folder) if has_checkpoint(run.folder) else None
     start = state["generation"] if state else 0
     inputs = prepare(config)
+    _write_memory(run, inputs, peaks=[])  # before any actor starts: a worker that runs out can be read against it
+    if progress:
+        tqdm.write(f"memory check: each evaluator needs {inputs.memory.describe()}", file=sys.stderr)
     algorithm = _algorithm(config, objectives, inputs.space)
     if state is not None:
         algorithm.load_state_dict(state["algorithm"])
@@ -178,7 +187,27 @@ def _search(run: Run, progress: bool) -> SearchResult:
             logger.warning("interrupted: every finished evaluation is saved; resume with --resume %s", run.folder)
         # The uniform curves' missing points are scored while the actors are still up.
         table = _baselines(run, inputs, archive.frame(), interrupted, pool)
-    return _finish(run, inputs, interrupted, progress, table)
+        memory = _memory_report(run, inputs, pool)
+    return replace(_finish(run, inputs, interrupted, progress, table), memory=memory)
+
+
+def _write_memory(run: Run, inputs: SearchInputs, peaks: list[int]) -> dict[str, Any]:
+    """memory.json: the estimate of what each actor needs, and the peaks the actors reported."""
+    report = {"estimate": inputs.memory.to_dict(), "peaks": peaks}
+    atomic_write_text(run.folder / MEMORY_FILE, json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _memory_report(run: Run, inputs: SearchInputs, pool: EvaluatorPool[Candidate]) -> dict[str, Any]:
+    """The actors' peak memory beside the estimate written before they started."""
+    estimate, peaks = inputs.memory, pool.peak_memory()
+    report = _write_memory(run, inputs, peaks)
+    if peaks:
+        logger.info("evaluator peak memory %s; estimated %s", format_bytes(max(peaks)), estimate.describe())
+    if peaks and max(peaks) > estimate.total:
+        logger.warning("an evaluator used %s, more than the %s estimated: leave more memory per worker than the "
+                       "estimate says", format_bytes(max(peaks)), format_bytes(estimate.total))  # fmt: skip
+    return report
 
 
 def _fitness_pool(config: SearchConfig, inputs: SearchInputs, workers: int) -> EvaluatorPool[Candidate]:

@@ -20,12 +20,15 @@ from paretoprune.data import calibration_windows, padded_batch, text_provenance
 from paretoprune.errors import InputError
 from paretoprune.evaluators.capability_fitness import CapabilityInputs, capability_inputs
 from paretoprune.evaluators.fitness import FitnessTokens, split_objective
-from paretoprune.evaluators.placement import check_model_fits
+from paretoprune.evaluators.memory import MemoryEstimate, evaluator_memory, tensors_of
+from paretoprune.evaluators.placement import check_model_fits, loading_bytes
 from paretoprune.evaluators.remote import EvaluatorInputs
 from paretoprune.evaluators.stats import ChannelStats, collect_stats
 from paretoprune.evaluators.zeroshot_tasks import example_text, load_task, split_indices, task_names
 from paretoprune.global_scores import cached_score_map
-from paretoprune.models import ModelLayout, check_context, find_layout, fingerprint, load_model, resolve_dtype
+from paretoprune.models import (
+    ModelLayout, check_context, find_layout, fingerprint, load_model, model_dtype, resolve_dtype,
+)  # fmt: skip
 from paretoprune.pruning import layer_sparsities, owl_sparsities
 from paretoprune.recipe import CalibrationInfo, ModelInfo, Provenance
 from paretoprune.search.config import SearchConfig
@@ -47,6 +50,7 @@ class SearchInputs:
     layout: ModelLayout  # the driver's copy of the model, as blocks and prunable linears
     space: SearchSpace  # genomes <-> candidates
     evaluator: EvaluatorInputs  # what each evaluator actor is built from
+    memory: MemoryEstimate  # what each evaluator actor will need, estimated before any starts
 
 
 def prepare(config: SearchConfig) -> SearchInputs:
@@ -98,7 +102,23 @@ def prepare(config: SearchConfig) -> SearchInputs:
         rank_metric=None if space.searches_metric else (space.global_rule or space.base_metric), sources=sources,
         dtype=config.dtype, capabilities=capabilities, score_maps=score_maps,
     )  # fmt: skip
-    return SearchInputs(model=model, provenance=provenance, layout=layout, space=space, evaluator=evaluator)
+    memory = _evaluator_memory(config, loaded.model, layout, evaluator)
+    logger.info("each evaluator needs %s", memory.describe())
+    return SearchInputs(model=model, provenance=provenance, layout=layout, space=space, evaluator=evaluator,
+                        memory=memory)  # fmt: skip
+
+
+def _evaluator_memory(config: SearchConfig, model: Any, layout: ModelLayout,
+                      evaluator: EvaluatorInputs) -> MemoryEstimate:  # fmt: skip
+    """What one actor will need, in the dtype it will run in: on a GPU when the search asks for
+    GPUs (``auto`` is then the checkpoint's dtype), else on the CPU."""
+    device = "cuda" if (config.gpus_per_worker or 0) > 0 else "cpu"
+    tokens = evaluator.tokens.numel() + sum(source.input_ids.numel() for source in evaluator.sources.values())
+    shared = tensors_of([evaluator.stats, evaluator.score_maps, evaluator.tokens])
+    dtype = model_dtype(config.model, config.dtype, device)
+    return evaluator_memory(model, layout, dtype=dtype, fitness_tokens=tokens, objectives=config.objective_names,
+                            ranked=evaluator.rank_metric is not None, shared=shared,
+                            loading=loading_bytes(config.model, dtype))  # fmt: skip
 
 
 def _truth_allocations(config: SearchConfig, loaded: Any, layout: ModelLayout,

@@ -52,6 +52,7 @@ __all__ = [
     "FRONT_PLOT",
     "FRONT_TABLE",
     "LEGACY_CHECKPOINT_FILE",
+    "MEMORY_FILE",
     "PARTS_FOLDER",
     "RECIPES_FOLDER",
     "RECIPE_COLUMN",
@@ -72,6 +73,7 @@ FRONT_TABLE = "pareto.csv"
 FRONT_PLOT = "pareto.png"
 RECIPES_FOLDER = "recipes"
 BASELINES_FILE = "baselines.csv"
+MEMORY_FILE = "memory.json"  # each evaluator's estimated needs, then the peaks its actors reported
 
 # The front table's column for the recipe file of each member (empty while there is none).
 RECIPE_COLUMN = "recipe"

@@ -26,6 +26,7 @@ from paretoprune.search.run import (
     EVALUATIONS_FILE,
     FRONT_PLOT,
     FRONT_TABLE,
+    MEMORY_FILE,
     PARTS_FOLDER,
     RECIPES_FOLDER,
     Run,
@@ -101,6 +102,12 @@ def test_layerwise_search_end_to_end(model_dir: Path, tmp_path: Path) -> None:
     assert best.provenance.fitness["text"] == {"kind": "text", "sequences": 4, "seqlen": 64, "seed": 3}
     front = _run([sys.executable, "-m", "paretoprune", "front", str(out), "--json"])
     assert front["front"] == summary["front"]
+    # Each of the two actors reported its peak resident memory, within what was estimated
+    # before they started (for so tiny a model, mostly the runtime).
+    memory = summary["memory"]
+    assert memory == json.loads((out / MEMORY_FILE).read_text())
+    assert len(memory["peaks"]) == 2
+    assert 0 < max(memory["peaks"]) <= memory["estimate"]["total"]
 
 
 def test_a_bf16_search_keeps_its_dtype_in_config_yaml_and_on_resume(model_dir: Path, tmp_path: Path) -> None:

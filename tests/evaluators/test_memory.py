@@ -1,0 +1,106 @@
+"""The evaluator's memory estimate against what a real evaluator holds, and the peak it reports."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from paretoprune.evaluators.fitness import CandidateEvaluator
+from paretoprune.evaluators.memory import (
+    RUNTIME_BYTES,
+    MemoryEstimate,
+    evaluator_memory,
+    format_bytes,
+    peak_memory_bytes,
+    tensors_of,
+)
+from paretoprune.evaluators.placement import loading_bytes
+from paretoprune.evaluators.stats import collect_stats
+from paretoprune.metrics.scores import KNOWN_METRICS
+from paretoprune.models import find_layout
+from paretoprune.testing import save_tiny_model, tiny_model
+
+
+def _bytes(tensors) -> int:
+    return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = tiny_model("llama", layers=2)
+    layout = find_layout(model)
+    tokens = torch.randint(0, model.config.vocab_size - 1, (3, 32), generator=torch.Generator().manual_seed(0))
+    stats = collect_stats(model, layout, tokens)
+    return model, layout, tokens, stats
+
+
+@pytest.mark.parametrize("objectives", [("kl",), ("kl", "hidden_mse"), ("logits_mse",)])
+def test_the_rank_cache_and_targets_are_what_a_real_evaluator_keeps(setup, objectives) -> None:
+    model, layout, tokens, stats = setup
+    evaluator = CandidateEvaluator(model, layout, stats, tokens, objectives=objectives, rank_metric=KNOWN_METRICS["wanda"])
+    estimate = evaluator_memory(model, layout, dtype=torch.float32, fitness_tokens=tokens.numel(),
+                                objectives=objectives, ranked=True, shared=tensors_of([stats, tokens]))  # fmt: skip
+    assert estimate.weights == _bytes(model.parameters())
+    assert estimate.rank_cache == _bytes(evaluator._ranks.values())
+    targets = [t for reference in evaluator._references.values() for t in reference.targets.values()]
+    assert estimate.targets == _bytes(targets)
+    assert estimate.inputs == _bytes(tensors_of([stats])) + _bytes([tokens])
+
+
+def test_half_precision_keeps_half_the_probabilities_and_no_rank_cache_when_the_rule_moves(setup) -> None:
+    model, layout, tokens, _ = setup
+    common = dict(fitness_tokens=tokens.numel(), objectives=("kl",))
+    full = evaluator_memory(model, layout, dtype=torch.float32, ranked=True, **common)
+    half = evaluator_memory(model, layout, dtype=torch.bfloat16, ranked=False, **common)
+    vocab_cells = tokens.numel() * model.config.vocab_size
+    assert half.weights * 2 == full.weights
+    assert full.targets - half.targets == vocab_cells * 2
+    assert half.rank_cache == 0 < full.rank_cache
+    assert full.runtime == RUNTIME_BYTES
+
+
+def test_building_the_targets_is_the_working_peak_on_a_large_vocabulary(setup) -> None:
+    model, layout, tokens, _ = setup
+    estimate = evaluator_memory(model, layout, dtype=torch.float32, fitness_tokens=4096, objectives=("kl",),
+                                ranked=True)  # fmt: skip
+    assert estimate.working >= 3 * 4096 * model.config.vocab_size * 4
+
+
+def test_loading_counts_in_the_peak_only_when_it_outweighs_what_comes_after() -> None:
+    after = dict(weights=100, rank_cache=20, targets=10, inputs=1, working=5, runtime=50)
+    assert MemoryEstimate(**after).total == 186
+    assert MemoryEstimate(**after, loading=30).total == 186  # gone before the rank cache is built
+    assert MemoryEstimate(**after, loading=80).total == 231
+    assert "while loading, 80 B" not in MemoryEstimate(**after, loading=80).describe()
+    assert "while loading" in MemoryEstimate(**after, loading=80).describe()
+
+
+def test_loading_bytes_are_the_files_only_when_they_are_converted(tmp_path) -> None:
+    model = tiny_model("llama", layers=2)
+    folder = tmp_path / "bf16"
+    save_tiny_model(folder, model.to(torch.bfloat16))
+    files = sum(path.stat().st_size for path in folder.glob("*.safetensors"))
+    assert loading_bytes(str(folder), torch.float32) == files > 0
+    assert loading_bytes(str(folder), torch.bfloat16) == 0
+
+
+def test_describe_names_the_parts_and_the_total() -> None:
+    estimate = MemoryEstimate(weights=2**30, rank_cache=2**29, targets=0, inputs=3 * 2**20, working=2**20, runtime=0)
+    assert estimate.total == 2**30 + 2**29 + 4 * 2**20
+    assert estimate.describe() == ("about 1.5 GiB (weights 1.0 GiB, rank cache 512.0 MiB, inputs 3.0 MiB, "
+                                   "working 1.0 MiB)")  # fmt: skip
+    assert format_bytes(2**31) == "2.0 GiB"
+
+
+def test_tensors_of_counts_a_shared_tensor_once() -> None:
+    shared = torch.zeros(4)
+    assert len(tensors_of({"a": shared, "b": [shared, (torch.ones(2),)]})) == 2
+
+
+def test_the_peak_grows_with_what_the_process_holds() -> None:
+    before = peak_memory_bytes()
+    held = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+    after = peak_memory_bytes()
+    assert before > 0
+    assert after >= before
+    assert after >= held.numel() * 4
