@@ -82,7 +82,8 @@ def kl_figure(points: Sequence[KlPoint]) -> Figure:
 def _curve_label(spec: SearchSpec | None, search: str, level: float) -> str:
     if spec is None:
         return search
-    if spec.kind == "range":
-        return f"range search (>= {level:.0%})"
+    if spec.sparsity_range is not None:
+        family = "memetic range search" if spec.kind == "memetic" else "range search"
+        return f"{family} (>= {level:.0%})"
     genes = "" if spec.granularity == "block" else f", {GRANULARITY_LABELS.get(spec.granularity, spec.granularity)}"
     return f"{spec.kind} search{genes}"

@@ -33,6 +33,7 @@ SEARCH_LABELS = {
     "metric": "metric search",
     "joint": "joint search",
     "range": "layerwise range search",
+    "memetic": "memetic range search",
 }
 # What a finer granularity than one gene per block adds to a search's name.
 GRANULARITY_LABELS = {"linear": "per linear", "block+kind": "per block and kind"}

@@ -27,6 +27,8 @@ __all__ = [
     "SPARSITY_RANGE",
     "SWAP_CHILDREN",
     "GRANULARITY_SEARCHES",
+    "MEMETIC",
+    "MEMETIC_GENERATIONS",
     "ZEROSHOT_SEARCH",
     "Budget",
     "Pick",
@@ -55,7 +57,11 @@ SENSITIVITY_DELTA = 0.3
 # The shapes the searched study reports, (structure, level): its tables' columns, its panels.
 SHAPES = (("unstructured", 0.5), ("unstructured", 0.6), ("unstructured", 0.7), ("2:4", 0.5))
 # Run names of the searches whose algorithm is not NSGA-III start with the algorithm's name.
-ALGORITHM_PREFIXES = {"swap": "naive", "sensitivity": "sensitivity"}
+ALGORITHM_PREFIXES = {"swap": "naive", "sensitivity": "sensitivity", "memetic": "memetic"}
+# The memetic range search's generations: NSGA-III's, its anchors' probes and model steps and
+# its transfers each count one. 9 are two cycles, about 440 candidates, fewer than the 774 of
+# the three dedicated sensitivity searches it must match (13 would be three cycles, about 660).
+MEMETIC_GENERATIONS = 9
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,7 @@ class SearchSpec:
     granularity: str = "block"  # the layer genes (search/space.py)
     delta: float = 0.15  # how far a layer may stray from the target
     rounds: int = 0  # the sensitivity search's rounds of probes and steps
+    generations: int | None = None  # instead of the budget's (the memetic search's phases count)
 
     @property
     def target(self) -> float:
@@ -148,6 +155,8 @@ class SearchSpec:
             pop, generations = SWAP_CHILDREN, max(1, budget.pop * budget.generations // SWAP_CHILDREN)
         elif self.algorithm == "sensitivity":  # the start genomes, then probes and steps per round
             pop, generations = SENSITIVITY_STEPS, 1 + 2 * self.rounds
+        if self.generations is not None:
+            generations = self.generations
         settings: dict[str, Any] = {
             "model": model, "out": str(run_dir), "calib": str(calib), "mode": self.mode,
             "structure": self.structure, "objectives": list(self.objectives), "algorithm": self.algorithm,
@@ -176,6 +185,12 @@ def structure_tag(structure: str) -> str:
 # The naive reference searches what its anchor searched: one sparsity per block, steps of 0.02.
 NAIVE = SearchSpec("layerwise", sparsity=0.7, algorithm="swap")
 
+# One front as good as the per-level searches (issue #24): NSGA-III with the sensitivity
+# search's local steps at anchor levels, over the range search's range, with its box as wide as
+# the sensitivity searches'.
+MEMETIC = SearchSpec("layerwise", sparsity_range=SPARSITY_RANGE, algorithm="memetic", delta=SENSITIVITY_DELTA,
+                     generations=MEMETIC_GENERATIONS)  # fmt: skip
+
 # Which layer genes are best (issue #24): EvoPress searches one level per linear, the product
 # one per block. At 70 %, where the allocation matters most, NSGA-III and the naive swap search
 # run again with one gene per linear and one per (block, kind of linear) on the same budget; the
@@ -198,6 +213,7 @@ SEARCHED: tuple[SearchSpec, ...] = (
                  rounds=SENSITIVITY_ROUNDS) for level in SENSITIVITY_LEVELS),  # fmt: skip
     SearchSpec("metric", structure="2:4"),
     SearchSpec("layerwise", sparsity_range=SPARSITY_RANGE),
+    MEMETIC,
     *(SearchSpec(mode, sparsity=level) for level in (0.7, 0.6, 0.5) for mode in ("joint", "metric")),
     *GRANULARITY_SEARCHES,
 )

@@ -9,7 +9,11 @@ import pytest
 from paretoprune.errors import InputError
 from paretoprune.search.driver import load_config
 
+from benchmarks.labels import search_label
 from benchmarks.searches import (
+    GRANULARITY_SEARCHES,
+    MEMETIC,
+    MEMETIC_GENERATIONS,
     SEARCHED,
     SENSITIVITY_DELTA,
     SENSITIVITY_LEVELS,
@@ -54,3 +58,30 @@ def test_the_sensitivity_search_plans_the_candidates_its_protocol_states(tmp_pat
         rounds = (settings.generations - 1) // 2
         assert rounds == SENSITIVITY_ROUNDS
         assert starts + rounds * (2 * blocks + settings.pop) == sensitivity_candidates(blocks, rounds)
+
+
+def test_the_memetic_range_search_runs_its_own_generations_over_the_sensitivity_box(tmp_path: Path) -> None:
+    spec = search_named("memetic-unstructured-0.40to0.80")
+    assert spec is MEMETIC and spec.kind == "memetic"
+    settings = load_config(spec.settings("smollm2-135m", BUDGET, 0, tmp_path, tmp_path / "c4.jsonl"))
+    assert (settings.algorithm, settings.generations, settings.pop) == ("memetic", MEMETIC_GENERATIONS, 16)
+    assert settings.delta == SENSITIVITY_DELTA and tuple(settings.sparsity_range) == (0.4, 0.8)
+    assert [pick.name for pick in spec.picks()] == [f"memetic-unstructured-0.40to0.80-at{level:.2f}"
+                                                    for level in (0.5, 0.6, 0.7)]  # fmt: skip
+    assert search_label(spec.name) == "memetic range search"
+
+
+@pytest.mark.parametrize("genes, suffix, label", [("linear", "-linear", "per linear"),
+                                                  ("block+kind", "-block-kind", "per block and kind")])  # fmt: skip
+def test_granularity_searches_keep_the_block_searches_names_and_add_their_genes(
+    tmp_path: Path, genes: str, suffix: str, label: str
+) -> None:
+    found = [spec for spec in GRANULARITY_SEARCHES if spec.granularity == genes]
+    assert {spec.algorithm for spec in found} == {"pymoo", "swap"}
+    for spec in found:
+        block = search_named(spec.name.removesuffix(suffix))  # its reference, one gene per block
+        assert block.granularity == "block" and block.target == spec.target == 0.7
+        settings = spec.settings("smollm2-135m", BUDGET, 0, tmp_path, tmp_path / "c4.jsonl")
+        assert settings["pop"] * settings["generations"] == 16 * 15
+        assert load_config(settings).granularity == genes
+        assert search_label(spec.name) == f"{search_label(block.name)}, {label}"
