@@ -3,7 +3,9 @@
 The searches minimise ``kl`` on C4 tokens. This asks what the best recipe so far is worth on
 held-out text after n candidates: for a few counts n, the candidate with the lowest ``kl``
 among the first n is pruned one-shot (its own rule, the study's calibration windows) and scored
-on the WikiText-2 windows, which only measure; ``kl`` alone picks.
+on the WikiText-2 windows, which only measure; ``kl`` alone picks. For a range search, at each
+level, the pick is what ``export --pick sparsity:LEVEL`` would give from the front of the first
+n candidates: the member nearest to the level.
 
 Points are cached in ``ppl_curves.csv`` by (search, eval_id), so a point costs one evaluation
 the first time only. A cached point counts only while its ``best_kl`` is the run's: a search
@@ -22,10 +24,13 @@ import pandas as pd
 import torch
 
 from paretoprune.candidate import Candidate
+from paretoprune.errors import InputError
 from paretoprune.evaluators.fitness import CandidateEvaluator
 from paretoprune.evaluators.perplexity import perplexity
 from paretoprune.evaluators.stats import collect_stats
 from paretoprune.models import find_layout, load_model
+from paretoprune.search.export import pick
+from paretoprune.search.pareto import Objectives
 
 from benchmarks.labels import search_label
 from benchmarks.plots import Figure, Panel, lines_by_label, panel_title
@@ -57,18 +62,33 @@ class BestSoFar:
     kl: float
 
 
-def best_so_far(frame: pd.DataFrame, counts: Sequence[int]) -> list[BestSoFar]:
-    """The lowest-``kl`` successful candidate among the first n, for each n in ``counts`` below
-    the archive's size, and for the whole archive."""
+# A range search's objectives, whose front a level's pick is taken from.
+RANGE_OBJECTIVES = Objectives(["kl", "sparsity"])
+
+
+def best_so_far(frame: pd.DataFrame, counts: Sequence[int], level: float | None = None) -> list[BestSoFar]:
+    """The pick among the first n candidates, for each n in ``counts`` below the archive's size,
+    and for the whole archive: the lowest-``kl`` success, or with a ``level`` (a range search),
+    the front member nearest to it (none while the front does not reach near the level)."""
     frame = frame.sort_values("eval_id").reset_index(drop=True)
     found = []
     for count in sorted({n for n in counts if n < len(frame)} | {len(frame)}):
         head = frame.iloc[:count]
         head = head[head["status"] == "ok"]
-        if len(head):
-            best = head.loc[head["kl"].idxmin()]
+        best = _picked(head, level) if len(head) else None
+        if best is not None:
             found.append(BestSoFar(count, int(best["eval_id"]), float(best["kl"])))
     return found
+
+
+def _picked(head: pd.DataFrame, level: float | None) -> pd.Series | None:
+    if level is None:
+        return head.loc[head["kl"].idxmin()]
+    front = RANGE_OBJECTIVES.front(head)
+    try:
+        return front.iloc[pick(front, RANGE_OBJECTIVES, f"sparsity:{level:g}")]
+    except InputError:  # no front member near enough to the level yet
+        return None
 
 
 class CurveScorer:
@@ -88,19 +108,20 @@ class CurveScorer:
 
 
 def record_ppl_points(path: Path, search: str, level: float, frame: pd.DataFrame,
-                      scorer: CurveScorer | None) -> list[PplPoint]:  # fmt: skip
-    """Score this search's missing points (``scorer`` None: keep the cached ones only) and
-    rewrite ``path``; returns every point of the file."""
+                      scorer: CurveScorer | None, ranged: bool = False) -> list[PplPoint]:  # fmt: skip
+    """Score this search's missing points at ``level`` (``scorer`` None: keep the cached ones
+    only) and rewrite ``path``; returns every point of the file. ``ranged``: the search's
+    objectives are kl and sparsity, and each level takes its pick from the front."""
     cached = {(point.search, point.eval_id): point for point in read_table(path, PplPoint)}
     candidates = frame.set_index("eval_id")["candidate"]
     mine = []
-    for best in best_so_far(frame, CURVE_POINTS):
+    for best in best_so_far(frame, CURVE_POINTS, level if ranged else None):
         ppl = _cached_ppl(cached.get((search, best.eval_id)), best.kl)
         if ppl is None and scorer is not None:
             ppl = scorer.perplexity(Candidate.from_dict(json.loads(candidates[best.eval_id])))
         if ppl is not None:
             mine.append(PplPoint(search, level, best.candidates, best.eval_id, best.kl, ppl))
-    return replace_rows(path, PplPoint, lambda point: point.search != search, mine,
+    return replace_rows(path, PplPoint, lambda point: (point.search, point.level) != (search, level), mine,
                         lambda point: (point.level, point.search, point.candidates))  # fmt: skip
 
 

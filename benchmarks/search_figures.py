@@ -33,8 +33,9 @@ class SearchFigures:
         """The front plot and the curves; cached perplexity points cost nothing."""
         copy_front_plot(spec, run_dir, self.out)
         record_kl_points(self.out / "curves.csv", spec, frame)
-        if spec.has_ppl_curve:
-            record_ppl_points(self.out / "ppl_curves.csv", spec.name, spec.target, frame, self.scorer())
+        for level in spec.ppl_levels:
+            record_ppl_points(self.out / "ppl_curves.csv", spec.name, level, frame, self.scorer(),
+                              ranged=spec.sparsity_range is not None)  # fmt: skip
 
     def after_export(self, spec: SearchSpec, exported: Exported) -> None:
         """At one fixed unstructured level, the allocation is what the search found."""

@@ -136,6 +136,14 @@ class SearchSpec:
         """Fixed unstructured sparsity: one level, whose best-so-far recipes compare directly."""
         return self.sparsity_range is None and parse_structure(self.structure) is None
 
+    @property
+    def ppl_levels(self) -> tuple[float, ...]:
+        """The levels of its best-so-far perplexity curves: its target at a fixed unstructured
+        sparsity, RANGE_LEVELS for a range search (picked from the front), none under N:M."""
+        if parse_structure(self.structure) is not None:
+            return ()
+        return RANGE_LEVELS if self.sparsity_range is not None else (self.target,)
+
     def picks(self) -> list[Pick]:
         if self.sparsity_range is None:
             return [Pick(self.target, "best:kl", self.name)]

@@ -19,7 +19,7 @@ the actor's peak against the estimate the search printed before it started its a
 
     python results/midsize/midsize.py --data ../shared/data    # -> results/midsize/README.md, midsize.json
 
-``--shape tiny`` runs the same steps on a tiny model with the built-in text in seconds (what the
+``--render`` writes the page again from midsize.json. ``--shape tiny`` runs the same steps on a tiny model with the built-in text in seconds (what the
 tests run). The page and the JSON are written whole or not at all.
 """
 
@@ -315,6 +315,18 @@ def readme(report: dict[str, Any]) -> str:
         f"The actor's peak is {verdict} that estimate: {against(max(search['evaluator_peak_sampled'], search['evaluator_peak_reported']))} "
         f"the weights, against an estimated {against(estimate['total'])}.",
         "",
+        "How to read it:",
+        "",
+        "- The actor holds the fp32 weights once (candidates are masks applied through",
+        "  parametrizations), the rank cache (2 bytes a prunable weight), the dense targets and one",
+        "  candidate's working memory; the estimate adds them to the runtime of an idle actor.",
+        f"- The driver's peak comes while it loads the model: the bf16 files "
+        f"({format_bytes(estimate['loading'])}) stay mapped while each tensor is converted to fp32, "
+        "beside the converted weights; then it holds the weights and the statistics. `apply` is one",
+        "  such process, with its pruning on top.",
+        "- Seconds are indicative: the machine is shared (other jobs ran beside this one), and the",
+        "  memory figures do not depend on that.",
+        "",
     ]  # fmt: skip
     return "\n".join(lines + report.get("notes", [])) + "\n"
 
@@ -329,7 +341,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", choices=list(SHAPES), default="1b")
     parser.add_argument("--out", type=Path, default=HERE, help="where README.md and midsize.json go")
     parser.add_argument("--models", type=Path, default=None, help="where the checkpoint is kept (default: the cache)")
+    parser.add_argument("--render", action="store_true", help="write README.md again from midsize.json; measure nothing")
     args = parser.parse_args(argv)
+    if args.render:
+        atomic_write_text(args.out / "README.md", readme(json.loads((args.out / "midsize.json").read_text())))
+        return 0
     shape = SHAPES[args.shape]
     if shape.key == "tiny":
         calib = evaluation = "builtin"

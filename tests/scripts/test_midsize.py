@@ -38,3 +38,7 @@ def test_the_tiny_run_writes_a_page_whose_actor_peak_is_within_the_printed_estim
     assert search["printed_estimate"] in page
     # Commands show folders as variables, never this machine's paths.
     assert "$MODEL" in page and "$RUN" in page and str(tmp_path) not in page
+    # The page is rendered from the JSON alone, so it can be written again without measuring.
+    (out / "README.md").unlink()
+    subprocess.run([sys.executable, str(SCRIPT), "--render", "--out", str(out)], env=ENV, check=True, timeout=120)
+    assert (out / "README.md").read_text() == page
