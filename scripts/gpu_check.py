@@ -67,6 +67,7 @@ from torch import nn  # noqa: E402
 from paretoprune.candidate import Candidate  # noqa: E402
 from paretoprune.evaluators.cost import median_seconds, random_candidate  # noqa: E402
 from paretoprune.evaluators.fitness import CandidateEvaluator, objective_direction  # noqa: E402
+from paretoprune.evaluators.memory import evaluator_memory  # noqa: E402
 from paretoprune.evaluators.stats import ChannelStats, collect_stats, walk_blocks  # noqa: E402
 from paretoprune.io import atomic_write_text  # noqa: E402
 from paretoprune.metrics.scores import SCORING_RULES  # noqa: E402
@@ -418,10 +419,18 @@ class GpuCheck:
             "device_resident_bytes": _difference(resident, before),
             "device_build_peak_bytes": _difference(build_peak, before),
             "device_evaluate_peak_bytes": _difference(evaluate_peak, before),
+            "estimated_extra_bytes": self._estimated_extra(tokens),
         }  # fmt: skip
         if not keep:
             self._close_evaluator()
         return measured
+
+    def _estimated_extra(self, tokens: torch.Tensor) -> int:
+        """What a search's memory check estimates an evaluator needs beyond the weights on the
+        GPU: the rank cache, the dense targets and the larger of their build and a candidate."""
+        estimate = evaluator_memory(self.model, self.layout, dtype=DTYPE, fitness_tokens=int(tokens.numel()),
+                                    objectives=OBJECTIVES, ranked=True)  # fmt: skip
+        return estimate.rank_cache + estimate.targets + estimate.working
 
     def _candidate(self, kind: str) -> Candidate:
         return random_candidate(self.layout, kind, SPARSITY, self.rng)
@@ -648,7 +657,8 @@ def _memory_table(report: dict[str, Any]) -> list[str]:
                      f"{_gib(measured['evaluator_resident_bytes'])} |")  # fmt: skip
         for key, label in (("device_resident_bytes", "GPU memory the evaluator holds beyond the weights"),
                            ("device_build_peak_bytes", "peak beyond the weights while it is built"),
-                           ("device_evaluate_peak_bytes", "peak beyond the weights while it scores")):  # fmt: skip
+                           ("device_evaluate_peak_bytes", "peak beyond the weights while it scores"),
+                           ("estimated_extra_bytes", "the memory check's estimate beyond the weights")):  # fmt: skip
             if measured.get(key) is not None:
                 lines.append(f"| {label}, {tokens} | {_gib(measured[key])} |")
     if report["peak_device_bytes"] is not None:

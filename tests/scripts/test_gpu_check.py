@@ -66,6 +66,11 @@ def test_the_smoke_run_measures_every_step_with_positive_timings(smoke_run: Path
         assert timings and all(value > 0 for value in timings.values()), (name, timings)
     assert report["measurements"]["search"]["evaluations"] == 4 * 2  # pop x generations of the tiny shape
     assert report["model"]["weight_bytes"] == 2 * report["model"]["parameters"]  # bf16
+    # The memory check's estimate covers the evaluator's own tensors (its rank cache and targets;
+    # the norms are the statistics', counted apart), and the page shows it.
+    for name in ("evaluation_4x32", "evaluation_4x128"):
+        measured = report["measurements"][name]
+        assert measured["estimated_extra_bytes"] >= measured["evaluator_resident_bytes"] > 0
 
 
 def test_the_smoke_page_says_it_is_no_gpu_result(smoke_run: Path) -> None:
@@ -73,6 +78,7 @@ def test_the_smoke_page_says_it_is_no_gpu_result(smoke_run: Path) -> None:
     assert "CPU smoke run, not a GPU result" in page
     assert "python scripts/gpu_check.py --device cpu --shape tiny" in page
     assert "| dense forward, 4 x 128 tokens |" in page and "SparseGPT solve of block 0 (7 linears)" in page
+    assert "| the memory check's estimate beyond the weights, 4 x 128 |" in page
 
 
 # --------------------------------------------------------------------------------------------
