@@ -23,13 +23,18 @@ from paretoprune.search.fidelity import BASE
 from paretoprune.search.pareto import Objectives
 from paretoprune.search.run import RECIPE_COLUMN, Run, front_columns, recipe_file_name
 
-__all__ = ["SPARSITY_PICK_SLACK", "export_front", "front_table", "pick", "plot_front", "recipe_for", "recipe_of_row",
+__all__ = ["SPARSITY_PICK_SLACK", "SPARSITY_PICK_TIE", "export_front", "front_table", "pick", "plot_front", "recipe_for", "recipe_of_row",
            "rule_name"]
 
 # How far beyond the front's achieved sparsities a ``sparsity:S`` pick may reach. Within it the
 # nearest member is a fair answer (targets and achieved sparsities differ by rounding); beyond
 # it the run holds nothing like what was asked for, and a recipe would silently mislead.
 SPARSITY_PICK_SLACK = 0.02
+# Candidates asked for the same target reach it to within rounding (whole weights per row), so
+# their achieved sparsities differ in the fourth decimal. A ``sparsity:S`` pick counts members
+# this close to the nearest one as equally near, and takes the best of them on the first
+# objective: a difference of 0.00004 in sparsity must not choose a recipe 5 % worse.
+SPARSITY_PICK_TIE = 0.001
 
 
 def plot_front(frame: pd.DataFrame, front: pd.DataFrame, objectives: Objectives, path: Path,
@@ -185,14 +190,15 @@ def pick(front: pd.DataFrame, objectives: Objectives | Sequence[str], how: str) 
         sign = objectives.signs[objectives.names.index(value)]
         return int((front[value] * sign).idxmin())
     if kind == "sparsity":
-        return _nearest_sparsity(front, _float(value, how), how)
+        return _nearest_sparsity(front, objectives, _float(value, how), how)
     if kind == "knee":
         return _knee(front, objectives)
     raise InputError(f"--pick {how} is not understood: use knee, best:OBJ, sparsity:S or index:K")
 
 
-def _nearest_sparsity(front: pd.DataFrame, wanted: float, how: str) -> int:
-    """The member whose achieved sparsity is nearest ``wanted``, which must lie near the front."""
+def _nearest_sparsity(front: pd.DataFrame, objectives: Objectives, wanted: float, how: str) -> int:
+    """The member whose achieved sparsity is nearest ``wanted`` (which must lie near the front);
+    among members within SPARSITY_PICK_TIE of the nearest, the best on the first objective."""
     if "sparsity" not in front:
         raise InputError(f"--pick {how} needs a run with the sparsity objective: use knee, best:OBJ or index:K")
     achieved = front["sparsity"]
@@ -202,7 +208,12 @@ def _nearest_sparsity(front: pd.DataFrame, wanted: float, how: str) -> int:
             f"--pick {how} is outside the front's sparsities {low:.4g} to {high:.4g}: "
             f"pick a sparsity within {SPARSITY_PICK_SLACK} of that range"
         )
-    return int((achieved - wanted).abs().idxmin())
+    distance = (achieved - wanted).abs()
+    near = front[distance <= distance.min() + SPARSITY_PICK_TIE]
+    first = objectives.first
+    if first == "sparsity" or first not in near:
+        return int(distance.idxmin())
+    return int((near[first] * objectives.signs[0]).idxmin())
 
 
 def _knee(front: pd.DataFrame, objectives: Objectives) -> int:

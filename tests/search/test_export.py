@@ -52,6 +52,17 @@ def test_picks_that_name_nothing_in_the_front_are_refused(how: str, fragments: l
     assert all(fragment in str(caught.value) for fragment in fragments), caught.value
 
 
+def test_a_sparsity_pick_takes_the_best_of_members_equally_near_after_rounding() -> None:
+    # Three members asked for 0.7 reach it to within rounding; the nearest is not the best.
+    front = pd.DataFrame({"eval_id": [418, 362, 355, 224], "kl": [2.348, 2.458, 2.506, 2.751],
+                          "sparsity": [0.699951, 0.699989, 0.700033, 0.701700]})  # fmt: skip
+    assert pick(front, OBJECTIVES, "sparsity:0.7") == 0
+    # Beyond the tie, nearness decides: 0.7017 is nearest to 0.7016 and 0.0017 from the others.
+    assert pick(front, OBJECTIVES, "sparsity:0.7016") == 3
+    # With sparsity first, the nearest member whatever its kl.
+    assert pick(front, ["sparsity", "kl"], "sparsity:0.7") == 1
+
+
 def test_a_sparsity_pick_needs_the_sparsity_objective() -> None:
     with pytest.raises(InputError, match="needs a run with the sparsity objective"):
         pick(FRONT[["eval_id", "kl"]], ["kl"], "sparsity:0.5")
