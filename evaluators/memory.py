@@ -45,7 +45,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
-from paretoprune.evaluators.fitness import OBJECTIVES
+from paretoprune.evaluators.fitness import OBJECTIVES, split_objective
 from paretoprune.models import ModelLayout
 
 __all__ = ["MemoryEstimate", "RUNTIME_BYTES", "evaluator_memory", "format_bytes", "peak_memory_bytes", "tensors_of"]
@@ -123,7 +123,8 @@ def evaluator_memory(
     widest = max((linear.in_features for linear in layout.linears), default=1)
     rank_bytes = 2 if widest <= 2**15 else 4
     largest = max((linear.numel for linear in layout.linears), default=0)
-    wanted = {OBJECTIVES[name.partition("@")[0]].target for name in objectives if name.partition("@")[0] in OBJECTIVES}
+    bases = {split_objective(name)[0] for name in objectives}
+    wanted = {OBJECTIVES[base].target for base in bases if base in OBJECTIVES}
     chunk = min(token_chunk, fitness_tokens)
     target_bytes = _target_bytes(wanted, fitness_tokens, vocab, hidden, dtype)
     build = 3 * fitness_tokens * vocab * FP32 if wanted & {"probs", "logits"} else 0
