@@ -136,6 +136,9 @@ def test_local_rounds_hold_the_level_and_the_anchors_sit_at_their_levels() -> No
     asked = run(build_layered("memetic"), layered, 4)
     starts, probes, steps = asked[1], asked[2], asked[3]
     assert np.allclose(starts[:, -1], [0.4, 0.6])  # the anchor at 0.5 starts from the uniform start there
+    # Every anchor starts from a baseline moved to its level (uniform: the layer genes at 0), not
+    # from an NSGA-III child, even one that scored better.
+    assert np.allclose(starts[:, :-1], 0.0)
     assert not any(np.array_equal(start, asked[0][1]) for start in starts)
     assert np.allclose(np.sort(np.unique(probes[:, -1])), [0.4, 0.5, 0.6])
     assert np.allclose(np.unique(steps[:, -1]), [0.4, 0.5, 0.6])
