@@ -83,7 +83,7 @@ def _curve_label(spec: SearchSpec | None, search: str, level: float) -> str:
     if spec is None:
         return search
     if spec.sparsity_range is not None:
-        family = "memetic range search" if spec.kind == "memetic" else "range search"
+        family = "memetic range search" if spec.kind == "memetic range" else "range search"
         return f"{family} (>= {level:.0%})"
     genes = "" if spec.granularity == "block" else f", {GRANULARITY_LABELS.get(spec.granularity, spec.granularity)}"
     return f"{spec.kind} search{genes}"

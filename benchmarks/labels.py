@@ -33,7 +33,8 @@ SEARCH_LABELS = {
     "metric": "metric search",
     "joint": "joint search",
     "range": "layerwise range search",
-    "memetic": "memetic range search",
+    "memetic": "memetic search",
+    "memetic range": "memetic range search",
 }
 # What a finer granularity than one gene per block adds to a search's name.
 GRANULARITY_LABELS = {"linear": "per linear", "block+kind": "per block and kind"}

@@ -76,6 +76,8 @@ class MemeticSearch(SearchAlgorithm):
     ``level_gene`` is the index of the gene the local rounds never move; "auto" is the last
     gene with two or more objectives (the target sparsity of a range search: the anchors then
     sit at ``anchor_levels`` of its box) and none with one (anchors start at the best initial genomes).
+    ``anchors`` defaults to 3 with a level gene and 1 without: at a fixed sparsity, each anchor
+    would run its own sensitivity search at the same level, and one converges for less.
     The local rounds optimise the first objective; with the level gene held, that is the error
     at a fixed sparsity. For several objectives at a fixed sparsity, pass ``level_gene: null``.
     """
@@ -83,15 +85,17 @@ class MemeticSearch(SearchAlgorithm):
     name = "memetic"
 
     def __init__(self, n_var: int, xl: Any, xu: Any, n_obj: int, pop_size: int, seed: int = 0,
-                 repair: RepairFn | None = None, initial: Any = None, anchors: int = 3,
+                 repair: RepairFn | None = None, initial: Any = None, anchors: int | None = None,
                  level_gene: int | str | None = "auto", ga_generations: int = 1, steps: int = 2,
                  probe: float = 1 / 6, radius: float = 1 / 4, shrink: float = 0.7, two_sided_every: int = 1,
                  mutation: str = "polynomial") -> None:  # fmt: skip
         super().__init__(n_var, xl, xu, n_obj, pop_size, seed, repair, initial)
+        self.level_gene = self._level_gene(level_gene)
+        if anchors is None:  # three levels of a range; at one level, anchors would repeat one search
+            anchors = 1 if self.level_gene is None else 3
         if int(anchors) < 1 or int(ga_generations) < 1 or int(steps) < 2:
             raise InputError(f"the memetic search needs anchors >= 1, ga_generations >= 1 and steps >= 2; "
                              f"got {anchors}, {ga_generations}, {steps}")  # fmt: skip
-        self.level_gene = self._level_gene(level_gene)
         if self.level_gene is not None and self.n_var < 2:
             raise InputError("the memetic search holds the level gene: it needs at least one other gene")
         self.anchors, self.ga_generations, self.steps = int(anchors), int(ga_generations), int(steps)

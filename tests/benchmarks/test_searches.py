@@ -13,6 +13,8 @@ from benchmarks.labels import search_label
 from benchmarks.searches import (
     GRANULARITY_SEARCHES,
     MEMETIC,
+    MEMETIC_AT_70,
+    MEMETIC_FIXED_GENERATIONS,
     MEMETIC_GENERATIONS,
     SEARCHED,
     SENSITIVITY_DELTA,
@@ -62,13 +64,23 @@ def test_the_sensitivity_search_plans_the_candidates_its_protocol_states(tmp_pat
 
 def test_the_memetic_range_search_runs_its_own_generations_over_the_sensitivity_box(tmp_path: Path) -> None:
     spec = search_named("memetic-unstructured-0.40to0.80")
-    assert spec is MEMETIC and spec.kind == "memetic"
+    assert spec is MEMETIC and spec.kind == "memetic range"
     settings = load_config(spec.settings("smollm2-135m", BUDGET, 0, tmp_path, tmp_path / "c4.jsonl"))
     assert (settings.algorithm, settings.generations, settings.pop) == ("memetic", MEMETIC_GENERATIONS, 16)
     assert settings.delta == SENSITIVITY_DELTA and tuple(settings.sparsity_range) == (0.4, 0.8)
     assert [pick.name for pick in spec.picks()] == [f"memetic-unstructured-0.40to0.80-at{level:.2f}"
                                                     for level in (0.5, 0.6, 0.7)]  # fmt: skip
     assert search_label(spec.name) == "memetic range search"
+
+
+def test_the_memetic_search_at_70_percent_runs_on_the_nsga3_searchs_budget(tmp_path: Path) -> None:
+    spec = search_named("memetic-unstructured-0.70")
+    assert spec is MEMETIC_AT_70 and spec.kind == "memetic" and spec.objectives == ("kl",)
+    settings = load_config(spec.settings("smollm2-135m", BUDGET, 0, tmp_path, tmp_path / "c4.jsonl"))
+    assert (settings.algorithm, settings.generations, settings.sparsity) == ("memetic", MEMETIC_FIXED_GENERATIONS, 0.7)
+    assert settings.delta == SENSITIVITY_DELTA and settings.sparsity_range is None
+    assert [pick.how for pick in spec.picks()] == ["best:kl"] and spec.ppl_levels == (0.7,)
+    assert search_label(spec.name) == "memetic search"
 
 
 @pytest.mark.parametrize("genes, suffix, label", [("linear", "-linear", "per linear"),

@@ -182,8 +182,9 @@ def test_memetic_reaches_the_true_front_faster_than_nsga3() -> None:
 
 
 def test_memetic_minimises_one_objective_with_no_level_gene() -> None:
-    algorithm = build("memetic", n_var=6, xl=-1.0, xu=1.0, n_obj=1, pop_size=8, options={"anchors": 1})
+    algorithm = build("memetic", n_var=6, xl=-1.0, xu=1.0, n_obj=1, pop_size=8)
     assert isinstance(algorithm, MemeticSearch) and algorithm.level_gene is None
+    assert algorithm.anchors == 1  # one level: a second anchor would repeat the first one's search
     best = np.minimum.accumulate([bowl(genomes).min() for genomes in run(algorithm, bowl, 12)])
     assert best[-1] < best[0] / 20
 
@@ -224,6 +225,7 @@ def test_memetic_settings_are_checked() -> None:
         build("memetic", options={"level_gene": 6})
     with pytest.raises(InputError, match="probe"):
         build("memetic", options={"probe": 0.0})
+    assert build("memetic", options={"level_gene": -1}).anchors == 3  # type: ignore[attr-defined]
     assert build("memetic", options={"level_gene": -1}).level_gene == 5  # type: ignore[attr-defined]
     assert build("memetic", options={"level_gene": None}).level_gene is None  # type: ignore[attr-defined]
     swapping = build("memetic", mutation="swap")
