@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from benchmarks.plan import Pruning, planned
+from benchmarks.plan import SOLVED_SEARCHES, Pruning, planned
 from benchmarks.searches import SEARCHES
 
 __all__ = ["BASELINE_LABELS", "GRANULARITY_LABELS", "SEARCH_LABELS", "baseline_label", "label", "label_order", "method_key", "search_label"]
@@ -48,6 +48,8 @@ def label(pruning: Pruning) -> str:
     suffix = SEQUENTIAL if pruning.calibration == "sequential" else ""
     if pruning.kind == "dense":
         return "dense"
+    if pruning.kind == "search" and pruning.solvers != "none":
+        return f"{search_label(pruning.source)} → {_chain_label(pruning.chain)}{suffix}"
     if pruning.kind == "search":
         applied = APPLIED.get((pruning.pruner, pruning.update), f" → {pruning.pruner_label}")
         return f"{search_label(pruning.source)}{applied}{suffix}"
@@ -63,8 +65,13 @@ def baseline_label(pruning: Pruning) -> str:
     if pruning.rows != "uniform":
         base += f" + {ROWS_LABELS.get(pruning.rows, pruning.rows)}"
     if pruning.chain:
-        base += " → " + " + ".join(SOLVER_LABELS.get(name, name) for name in pruning.chain)
+        base += f" → {_chain_label(pruning.chain)}"
     return base
+
+
+def _chain_label(chain: Iterable[str]) -> str:
+    """A solver chain's name: "FW + update"."""
+    return " + ".join(SOLVER_LABELS.get(name, name) for name in chain)
 
 
 def method_key(pruning: Pruning) -> tuple[str, str, bool, str, str]:
@@ -100,4 +107,5 @@ def _search_names() -> list[str]:
     family = {name: next((i for i, f in enumerate(SEARCH_LABELS.values()) if name.startswith(f)), len(SEARCH_LABELS))
               for name in names}  # fmt: skip
     ordered = sorted(names, key=lambda name: family[name])
-    return [f"{name}{applied}" for name in ordered for applied in APPLIED.values()]
+    solved = [f" → {_chain_label([name])}" for names in SOLVED_SEARCHES.values() for name in names]
+    return [f"{name}{applied}" for name in ordered for applied in dict.fromkeys([*APPLIED.values(), *solved])]

@@ -51,8 +51,9 @@ def prune_fresh(pruning: Pruning, workbench: Workbench, recipe: Recipe | None = 
         return Pruned(loaded, measure_sparsity(find_layout(loaded.model)).sparsity, 0.0)
     if pruning.kind == "search":
         assert recipe is not None, "a searched row needs its recipe"
+        solver = None if pruning.solvers == "none" else ",".join(pruning.chain)
         report = apply_recipe(loaded.model, recipe, workbench.calibration, pruner=pruning.pruner,
-                              update=pruning.update, sequential=pruning.calibration == "sequential",
+                              update=pruning.update, solver=solver, sequential=pruning.calibration == "sequential",
                               progress=False)  # fmt: skip
     else:
         extras = BaselineExtras(loaded.tokenizer, workbench.truth_dir, workbench.model, workbench.seed)

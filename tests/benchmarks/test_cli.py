@@ -12,7 +12,7 @@ from benchmarks.plan import planned
 
 def test_unknown_filters_and_bad_sizes_are_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["searched", "--pruners", "wanda", "--out", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.startswith("error: --pruners wanda is not known; choose among recipe, sparsegpt")
+    assert capsys.readouterr().err.startswith("error: --pruners wanda is not known; choose among recipe, regional, sparsegpt")
     assert main(["searched", "--calibrations", "both", "--out", str(tmp_path)]) == 2
     assert "--calibrations both is not known" in capsys.readouterr().err
     assert main(["baselines", "--eval-seqlen", "1"]) == 2

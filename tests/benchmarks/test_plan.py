@@ -6,6 +6,7 @@ import pytest
 
 from paretoprune.errors import InputError
 
+from benchmarks.labels import label
 from benchmarks.plan import PLAN, Pruning, baseline, planned, search_rows, select
 from benchmarks.searches import RANGE_LEVELS, search_named
 
@@ -14,7 +15,7 @@ def test_every_planned_row_is_planned_once_per_study() -> None:
     for study in ("baselines", "searched", "zeroshot"):
         rows = planned(study)
         assert len(rows) == len(set(rows)) and rows[0] == Pruning("dense")
-    assert len(planned("baselines")) == 94 and len(planned("searched")) == 109 and len(planned("zeroshot")) == 3
+    assert len(planned("baselines")) == 94 and len(planned("searched")) == 113 and len(planned("zeroshot")) == 3
     assert {row.study for row in PLAN} == {"baselines", "searched", "zeroshot"}
 
 
@@ -52,6 +53,11 @@ def test_a_search_gives_every_pick_pruner_and_calibration_one_shot_first() -> No
         ("recipe", "sequential"), ("update", "sequential"), ("sparsegpt", "sequential"),
     ]  # fmt: skip
     assert rows[1].describe() == "metric-2of4-0.50 at 50%, pruner update, one-shot"
+    # The sensitivity search's recipe is applied with Wanda++'s regional optimisation too, one-shot.
+    solved = [row.pruning for row in search_rows("searched", search_named("sensitivity-unstructured-0.70"))][-1]
+    assert (solved.pruner, solved.solvers, solved.pruner_label, solved.calibration) == (
+        "recipe", "regional", "regional", "one-shot")
+    assert label(solved) == "sensitivity search → RO"
     # The range search gives one recipe per level, applied one-shot with its own rule only.
     ranged = [row.pruning for row in search_rows("searched", search_named("layerwise-unstructured-0.40to0.80"))]
     assert [(p.target_sparsity, p.pruner_label, p.calibration) for p in ranged] == [

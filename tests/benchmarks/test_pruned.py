@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 from paretoprune.errors import InputError
-from paretoprune.models import find_layout
+from paretoprune.models import find_layout, load_model
 from paretoprune.pruning import prune_model
 from paretoprune.testing import tiny_model
+from paretoprune.workflows import apply_recipe
 
-from benchmarks.plan import baseline
-from benchmarks.pruned import BaselineExtras, baseline_candidate, prune_baseline
+from benchmarks.plan import Pruning, baseline
+from benchmarks.pruned import BaselineExtras, baseline_candidate, prune_baseline, prune_fresh
+from benchmarks.workbench import Workbench
+from tests.benchmarks.recipes import tiny_recipe
 
 TOKENS = torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(1))
 
@@ -108,3 +112,16 @@ def test_tplo_reads_the_statements_it_is_given(tmp_path) -> None:
     model = tiny_model("llama")
     with pytest.raises(InputError, match="truth"):
         baseline_candidate(model, find_layout(model), pruning, TOKENS, batch_size=2, extras=BaselineExtras(truth_dir=tmp_path))
+
+
+def test_a_searched_row_with_a_solver_applies_the_recipe_then_that_solver(model_dir: Path) -> None:
+    workbench = Workbench(str(model_dir), model_dir / "calib.jsonl", TOKENS, {}, batch_size=2)
+    recipe = tiny_recipe(load_model(str(model_dir)).model, 0.5)
+    plain, solved = (Pruning("search", "sensitivity-unstructured-0.50", "recipe", False, "unstructured", 0.5, "one-shot",
+                             solvers=solvers) for solvers in ("none", "regional"))  # fmt: skip
+    weights = {row.solvers: _weights(prune_fresh(row, workbench, recipe).loaded.model) for row in (plain, solved)}
+    reference = load_model(str(model_dir)).model
+    apply_recipe(reference, recipe, TOKENS, solver="regional", progress=False)
+    assert all(torch.equal(weights["regional"][name], weight) for name, weight in _weights(reference).items())
+    # Regional optimisation moves the surviving weights the recipe's own rule left.
+    assert any(not torch.equal(weights["none"][name], weight) for name, weight in weights["regional"].items())

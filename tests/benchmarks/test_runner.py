@@ -74,8 +74,10 @@ def test_without_its_run_folder_a_search_measures_its_missing_rows_from_the_expo
     rows = run_study(STUDIES["searched"], _options(tmp_path, model_dir, data_dir, only=(SEARCH,)))
 
     assert not (tmp_path / "runs" / SEARCH).exists()  # the search was not run again
-    assert [(row.pruning.pruner, row.pruning.update, row.pruning.calibration) for row in rows] == [
-        (pruner, update, calibration) for calibration in CALIBRATIONS for pruner, update in SEARCH_PRUNERS]
+    assert [(row.pruning.pruner, row.pruning.update, row.pruning.calibration, row.pruning.solvers) for row in rows] == [
+        *((pruner, update, calibration, "none") for calibration in CALIBRATIONS for pruner, update in SEARCH_PRUNERS),
+        ("recipe", False, "one-shot", "regional"),  # then Wanda++'s regional optimisation of the recipe's masks
+    ]
     assert all(row.search == facts for row in rows)
     assert all(row.achieved_sparsity == pytest.approx(0.7, abs=0.01) for row in rows[1:])
     assert all(row.wikitext2_ppl > 1 and row.ptb_ppl and row.c4_ppl for row in rows[1:])  # measured, not copied
