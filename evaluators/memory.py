@@ -48,12 +48,15 @@ from torch import nn
 from paretoprune.evaluators.fitness import OBJECTIVES, split_objective
 from paretoprune.models import ModelLayout
 
-__all__ = ["MemoryEstimate", "RUNTIME_BYTES", "evaluator_memory", "format_bytes", "peak_memory_bytes", "tensors_of"]
+__all__ = ["DRIVER_RUNTIME_BYTES", "MemoryEstimate", "RUNTIME_BYTES", "driver_memory", "evaluator_memory", "format_bytes", "peak_memory_bytes", "tensors_of"]
 
 # Resident memory of an idle CPU evaluator actor before it loads a model: the Python
 # interpreter, torch, transformers and Ray's worker (about 0.45 GiB measured on Linux, with
 # torch 2.13 and Ray 2.5x); rounded up.
 RUNTIME_BYTES = 640 * 2**20
+# The same for a search's driver, which also imports pymoo, pandas and matplotlib and runs Ray's
+# driver: about 0.6 GiB measured with a tiny model; rounded up as the actor's is.
+DRIVER_RUNTIME_BYTES = 832 * 2**20
 # The fitness forward's live activations per token, in multiples of one [token x width] fp32
 # row: the residual stream and the block's input and attention output (hidden), the MLP's gate,
 # up and activated product (intermediate), the query/key/value projections (hidden again).
@@ -82,10 +85,13 @@ class MemoryEstimate:
 
     def describe(self) -> str:
         """``about 1.3 GiB (weights 513.0 MiB, rank cache 202.5 MiB, ...)``: the parts above 0."""
-        parts = ", ".join(f"{part.name.replace('_', ' ')} {format_bytes(getattr(self, part.name))}"
-                          for part in fields(self) if getattr(self, part.name) > 0 and part.name != "loading")  # fmt: skip
+        shown = [part.name for part in fields(self) if getattr(self, part.name) > 0 and part.name != "loading"]
+        parts = ", ".join(f"{name.replace('_', ' ')} {format_bytes(getattr(self, name))}" for name in shown)
         if self.loading:
-            parts += f"; while loading, {format_bytes(self.loading)} of files instead of the rank cache, targets and working"
+            later = [name.replace("_", " ") for name in ("rank_cache", "targets", "working") if name in shown]
+            instead = f" instead of the {', '.join(later[:-1])} and {later[-1]}" if len(later) > 1 else (
+                f" instead of the {later[0]}" if later else "")  # fmt: skip
+            parts += f"; while loading, {format_bytes(self.loading)} of files{instead}"
         return f"about {format_bytes(self.total)} ({parts})"
 
     def to_dict(self) -> dict[str, int]:
@@ -136,6 +142,43 @@ def evaluator_memory(
         targets=target_bytes,
         inputs=sum(tensor.numel() * tensor.element_size() for tensor in shared),
         working=max(build, candidate),
+        runtime=runtime,
+        loading=loading,
+    )
+
+
+def driver_memory(
+    model: nn.Module,
+    layout: ModelLayout,
+    *,
+    dtype: torch.dtype,
+    stats_tokens: int,
+    batch_tokens: int,
+    shared: Iterable[torch.Tensor] = (),
+    loading: int = 0,
+    runtime: int = DRIVER_RUNTIME_BYTES,
+) -> MemoryEstimate:
+    """What a search's driver needs: its own copy of the model in ``dtype``, the inputs it
+    gathers and ships to the actors (``shared``), and the working memory of the statistics pass.
+
+    That pass walks the blocks one at a time over all ``stats_tokens`` at once: it holds the
+    block's inputs and its dense outputs for every token, plus one batch of ``batch_tokens``
+    tokens' activations and the widest linear's inputs in fp32 (what the statistics are summed
+    from). The driver keeps neither a rank cache nor dense targets: the actors do. ``loading``
+    as in :func:`evaluator_memory`.
+    """
+    config = model.config
+    hidden = int(config.hidden_size)
+    intermediate = int(getattr(config, "intermediate_size", None) or 4 * hidden)
+    widest = max((linear.in_features for linear in layout.linears), default=1)
+    streams = 2 * stats_tokens * hidden * dtype.itemsize
+    batch = batch_tokens * (_HIDDEN_ROWS_PER_TOKEN * hidden + _INTERMEDIATE_ROWS_PER_TOKEN * intermediate + widest)
+    return MemoryEstimate(
+        weights=sum(parameter.numel() for parameter in model.parameters()) * dtype.itemsize,
+        rank_cache=0,
+        targets=0,
+        inputs=sum(tensor.numel() * tensor.element_size() for tensor in shared),
+        working=streams + batch * FP32,
         runtime=runtime,
         loading=loading,
     )

@@ -450,11 +450,17 @@ def _print_search_result(result: Any, as_json: bool) -> None:
 
 
 def _memory_lines(memory: dict[str, Any]) -> list[str]:
-    """``evaluator memory: peak 1.1 GiB, estimated 1.3 GiB`` when the actors reported a peak."""
-    if not memory.get("peaks"):
-        return []
-    peak, estimate = max(memory["peaks"]), memory["estimate"]["total"]
-    return [f"evaluator memory: peak {format_bytes(peak)}, estimated {format_bytes(estimate)}"]
+    """``evaluator memory: peak 1.1 GiB, estimated 1.3 GiB`` when the actors reported a peak,
+    then the driver's line."""
+    lines = []
+    if memory.get("peaks"):
+        peak, estimate = max(memory["peaks"]), memory["estimate"]["total"]
+        lines.append(f"evaluator memory: peak {format_bytes(peak)}, estimated {format_bytes(estimate)}")
+    driver = memory.get("driver") or {}
+    if driver.get("peak"):
+        lines.append(f"driver memory: peak {format_bytes(driver['peak'])}, "
+                     f"estimated {format_bytes(driver['estimate']['total'])}")  # fmt: skip
+    return lines
 
 
 def _uniform_line(point: dict[str, Any], first: str) -> str:

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from paretoprune.candidate import Candidate
 from paretoprune.errors import InputError
 from paretoprune.evaluators.fitness import check_objectives
-from paretoprune.evaluators.memory import format_bytes
+from paretoprune.evaluators.memory import format_bytes, peak_memory_bytes
 from paretoprune.evaluators.ray_pool import EvaluatorPool, Outcome
 from paretoprune.evaluators.remote import RemoteEvaluator
 from paretoprune.io import atomic_write_text
@@ -170,6 +170,7 @@ def _search(run: Run, progress: bool) -> SearchResult:
     _write_memory(run, inputs, peaks=[])  # before any actor starts: a worker that runs out can be read against it
     if progress:
         tqdm.write(f"memory check: each evaluator needs {inputs.memory.describe()}", file=sys.stderr)
+        tqdm.write(f"memory check: the driver needs {inputs.driver_memory.describe()}", file=sys.stderr)
     algorithm = _algorithm(config, objectives, inputs.space)
     if state is not None:
         algorithm.load_state_dict(state["algorithm"])
@@ -191,22 +192,27 @@ def _search(run: Run, progress: bool) -> SearchResult:
     return replace(_finish(run, inputs, interrupted, progress, table), memory=memory)
 
 
-def _write_memory(run: Run, inputs: SearchInputs, peaks: list[int]) -> dict[str, Any]:
-    """memory.json: the estimate of what each actor needs, and the peaks the actors reported."""
-    report = {"estimate": inputs.memory.to_dict(), "peaks": peaks}
+def _write_memory(run: Run, inputs: SearchInputs, peaks: list[int], driver_peak: int = 0) -> dict[str, Any]:
+    """memory.json: the estimate of what each actor needs and the peaks the actors reported;
+    the driver's estimate and, at the end, its own peak (0 before)."""
+    report = {"estimate": inputs.memory.to_dict(), "peaks": peaks,
+              "driver": {"estimate": inputs.driver_memory.to_dict(), "peak": driver_peak}}  # fmt: skip
     atomic_write_text(run.folder / MEMORY_FILE, json.dumps(report, indent=2) + "\n")
     return report
 
 
 def _memory_report(run: Run, inputs: SearchInputs, pool: EvaluatorPool[Candidate]) -> dict[str, Any]:
-    """The actors' peak memory beside the estimate written before they started."""
-    estimate, peaks = inputs.memory, pool.peak_memory()
-    report = _write_memory(run, inputs, peaks)
+    """The actors' and the driver's peak memory beside the estimates written before the actors
+    started. The driver's peak is this process's: in a session that did other work before the
+    search, it counts that work too."""
+    estimate, peaks, driver_peak = inputs.memory, pool.peak_memory(), peak_memory_bytes()
+    report = _write_memory(run, inputs, peaks, driver_peak)
     if peaks:
         logger.info("evaluator peak memory %s; estimated %s", format_bytes(max(peaks)), estimate.describe())
     if peaks and max(peaks) > estimate.total:
         logger.warning("an evaluator used %s, more than the %s estimated: leave more memory per worker than the "
                        "estimate says", format_bytes(max(peaks)), format_bytes(estimate.total))  # fmt: skip
+    logger.info("driver peak memory %s; estimated %s", format_bytes(driver_peak), inputs.driver_memory.describe())
     return report
 
 

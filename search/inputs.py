@@ -20,7 +20,7 @@ from paretoprune.data import calibration_windows, padded_batch, text_provenance
 from paretoprune.errors import InputError
 from paretoprune.evaluators.capability_fitness import CapabilityInputs, capability_inputs
 from paretoprune.evaluators.fitness import FitnessTokens, split_objective
-from paretoprune.evaluators.memory import MemoryEstimate, evaluator_memory, tensors_of
+from paretoprune.evaluators.memory import MemoryEstimate, driver_memory, evaluator_memory, tensors_of
 from paretoprune.evaluators.placement import check_model_fits, loading_bytes
 from paretoprune.evaluators.remote import EvaluatorInputs
 from paretoprune.evaluators.stats import ChannelStats, collect_stats
@@ -37,6 +37,8 @@ from paretoprune.search.space import SearchSpace, global_rule_of, resolve_metric
 __all__ = ["SearchInputs", "prepare"]
 
 logger = logging.getLogger(__name__)
+# Calibration windows per forward pass of the statistics (collect_stats' batches).
+STATS_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class SearchInputs:
     space: SearchSpace  # genomes <-> candidates
     evaluator: EvaluatorInputs  # what each evaluator actor is built from
     memory: MemoryEstimate  # what each evaluator actor will need, estimated before any starts
+    driver_memory: MemoryEstimate  # what this process needs (its model copy, statistics, loading)
 
 
 def prepare(config: SearchConfig) -> SearchInputs:
@@ -71,7 +74,7 @@ def prepare(config: SearchConfig) -> SearchInputs:
         loaded.tokenizer, config.calib, stats_nsamples, stats_seqlen, config.seed)  # fmt: skip
     # What only some candidates read is gathered only when the space can propose them: the
     # last-token inputs are small, the regional gradients as large as the model.
-    stats = collect_stats(loaded.model, layout, stats_tokens, last_tokens=config.search_rows,
+    stats = collect_stats(loaded.model, layout, stats_tokens, batch_size=STATS_BATCH, last_tokens=config.search_rows,
                           gradients=_needs_gradients(config))  # fmt: skip
     sources = _fitness_sources(config, loaded.tokenizer)
     capabilities = capability_inputs(
@@ -104,8 +107,17 @@ def prepare(config: SearchConfig) -> SearchInputs:
     )  # fmt: skip
     memory = _evaluator_memory(config, loaded.model, layout, evaluator)
     logger.info("each evaluator needs %s", memory.describe())
+    driver = driver_memory(loaded.model, layout, dtype=dtype, stats_tokens=stats_tokens.numel(),
+                           batch_tokens=min(STATS_BATCH, len(stats_tokens)) * stats_tokens.shape[1], shared=_shared(evaluator),
+                           loading=loading_bytes(config.model, dtype))  # fmt: skip
+    logger.info("the driver needs %s", driver.describe())
     return SearchInputs(model=model, provenance=provenance, layout=layout, space=space, evaluator=evaluator,
-                        memory=memory)  # fmt: skip
+                        memory=memory, driver_memory=driver)  # fmt: skip
+
+
+def _shared(evaluator: EvaluatorInputs) -> list[Any]:
+    """The tensors the driver gathers and every actor receives: statistics, score maps, tokens."""
+    return tensors_of([evaluator.stats, evaluator.score_maps, evaluator.tokens])
 
 
 def _evaluator_memory(config: SearchConfig, model: Any, layout: ModelLayout,
@@ -114,10 +126,9 @@ def _evaluator_memory(config: SearchConfig, model: Any, layout: ModelLayout,
     GPUs (``auto`` is then the checkpoint's dtype), else on the CPU."""
     device = "cuda" if (config.gpus_per_worker or 0) > 0 else "cpu"
     tokens = evaluator.tokens.numel() + sum(source.input_ids.numel() for source in evaluator.sources.values())
-    shared = tensors_of([evaluator.stats, evaluator.score_maps, evaluator.tokens])
     dtype = model_dtype(config.model, config.dtype, device)
     return evaluator_memory(model, layout, dtype=dtype, fitness_tokens=tokens, objectives=config.objective_names,
-                            ranked=evaluator.rank_metric is not None, shared=shared,
+                            ranked=evaluator.rank_metric is not None, shared=_shared(evaluator),
                             loading=loading_bytes(config.model, dtype))  # fmt: skip
 
 

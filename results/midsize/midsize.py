@@ -209,9 +209,9 @@ def _last_json(watched: Watched) -> dict[str, Any]:
     return json.loads(watched.stdout.strip().splitlines()[-1])
 
 
-def _printed_estimate(stderr: str) -> str:
-    """The line the search printed before its actor started."""
-    return next((line.strip() for line in stderr.splitlines() if line.startswith("memory check:")), "")
+def _printed_estimate(stderr: str, who: str = "each evaluator") -> str:
+    """The line the search printed before its actor started, for ``who`` ("the driver")."""
+    return next((line.strip() for line in stderr.splitlines() if line.startswith(f"memory check: {who}")), "")
 
 
 def measure(shape: Shape, model: Path, calib: str, evaluation: str, scratch: Path,
@@ -248,6 +248,9 @@ def measure(shape: Shape, model: Path, calib: str, evaluation: str, scratch: Pat
             "evaluator_peak_reported": actor_reported, "ray_services_peak": searched.peak_of(services),
             "all_processes_peak": searched.together,
             "within_estimate": max(actor_sampled, actor_reported) <= estimate["total"],
+            "printed_driver_estimate": _printed_estimate(searched.stderr, "the driver"),
+            "driver_estimate": memory["driver"]["estimate"],
+            "driver_within_estimate": searched.peak_of(driver) <= memory["driver"]["estimate"]["total"],
         },
         "apply": {
             "command": _shown(applied.command, places), "seconds": round(applied.seconds, 1),
@@ -315,6 +318,7 @@ def readme(report: dict[str, Any]) -> str:
         f"The actor's peak is {verdict} that estimate: {against(max(search['evaluator_peak_sampled'], search['evaluator_peak_reported']))} "
         f"the weights, against an estimated {against(estimate['total'])}.",
         "",
+        *_driver_lines(search, against),
         "How to read it:",
         "",
         "- The actor holds the fp32 weights once (candidates are masks applied through",
@@ -329,6 +333,22 @@ def readme(report: dict[str, Any]) -> str:
         "",
     ]  # fmt: skip
     return "\n".join(lines + report.get("notes", [])) + "\n"
+
+
+def _driver_lines(search: dict[str, Any], against: Any) -> list[str]:
+    """The driver's printed estimate against its peak (runs from before the driver had one: none)."""
+    if "driver_estimate" not in search:
+        return []
+    verdict = "within" if search["driver_within_estimate"] else "**above**"
+    return [
+        "and for itself:",
+        "",
+        f"    {search['printed_driver_estimate']}",
+        "",
+        f"The driver's peak is {verdict} it: {against(search['driver_peak'])} the weights, against an estimated "
+        f"{against(search['driver_estimate']['total'])}.",
+        "",
+    ]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -366,7 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "midsize.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(args.out / "README.md", readme(report))
-    sys.stdout.write(json.dumps({"within_estimate": measured["search"]["within_estimate"]}) + "\n")
+    search = measured["search"]
+    verdicts = {"within_estimate": search["within_estimate"], "driver_within_estimate": search["driver_within_estimate"]}
+    sys.stdout.write(json.dumps(verdicts) + "\n")
     return 0
 
 

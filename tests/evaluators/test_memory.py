@@ -7,8 +7,10 @@ import torch
 
 from paretoprune.evaluators.fitness import CandidateEvaluator
 from paretoprune.evaluators.memory import (
+    DRIVER_RUNTIME_BYTES,
     RUNTIME_BYTES,
     MemoryEstimate,
+    driver_memory,
     evaluator_memory,
     format_bytes,
     peak_memory_bytes,
@@ -104,3 +106,20 @@ def test_the_peak_grows_with_what_the_process_holds() -> None:
     assert before > 0
     assert after >= before
     assert after >= held.numel() * 4
+
+
+def test_the_driver_holds_its_model_copy_and_the_statistics_pass_not_an_evaluators_caches(setup) -> None:
+    model, layout, tokens, stats = setup
+    shared = tensors_of([stats, tokens])
+    common = dict(dtype=torch.float32, batch_tokens=tokens.numel(), shared=shared, loading=3 * 2**20)
+    driver = driver_memory(model, layout, stats_tokens=tokens.numel(), **common)
+    assert driver.weights == sum(p.numel() for p in model.parameters()) * 4
+    assert driver.rank_cache == driver.targets == 0 and driver.inputs == _bytes(shared)
+    assert driver.runtime == DRIVER_RUNTIME_BYTES > RUNTIME_BYTES
+    # The statistics pass keeps every token's block inputs and outputs: more windows, more memory.
+    longer = driver_memory(model, layout, stats_tokens=4 * tokens.numel(), **common)
+    hidden = model.config.hidden_size
+    assert longer.working - driver.working == 2 * 3 * tokens.numel() * hidden * 4
+    # Loading comes before the statistics: the peak counts the larger of the two, and says so.
+    assert driver.total == driver.weights + driver.inputs + driver.runtime + max(driver.loading, driver.working)
+    assert driver.describe().endswith("of files instead of the working)")

@@ -405,3 +405,14 @@ def test_prune_with_tplo_allocation_keeps_the_mean_and_needs_its_statements(mode
     assert summary["sparsity"] == pytest.approx(0.5, abs=0.01)
     code, errors = _main(*common, "--truth-dir", str(tmp_path / "nowhere"), "--quiet")
     assert code == 2 and "nowhere" in errors[0]
+
+
+def test_the_search_summary_sets_each_peak_beside_its_estimate() -> None:
+    from paretoprune.cli import _memory_lines
+
+    memory = {"estimate": {"total": 3 * 2**30}, "peaks": [2**30, 2 * 2**30],
+              "driver": {"estimate": {"total": 5 * 2**30}, "peak": 4 * 2**30}}  # fmt: skip
+    assert _memory_lines(memory) == ["evaluator memory: peak 2.0 GiB, estimated 3.0 GiB",
+                                     "driver memory: peak 4.0 GiB, estimated 5.0 GiB"]  # fmt: skip
+    # Before the search ended (or from a run folder written before drivers reported): nothing to set.
+    assert _memory_lines({"estimate": {"total": 1}, "peaks": []}) == []

@@ -108,6 +108,10 @@ def test_layerwise_search_end_to_end(model_dir: Path, tmp_path: Path) -> None:
     assert memory == json.loads((out / MEMORY_FILE).read_text())
     assert len(memory["peaks"]) == 2
     assert 0 < max(memory["peaks"]) <= memory["estimate"]["total"]
+    # So did the driver (this search's own process), against its own estimate.
+    driver = memory["driver"]
+    assert 0 < driver["peak"] <= driver["estimate"]["total"], driver
+    assert driver["estimate"]["rank_cache"] == driver["estimate"]["targets"] == 0
 
 
 def test_a_bf16_search_keeps_its_dtype_in_config_yaml_and_on_resume(model_dir: Path, tmp_path: Path) -> None:
