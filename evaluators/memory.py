@@ -218,5 +218,25 @@ def peak_memory_bytes(device: torch.device | None = None) -> int:
     """The calling process's peak: torch's peak allocation on a GPU, else its peak resident set."""
     if device is not None and device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
+    high_water = _high_water_mark()
+    if high_water is not None:
+        return high_water
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
+
+
+def _high_water_mark() -> int | None:
+    """Linux's peak resident set of this process image (VmHWM), or None elsewhere.
+
+    ``ru_maxrss`` is not enough on Linux: it survives ``exec``, so a process started from a
+    large one (a search launched by a test runner, a notebook) reports its parent's size at
+    the fork. VmHWM starts again with the new image.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError):
+        return None
+    return None

@@ -123,3 +123,13 @@ def test_the_driver_holds_its_model_copy_and_the_statistics_pass_not_an_evaluato
     # Loading comes before the statistics: the peak counts the larger of the two, and says so.
     assert driver.total == driver.weights + driver.inputs + driver.runtime + max(driver.loading, driver.working)
     assert driver.describe().endswith("of files instead of the working)")
+
+
+def test_a_process_started_from_a_large_one_reports_its_own_peak() -> None:
+    import subprocess
+    import sys
+
+    held = torch.ones(256 * 2**20 // 4)  # this process holds 256 MiB more than the child will
+    code = "from paretoprune.evaluators.memory import peak_memory_bytes; print(peak_memory_bytes())"
+    child = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert 0 < child < peak_memory_bytes() - held.numel() * 4 // 2
