@@ -119,10 +119,9 @@ class SearchSpec:
     def kind(self) -> str:
         """The method family: the mode, "naive", "sensitivity", "memetic", or "range" (and
         "memetic range") for a range search."""
-        family = "range" if self.sparsity_range is not None else self.mode
-        if self.algorithm == "memetic" and self.sparsity_range is not None:
-            return "memetic range"
-        return ALGORITHM_PREFIXES.get(self.algorithm, family)
+        if self.sparsity_range is not None:
+            return "memetic range" if self.algorithm == "memetic" else "range"
+        return ALGORITHM_PREFIXES.get(self.algorithm, self.mode)
 
     @property
     def name(self) -> str:

@@ -89,13 +89,17 @@ class MemoryEstimate:
         parts = ", ".join(f"{name.replace('_', ' ')} {format_bytes(getattr(self, name))}" for name in shown)
         if self.loading:
             later = [name.replace("_", " ") for name in ("rank_cache", "targets", "working") if name in shown]
-            instead = f" instead of the {', '.join(later[:-1])} and {later[-1]}" if len(later) > 1 else (
-                f" instead of the {later[0]}" if later else "")  # fmt: skip
+            instead = f" instead of the {_listed(later)}" if later else ""
             parts += f"; while loading, {format_bytes(self.loading)} of files{instead}"
         return f"about {format_bytes(self.total)} ({parts})"
 
     def to_dict(self) -> dict[str, int]:
         return {**{part.name: getattr(self, part.name) for part in fields(self)}, "total": self.total}
+
+
+def _listed(words: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def format_bytes(size: float) -> str:
@@ -123,10 +127,8 @@ def evaluator_memory(
     receives (statistics, score maps, tokens), counted as they are. ``loading``: the bytes
     of checkpoint files held while the model loads (:func:`~paretoprune.evaluators.placement.loading_bytes`).
     """
-    config = model.config
-    vocab, hidden = int(config.vocab_size), int(config.hidden_size)
-    intermediate = int(getattr(config, "intermediate_size", None) or 4 * hidden)
-    widest = max((linear.in_features for linear in layout.linears), default=1)
+    vocab = int(model.config.vocab_size)
+    hidden, intermediate, widest = _widths(model, layout)
     rank_bytes = 2 if widest <= 2**15 else 4
     largest = max((linear.numel for linear in layout.linears), default=0)
     bases = {split_objective(name)[0] for name in objectives}
@@ -137,10 +139,10 @@ def evaluator_memory(
     forward = fitness_tokens * (_HIDDEN_ROWS_PER_TOKEN * hidden + _INTERMEDIATE_ROWS_PER_TOKEN * intermediate) * FP32
     candidate = forward + 2 * chunk * vocab * FP32 + largest * (2 * dtype.itemsize + FP32 + rank_bytes)
     return MemoryEstimate(
-        weights=sum(parameter.numel() for parameter in model.parameters()) * dtype.itemsize,
+        weights=_weight_bytes(model, dtype),
         rank_cache=layout.total_numel * rank_bytes if ranked else 0,
         targets=target_bytes,
-        inputs=sum(tensor.numel() * tensor.element_size() for tensor in shared),
+        inputs=_tensor_bytes(shared),
         working=max(build, candidate),
         runtime=runtime,
         loading=loading,
@@ -167,21 +169,34 @@ def driver_memory(
     from). The driver keeps neither a rank cache nor dense targets: the actors do. ``loading``
     as in :func:`evaluator_memory`.
     """
-    config = model.config
-    hidden = int(config.hidden_size)
-    intermediate = int(getattr(config, "intermediate_size", None) or 4 * hidden)
-    widest = max((linear.in_features for linear in layout.linears), default=1)
+    hidden, intermediate, widest = _widths(model, layout)
     streams = 2 * stats_tokens * hidden * dtype.itemsize
     batch = batch_tokens * (_HIDDEN_ROWS_PER_TOKEN * hidden + _INTERMEDIATE_ROWS_PER_TOKEN * intermediate + widest)
     return MemoryEstimate(
-        weights=sum(parameter.numel() for parameter in model.parameters()) * dtype.itemsize,
+        weights=_weight_bytes(model, dtype),
         rank_cache=0,
         targets=0,
-        inputs=sum(tensor.numel() * tensor.element_size() for tensor in shared),
+        inputs=_tensor_bytes(shared),
         working=streams + batch * FP32,
         runtime=runtime,
         loading=loading,
     )
+
+
+def _widths(model: nn.Module, layout: ModelLayout) -> tuple[int, int, int]:
+    """The residual width, the MLP's width and the widest prunable linear's input."""
+    hidden = int(model.config.hidden_size)
+    intermediate = int(getattr(model.config, "intermediate_size", None) or 4 * hidden)
+    widest = max((linear.in_features for linear in layout.linears), default=1)
+    return hidden, intermediate, widest
+
+
+def _weight_bytes(model: nn.Module, dtype: torch.dtype) -> int:
+    return sum(parameter.numel() for parameter in model.parameters()) * dtype.itemsize
+
+
+def _tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
 
 
 def _target_bytes(wanted: set[str], tokens: int, vocab: int, hidden: int, dtype: torch.dtype) -> int:
