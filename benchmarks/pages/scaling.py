@@ -1,11 +1,14 @@
-"""The scaling page: candidates per minute by workers and threads (the rest is people's prose)."""
+"""The scaling page: candidates per minute by workers and threads, and the GPU check's figures
+against the targets when it has run (the rest is people's prose)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from benchmarks.files import write_text
+from benchmarks.pages.gpu import GPU_CHECK, gpu_section, read_gpu_check
 from benchmarks.pages.markdown import fill, table
 from benchmarks.scaling import ScalingSummary
 from benchmarks.table import read_table
@@ -18,10 +21,13 @@ HEADER = ("setup", "evaluations", "s per candidate, in its actor", "wall s, whol
 
 
 def render_scaling(folder: Path) -> None:
-    write_text(folder / "README.md", scaling_page(read_table(folder / TABLE, ScalingSummary)))
+    """The page from ``scaling.csv`` and, beside the folder, the GPU check's report if there is one."""
+    gpu_check = read_gpu_check(folder.parent / GPU_CHECK)
+    write_text(folder / "README.md", scaling_page(read_table(folder / TABLE, ScalingSummary), gpu_check))
 
 
-def scaling_page(rows: Sequence[ScalingSummary]) -> str:
+def scaling_page(rows: Sequence[ScalingSummary], gpu_check: Mapping[str, Any] | None = None) -> str:
     lines = [[row.setup, str(row.evaluations), f"{row.candidate_s:.1f}", f"{row.wall_s:.0f}",
               f"{row.per_minute_wall:.1f}", f"{row.per_minute_busy:.1f}"] for row in rows]  # fmt: skip
-    return fill("scaling.md", table=table(HEADER, lines, "l" * len(HEADER), compact=True))
+    measured = table(HEADER, lines, "l" * len(HEADER), compact=True)
+    return fill("scaling.md", table=measured, gpu=gpu_section(gpu_check))
