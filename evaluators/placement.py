@@ -36,6 +36,7 @@ __all__ = [
     "block_devices",
     "check_fits",
     "check_model_fits",
+    "check_ram_fits",
     "count_parameters",
     "estimate_model_bytes",
     "gpu_share_bytes",
@@ -256,6 +257,40 @@ def check_model_fits(
         return None
     check_fits(model_bytes, gpus, worker_memory_bytes(gpus))
     return model_bytes
+
+
+def check_ram_fits(model_specs: Sequence[str], dtype: torch.dtype, doing: str,
+                   available_bytes: int | None = None) -> int | None:  # fmt: skip
+    """Check, before loading, that this process's RAM holds ``model_specs`` in ``dtype``; the bytes needed.
+
+    For the commands that load models into their own process (``prune``, ``apply``, ``eval``, a
+    search's driver). The models stay loaded together; each one, while it loads, also holds the
+    checkpoint files it converts (:func:`loading_bytes`), so the peak is every model's weights
+    plus the largest such moment. Like :func:`check_model_fits` it is a floor: the pruning and
+    the evaluation need their working memory on top. Models of unknown size pass, with a log line.
+    ``doing`` names the command in the message; ``available_bytes`` defaults to the free RAM.
+    """
+    weights, loading = 0, 0
+    for spec in model_specs:
+        size = estimate_model_bytes(spec, dtype)
+        if size is None:
+            logger.info("size of %s unknown before loading it: memory check skipped", spec)
+            return None
+        weights, loading = weights + size, max(loading, loading_bytes(spec, dtype))
+    if available_bytes is None:
+        import psutil
+
+        available_bytes = int(psutil.virtual_memory().available)
+    if weights + loading <= available_bytes:
+        return weights + loading
+    parts = f"{format_bytes(weights)} of weights" + (f", {format_bytes(loading)} of files while they convert"
+                                                     if loading else "")  # fmt: skip
+    advice = "pass --dtype bfloat16 (half the bytes), free memory" if dtype.itemsize > 2 else "free memory"
+    raise InputError(
+        f"{doing} needs ~{format_bytes(weights + loading)} of RAM for {', '.join(model_specs)} in "
+        f"{str(dtype).removeprefix('torch.')} ({parts}) but {format_bytes(available_bytes)} is free: "
+        f"{advice} or use a machine with more RAM"
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from paretoprune.candidate import Candidate
 from paretoprune.data import calibration_windows, evaluation_windows
 from paretoprune.errors import InputError
 from paretoprune.evaluators.perplexity import perplexity
+from paretoprune.evaluators.placement import check_ram_fits
 from paretoprune.evaluators.stats import collect_stats
 from paretoprune import capabilities
 from paretoprune.capabilities import (
@@ -48,6 +49,7 @@ from paretoprune.models import (
     fingerprint,
     load_model,
     read_config,
+    resolve_dtype,
 )
 from paretoprune.pruning import LAYER_ALLOCATIONS, PruneReport, layer_sparsities, prune_model
 from paretoprune.recipe import Recipe, load_recipe, recipe_yaml
@@ -259,6 +261,7 @@ def prune(config: PruneConfig) -> PruneResult:
     )
     if needs_tokens or config.after.eval is not None:
         _check_seqlen(config.model, config.calibration.seqlen)
+    check_ram_fits([config.model], resolve_dtype(config.dtype, "cpu"), "prune")
     loaded = load_model(config.model, dtype=config.dtype)
     model, layout = loaded.model, find_layout(loaded.model)
     tokens = _calibration_windows(loaded, config.calibration) if needs_tokens else None
@@ -361,8 +364,11 @@ def evaluate(config: EvalConfig) -> EvalResult:
     task_dir = _task_dir(zero_shot)
     if config.data is not None:  # zero-shot tasks read whole examples, not --seqlen windows
         _check_seqlen(config.model, config.seqlen)
+    compared = config.reference is not None and (config.diagnostics or config.truth_probe is not None)
+    models = [config.model, config.reference] if compared and config.reference is not None else [config.model]
+    check_ram_fits(models, resolve_dtype(config.dtype, "cpu"), "eval")
     loaded = load_model(config.model, dtype=config.dtype)
-    reference = _reference(config) if config.reference is not None and (config.diagnostics or config.truth_probe) else None
+    reference = _reference(config) if compared else None
     result = EvalResult()
     if config.data is not None:
         result = _perplexity(loaded, config.data, config.seqlen, config.max_windows, config.batch_size,
@@ -577,6 +583,7 @@ def apply(config: ApplyConfig) -> PruneResult:
     needs_tokens = _pruner_needs_data(rule, candidate.solvers, candidate.rows, recipe_metric=candidate.metric)
     if needs_tokens or config.after.eval is not None:
         _check_seqlen(config.model, config.calibration.seqlen)
+    check_ram_fits([config.model], resolve_dtype(config.dtype, "cpu"), "apply")
     loaded = load_model(config.model, dtype=config.dtype)
     tokens = _calibration_windows(loaded, config.calibration) if needs_tokens else None
     report = apply_recipe(
@@ -603,6 +610,7 @@ def _apply_test_time(config: ApplyConfig, recipe: Recipe) -> PruneResult:
     if config.after.eval is not None:
         _check_seqlen(config.model, config.calibration.seqlen)
         context_length(config.calibration.seqlen, options.context_fraction)
+    check_ram_fits([config.model], resolve_dtype(config.dtype, "cpu"), "apply")
     loaded = load_model(config.model, dtype=config.dtype)
     layout = find_layout(loaded.model)
     shapes = {linear.name: (linear.out_features, linear.in_features) for linear in layout.linears}

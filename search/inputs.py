@@ -21,7 +21,7 @@ from paretoprune.errors import InputError
 from paretoprune.evaluators.capability_fitness import CapabilityInputs, capability_inputs
 from paretoprune.evaluators.fitness import FitnessTokens, split_objective
 from paretoprune.evaluators.memory import MemoryEstimate, driver_memory, evaluator_memory, tensors_of
-from paretoprune.evaluators.placement import check_model_fits, loading_bytes
+from paretoprune.evaluators.placement import check_ram_fits, loading_bytes
 from paretoprune.evaluators.remote import EvaluatorInputs
 from paretoprune.evaluators.stats import ChannelStats, collect_stats
 from paretoprune.evaluators.zeroshot_tasks import example_text, load_task, split_indices, task_names
@@ -63,7 +63,7 @@ def prepare(config: SearchConfig) -> SearchInputs:
     evaluators on GPUs choose; the statistics are summed in fp64 and fp32 either way.
     """
     dtype = resolve_dtype(config.dtype, "cpu")  # the driver keeps a CPU copy for statistics
-    check_model_fits(config.model, gpus_per_worker=0, dtype=dtype)
+    check_ram_fits([config.model], dtype, "the search's driver")
     loaded = load_model(config.model, dtype=dtype)
     check_context(loaded.model.config, {"--seqlen": config.seqlen, "--stats-seqlen": config.stats_seqlen})
     layout = find_layout(loaded.model)

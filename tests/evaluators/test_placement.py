@@ -13,6 +13,7 @@ from paretoprune.evaluators.placement import (
     block_devices,
     check_fits,
     check_model_fits,
+    check_ram_fits,
     count_parameters,
     estimate_model_bytes,
     gpu_share_bytes,
@@ -193,3 +194,37 @@ def test_a_gguf_is_counted_from_the_copy_the_model_adapter_converted(
     assert converted is not None and converted.parent == tmp_path / "cache" / "models"
     tiny_model("llama", layers=2).save_pretrained(converted)
     assert count_parameters(str(gguf)) == count_parameters(str(model_dir))
+
+
+# ---------------------------------------------------------------------------------------------
+# Will it fit this process? (prune, apply, eval and a search's driver load into their own RAM)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_process_gets_the_bytes_its_models_need_when_they_fit(model_dir: Path) -> None:
+    weights = estimate_model_bytes(str(model_dir), torch.float32)
+    assert check_ram_fits([str(model_dir)], torch.float32, "prune", available_bytes=10 * GiB) == weights
+    both = check_ram_fits([str(model_dir), str(model_dir)], torch.float32, "eval", available_bytes=10 * GiB)
+    assert both == 2 * weights  # a model and its reference stay loaded together
+    assert check_ram_fits(["nobody-here/not-a-model"], torch.float32, "prune", available_bytes=1) is None
+
+
+def test_a_process_without_the_ram_is_told_the_parts_and_what_to_pass(model_dir: Path) -> None:
+    weights = estimate_model_bytes(str(model_dir), torch.float32)
+    with pytest.raises(InputError, match=r"apply needs ~.* of RAM for .* in float32 \(.* of weights\) but .* is free"
+                                         r": pass --dtype bfloat16 \(half the bytes\)"):  # fmt: skip
+        check_ram_fits([str(model_dir)], torch.float32, "apply", available_bytes=weights - 1)
+    with pytest.raises(InputError) as refused:
+        check_ram_fits([str(model_dir)], torch.bfloat16, "apply", available_bytes=1)
+    assert "in bfloat16" in str(refused.value) and "--dtype" not in str(refused.value)
+
+
+def test_files_converted_while_loading_count_beside_the_weights(tmp_path: Path) -> None:
+    """A bf16 checkpoint run in fp32 holds its files while each tensor is converted."""
+    folder = save_tiny_model(tmp_path / "bf16", tiny_model("llama", layers=2).to(torch.bfloat16))
+    weights = estimate_model_bytes(str(folder), torch.float32)
+    files = sum(path.stat().st_size for path in folder.glob("*.safetensors"))
+    assert check_ram_fits([str(folder)], torch.float32, "prune", available_bytes=10 * GiB) == weights + files
+    assert check_ram_fits([str(folder)], torch.bfloat16, "prune", available_bytes=10 * GiB) == weights // 2
+    with pytest.raises(InputError, match="of weights, .* of files while they convert"):
+        check_ram_fits([str(folder)], torch.float32, "prune", available_bytes=weights)

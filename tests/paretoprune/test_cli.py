@@ -416,3 +416,44 @@ def test_the_search_summary_sets_each_peak_beside_its_estimate() -> None:
                                      "driver memory: peak 4.0 GiB, estimated 5.0 GiB"]  # fmt: skip
     # Before the search ended (or from a run folder written before drivers reported): nothing to set.
     assert _memory_lines({"estimate": {"total": 1}, "peaks": []}) == []
+
+
+# --------------------------------------------------------------------------------------------
+# A model larger than the free RAM is refused before it loads
+
+
+@pytest.fixture(scope="module")
+def huge_model_dir(model_dir: Path, tmp_path_factory) -> Path:
+    """The tiny model's config and tokenizer beside a checkpoint whose header declares 4 TiB of
+    fp32 weights: what the memory check reads. Its data is not there; nothing may try to load it."""
+    import shutil
+    import struct
+
+    folder = tmp_path_factory.mktemp("huge")
+    for path in model_dir.iterdir():
+        if path.suffix != ".safetensors":
+            shutil.copy(path, folder / path.name)
+    elements = 2**40
+    header = json.dumps({"weight": {"dtype": "F32", "shape": [2**20, 2**20], "data_offsets": [0, 4 * elements]}})
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header.encode())
+    return folder
+
+
+@pytest.mark.parametrize(
+    "command, who",
+    [
+        (["prune", "--model", "MODEL", "--method", "magnitude", "--sparsity", "0.5", "--quiet"], "prune"),
+        (["apply", "RECIPE", "--model", "MODEL", "--seqlen", "64", "--quiet"], "apply"),
+        (["eval", "--model", "MODEL", "--data", "builtin", "--seqlen", "64", "--quiet"], "eval"),
+        (["search", "--model", "MODEL", "--calib", "builtin", "--seqlen", "64", "--sparsity", "0.5", "--workers", "1",
+          "--out", "RUN", "--json"], "the search's driver"),
+    ],
+)  # fmt: skip
+def test_a_model_larger_than_the_free_ram_is_refused_before_loading(
+    huge_model_dir: Path, recipe_file: Path, tmp_path: Path, command: list[str], who: str
+) -> None:
+    named = {"MODEL": str(huge_model_dir), "RECIPE": str(recipe_file), "RUN": str(tmp_path / "run")}
+    code, errors = _main(*[named.get(arg, arg) for arg in command])
+    assert code == 2 and len(errors) == 1
+    assert f"{who} needs ~4096.0 GiB of RAM for {huge_model_dir} in float32" in errors[0]
+    assert "pass --dtype bfloat16" in errors[0]
