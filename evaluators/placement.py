@@ -36,12 +36,14 @@ __all__ = [
     "block_devices",
     "check_fits",
     "check_model_fits",
+    "check_gpus_fit",
     "check_ram_fits",
     "count_parameters",
     "estimate_model_bytes",
     "gpu_share_bytes",
     "loading_bytes",
     "place_model",
+    "resolve_device",
     "spread_device_map",
     "stats_to_devices",
     "worker_device",
@@ -293,6 +295,25 @@ def check_ram_fits(model_specs: Sequence[str], dtype: torch.dtype, doing: str,
     )
 
 
+def check_gpus_fit(model_spec: str, dtype: torch.dtype, doing: str) -> int | None:
+    """Check, before loading, that the visible GPUs' free memory holds ``model_spec``'s weights in
+    ``dtype`` (:func:`place_model` spreads them over all of them); the bytes, None when unknown."""
+    weights = estimate_model_bytes(model_spec, dtype)
+    if weights is None:
+        logger.info("size of %s unknown before loading it: memory check skipped", model_spec)
+        return None
+    count = _visible_gpus()
+    free = sum(torch.cuda.mem_get_info(device)[0] for device in range(count))
+    if weights <= free:
+        return weights
+    advice = "pass --dtype bfloat16, " if dtype.itemsize > 2 else ""
+    raise InputError(
+        f"{doing} needs ~{format_bytes(weights)} of GPU memory for {model_spec} in {str(dtype).removeprefix('torch.')} "
+        f"but the {count} visible GPU(s) have {format_bytes(free)} free: {advice}make more GPUs visible "
+        "(CUDA_VISIBLE_DEVICES) or use --device cpu"
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Putting a loaded model on the actor's GPUs
 # ---------------------------------------------------------------------------------------------
@@ -340,6 +361,23 @@ def worker_device() -> torch.device:
 
 def _visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> torch.device:
+    """Where ``--device name`` runs a model in this process: ``cuda`` (every visible GPU, through
+    :func:`place_model`), ``cpu``, or ``auto``, the GPUs when there are any. One line when the
+    name is unknown or asks for GPUs that torch does not see."""
+    if name not in DEVICE_CHOICES:
+        raise InputError(f"unknown device {name!r} for --device: use {', '.join(DEVICE_CHOICES)}")
+    if name == "cuda" and _visible_gpus() == 0:
+        raise InputError("--device cuda, but torch sees no GPU here (torch.cuda.is_available() is False): "
+                         "use --device cpu, or install a CUDA build of torch")  # fmt: skip
+    if name == "auto":
+        return worker_device()
+    return torch.device("cuda", 0) if name == "cuda" else torch.device("cpu")
 
 
 def place_model(model: nn.Module, layout: ModelLayout) -> torch.device:

@@ -47,6 +47,8 @@ QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars")
 SeedOpt = typer.Option(0, "--seed", help="random seed")
 DTYPE_HELP = "auto | bfloat16 | float16 | float32 (auto: the checkpoint's dtype on a GPU, float32 on a CPU)"
 DtypeOpt = typer.Option("auto", "--dtype", help=DTYPE_HELP)
+DEVICE_HELP = "auto | cpu | cuda (auto: every visible GPU when there are any, else the CPU)"
+DeviceOpt = typer.Option("auto", "--device", help=DEVICE_HELP)
 UpdateOpt = typer.Option(False, "--update", help="reconstruct the kept weights, as SparseGPT does (= --solver update)")
 SolverOpt = typer.Option(None, "--solver", help=f"layer solvers after the mask, in order: comma list of {SOLVERS.choices(', ')}")
 # The finalist stage of search and rescore.
@@ -158,6 +160,7 @@ def prune(
     unipruning_steps: Optional[int] = UniStepsOpt,
     unipruning_seqlen: Optional[int] = UniSeqlenOpt,
     dtype: str = DtypeOpt,
+    device: str = DeviceOpt,
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -169,7 +172,7 @@ def prune(
         allocation=allocation, truth_dir=truth_dir,
         calibration=_calibration_options(calib, nsamples, seqlen, seed, sequential),
         after=_after_pruning_options(save, eval, max_windows, eval_tasks, task_dir, limit), dtype=dtype,
-        progress=not quiet, unipruning_steps=unipruning_steps, unipruning_seqlen=unipruning_seqlen,
+        device=device, progress=not quiet, unipruning_steps=unipruning_steps, unipruning_seqlen=unipruning_seqlen,
     )  # fmt: skip
     result = run(config)
     lines = [f"sparsity   {result.sparsity:.4f}  ({_described(method, update, solver)}, {structure or allocation})"]
@@ -214,6 +217,7 @@ def eval_command(
     truth_topics: str = typer.Option(",".join(TPLO_TOPICS), "--truth-topics", help="statement sets the probes read"),
     truth_limit: int = typer.Option(256, "--truth-limit", help="statements per topic (seeded, balanced); 0: all"),
     dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP + "; also of --reference"),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP + "; also of --reference"),
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -229,7 +233,7 @@ def eval_command(
     config = EvalConfig(
         model=model, data=data, seqlen=seqlen, max_windows=max_windows,
         tasks=_task_options(tasks, task_dir, limit, held_out), diagnostics=diagnostics, reference=reference,
-        passkey=passkey, dtype=dtype, progress=not quiet,
+        passkey=passkey, dtype=dtype, device=device, progress=not quiet,
         test_time=None if test_time_prune is None else TestTimeOptions(test_time_prune, structured, context_fraction),
         truth_probe=TruthProbeOptions(truth_dir, _names(truth_topics, "--truth-topics"), truth_limit or None)
         if truth_probe else None,
@@ -578,6 +582,7 @@ def apply(
     unipruning_steps: Optional[int] = UniStepsOpt,
     unipruning_seqlen: Optional[int] = UniSeqlenOpt,
     dtype: str = DtypeOpt,
+    device: str = DeviceOpt,
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -588,7 +593,7 @@ def apply(
         recipe=recipe, model=model, pruner=pruner, update=update, solver=solver, rows=rows, force=force,
         calibration=_calibration_options(calib, nsamples, seqlen, seed, sequential),
         after=_after_pruning_options(save, eval, max_windows, eval_tasks, task_dir, limit), dtype=dtype,
-        progress=not quiet, unipruning_steps=unipruning_steps, unipruning_seqlen=unipruning_seqlen,
+        device=device, progress=not quiet, unipruning_steps=unipruning_steps, unipruning_seqlen=unipruning_seqlen,
     )  # fmt: skip
     result = run(config)
     lines = [f"sparsity   {result.sparsity:.4f}  ({recipe.name} with {_described(pruner, update, solver)})"]

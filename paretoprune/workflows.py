@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from paretoprune.candidate import Candidate
 from paretoprune.data import calibration_windows, evaluation_windows
 from paretoprune.errors import InputError
 from paretoprune.evaluators.perplexity import perplexity
-from paretoprune.evaluators.placement import check_ram_fits
+from paretoprune.evaluators.placement import check_gpus_fit, check_ram_fits, place_model, resolve_device
 from paretoprune.evaluators.stats import collect_stats
 from paretoprune import capabilities
 from paretoprune.capabilities import (
@@ -48,8 +49,8 @@ from paretoprune.models import (
     find_layout,
     fingerprint,
     load_model,
+    model_dtype,
     read_config,
-    resolve_dtype,
 )
 from paretoprune.pruning import LAYER_ALLOCATIONS, PruneReport, layer_sparsities, prune_model
 from paretoprune.recipe import Recipe, load_recipe, recipe_yaml
@@ -137,7 +138,8 @@ class PruneConfig:
     truth_dir: Path | None = None  # true/false statement sets for tplo (default $PARETOPRUNE_TRUTH_DIR)
     calibration: CalibrationOptions = field(default_factory=CalibrationOptions)
     after: AfterPruning = field(default_factory=AfterPruning)
-    dtype: str = "auto"  # auto | bfloat16 | float16 | float32: the model runs on the CPU, so auto is fp32
+    dtype: str = "auto"  # auto | bfloat16 | float16 | float32 (auto: the checkpoint's on a GPU, fp32 on a CPU)
+    device: str = "auto"  # auto | cpu | cuda (auto: every visible GPU when there are any, else the CPU)
     batch_size: int = 8  # windows per forward pass
     progress: bool = True
     # UniPruning's calibration steps and tokens per step (methods unipruning, unipruning-static);
@@ -181,7 +183,8 @@ class EvalConfig:
     # μ-MoE test-time pruning on the --data windows and on the zero-shot tasks
     test_time: TestTimeOptions | None = None
     truth_probe: TruthProbeOptions | None = None  # truth probes at the pivot block (dense: --reference)
-    dtype: str = "auto"  # of --model and --reference (on the CPU, auto is fp32)
+    dtype: str = "auto"  # of --model and --reference (auto: the checkpoint's on a GPU, fp32 on a CPU)
+    device: str = "auto"  # auto | cpu | cuda, for both models
     batch_size: int = 8
     progress: bool = True
 
@@ -212,6 +215,7 @@ def check_prune_config(config: PruneConfig) -> None:
     if config.method not in prune_methods():
         raise InputError(f"unknown method {config.method!r} for --method: choose one of {', '.join(prune_methods())}")
     check_dtype(config.dtype)
+    resolve_device(config.device)
     LAYER_ALLOCATIONS.lookup(config.allocation)
     if (config.sparsity is None) == (config.structure is None):
         raise InputError("give exactly one of --sparsity S (e.g. 0.5) or --structure N:M (e.g. 2:4)")
@@ -261,8 +265,7 @@ def prune(config: PruneConfig) -> PruneResult:
     )
     if needs_tokens or config.after.eval is not None:
         _check_seqlen(config.model, config.calibration.seqlen)
-    check_ram_fits([config.model], resolve_dtype(config.dtype, "cpu"), "prune")
-    loaded = load_model(config.model, dtype=config.dtype)
+    loaded = _load(config.model, config.dtype, config.device, "prune")
     model, layout = loaded.model, find_layout(loaded.model)
     tokens = _calibration_windows(loaded, config.calibration) if needs_tokens else None
     candidate = replace(_candidate(config, layout, model, tokens, loaded.tokenizer), rows=config.rows, solvers=chain)
@@ -303,6 +306,25 @@ def _global_score_map(
         raise InputError(f"{method} scores the model on calibration windows: pass calibration tokens (--calib SRC)")
     return cached_score_map(method, model, layout, tokens, model_id=model_id, seed=seed, progress=progress,
                             settings=settings)  # fmt: skip
+
+
+def _load(spec: str, dtype: str, device: str, doing: str, beside: Sequence[str] = ()) -> LoadedModel:
+    """Load ``spec`` for the command ``doing`` on ``--device``, once it is known to fit.
+
+    A model loads through the RAM, then moves to the GPUs (spread over all that are visible).
+    On the CPU, the models of ``beside`` (``eval``'s reference, loaded next) will stay loaded
+    beside it, so the RAM check counts them too: a pair that cannot fit fails before either loads.
+    """
+    target = resolve_device(device)
+    resolved = model_dtype(spec, dtype, target)
+    on_gpu = target.type == "cuda"
+    check_ram_fits([spec] if on_gpu else [spec, *beside], resolved, doing)
+    if on_gpu:
+        check_gpus_fit(spec, resolved, doing)
+    loaded = load_model(spec, dtype=resolved)
+    if on_gpu:
+        place_model(loaded.model, find_layout(loaded.model))
+    return loaded
 
 
 def _calibration_windows(loaded: LoadedModel, options: CalibrationOptions) -> torch.Tensor:
@@ -365,9 +387,8 @@ def evaluate(config: EvalConfig) -> EvalResult:
     if config.data is not None:  # zero-shot tasks read whole examples, not --seqlen windows
         _check_seqlen(config.model, config.seqlen)
     compared = config.reference is not None and (config.diagnostics or config.truth_probe is not None)
-    models = [config.model, config.reference] if compared and config.reference is not None else [config.model]
-    check_ram_fits(models, resolve_dtype(config.dtype, "cpu"), "eval")
-    loaded = load_model(config.model, dtype=config.dtype)
+    beside = [config.reference] if compared and config.reference is not None else []
+    loaded = _load(config.model, config.dtype, config.device, "eval", beside=beside)
     reference = _reference(config) if compared else None
     result = EvalResult()
     if config.data is not None:
@@ -396,6 +417,7 @@ def _check_eval_config(config: EvalConfig) -> None:
     if config.seqlen <= 1:
         raise InputError("--seqlen must be at least 2")
     check_dtype(config.dtype)
+    resolve_device(config.device)
     if config.data is None and not config.tasks.tasks and config.truth_probe is None:
         raise InputError("nothing to evaluate: give --data SRC for perplexity, --tasks T1,T2 and/or --truth-probe")
     if config.diagnostics and config.data is None:
@@ -425,7 +447,7 @@ def _check_test_time(config: EvalConfig) -> None:
 
 def _reference(config: EvalConfig) -> LoadedModel:
     assert config.reference is not None
-    return load_model(config.reference, dtype=config.dtype)
+    return _load(config.reference, config.dtype, config.device, "eval")
 
 
 def _task_dir(options: TaskOptions) -> Path | None:
@@ -555,7 +577,8 @@ class ApplyConfig:
     force: bool = False  # apply by module name to a model of another fingerprint
     calibration: CalibrationOptions = field(default_factory=CalibrationOptions)
     after: AfterPruning = field(default_factory=AfterPruning)
-    dtype: str = "auto"  # auto | bfloat16 | float16 | float32: the model runs on the CPU, so auto is fp32
+    dtype: str = "auto"  # auto | bfloat16 | float16 | float32 (auto: the checkpoint's on a GPU, fp32 on a CPU)
+    device: str = "auto"  # auto | cpu | cuda (auto: every visible GPU when there are any, else the CPU)
     batch_size: int = 8  # windows per forward pass
     progress: bool = True
     unipruning_steps: int | None = None  # as in PruneConfig, for --pruner unipruning(-static)
@@ -569,6 +592,7 @@ def apply(config: ApplyConfig) -> PruneResult:
         return _apply_test_time(config, recipe)
     _check_pruner(config.pruner)
     check_dtype(config.dtype)
+    resolve_device(config.device)
     chain = solver_chain(config.update, config.solver) if (config.solver or config.update) else None
     candidate = _applied_candidate(recipe, config.pruner, chain, config.rows)
     # The rule that scores the model: --pruner, or the recipe's own global rule.
@@ -583,8 +607,7 @@ def apply(config: ApplyConfig) -> PruneResult:
     needs_tokens = _pruner_needs_data(rule, candidate.solvers, candidate.rows, recipe_metric=candidate.metric)
     if needs_tokens or config.after.eval is not None:
         _check_seqlen(config.model, config.calibration.seqlen)
-    check_ram_fits([config.model], resolve_dtype(config.dtype, "cpu"), "apply")
-    loaded = load_model(config.model, dtype=config.dtype)
+    loaded = _load(config.model, config.dtype, config.device, "apply")
     tokens = _calibration_windows(loaded, config.calibration) if needs_tokens else None
     report = apply_recipe(
         loaded.model, recipe, tokens, pruner=config.pruner, update=config.update, solver=config.solver,
@@ -610,8 +633,7 @@ def _apply_test_time(config: ApplyConfig, recipe: Recipe) -> PruneResult:
     if config.after.eval is not None:
         _check_seqlen(config.model, config.calibration.seqlen)
         context_length(config.calibration.seqlen, options.context_fraction)
-    check_ram_fits([config.model], resolve_dtype(config.dtype, "cpu"), "apply")
-    loaded = load_model(config.model, dtype=config.dtype)
+    loaded = _load(config.model, config.dtype, config.device, "apply")
     layout = find_layout(loaded.model)
     shapes = {linear.name: (linear.out_features, linear.in_features) for linear in layout.linears}
     recipe.check_model(fingerprint(loaded.model), shapes, force=config.force)

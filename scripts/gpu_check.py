@@ -10,7 +10,9 @@ bf16 on the GPU, and measures in one process:
 - SparseGPT on one block: its Hessians, then the solve of each of its linears;
 - the candidate evaluator's extra GPU memory over the weights;
 - a small search of a few generations, driven here (no Ray: NSGA-III from pymoo when pymoo and
-  optuna are installed, else random genomes, and the page says which).
+  optuna are installed, else random genomes, and the page says which);
+- last, since it changes the weights: the whole model pruned as ``prune --device cuda`` prunes
+  it (Wanda at 50 %, one-shot: the statistics walk, then every linear's mask).
 
 It writes README.md and gpu_check.json into ``--out`` (default results/gpu), each whole or not
 at all. On a machine with a GPU::
@@ -73,6 +75,7 @@ from paretoprune.io import atomic_write_text  # noqa: E402
 from paretoprune.metrics.scores import SCORING_RULES  # noqa: E402
 from paretoprune.metrics.sparsegpt import sparsegpt_prune  # noqa: E402
 from paretoprune.models import ModelLayout, find_layout, model_bytes  # noqa: E402
+from paretoprune.pruning import prune_model, uniform_sparsities  # noqa: E402
 from paretoprune.search.space import SearchSpace, SpaceConfig  # noqa: E402
 
 FORMAT = "paretoprune.gpu_check/v1"
@@ -91,6 +94,7 @@ RATIOS_TO_FIRST_FORWARD = (
     ("sparsegpt_block", "hessian_s"),
     ("sparsegpt_block", "solve_s"),
     ("search", "per_evaluation_s"),
+    ("prune", "prune_s"),
 )
 
 
@@ -164,12 +168,13 @@ def forwards_planned(shape: Shape) -> float:
     """Roughly how many dense forwards over the first token set the whole check costs.
 
     An evaluation round is about a forward, a layerwise candidate (1.5) and a metric candidate
-    (3); a longer token set costs its share of tokens, a quarter more for attention.
+    (3); a longer token set costs its share of tokens, a quarter more for attention. The
+    statistics, SparseGPT's block and the pruning of the whole model add about nine.
     """
     (sequences, length), *longer = shape.token_sets
     per_set = 3 + shape.repeats * 5.5
     scale = sum(1.25 * s * n / (sequences * length) for s, n in longer)
-    return per_set * (1 + scale) + 1.5 * shape.pop * shape.generations + 6
+    return per_set * (1 + scale) + 1.5 * shape.pop * shape.generations + 9
 
 
 def short_of_memory(shape: Shape, free_bytes: int | None) -> str | None:
@@ -354,6 +359,7 @@ class GpuCheck:
             self._step(f"evaluation_{set_label(tokens)}", lambda tokens=tokens: self.measure_evaluation(tokens))
             self._close_evaluator()
         self._step("sparsegpt_block", lambda: self.measure_sparsegpt_block(first))
+        self._step("prune", lambda: self.measure_prune(first))  # last: it prunes the model
         return self.report()
 
     def _step(self, name: str, action: Callable[[], dict[str, Any]]) -> None:
@@ -475,6 +481,15 @@ class GpuCheck:
             "block": step.block.index, "linears": len(step.linears), "hessian_s": hessian_s,
             "solve_s": sum(solves), "slowest_linear_s": max(solves),
         }  # fmt: skip
+
+    def measure_prune(self, tokens: torch.Tensor) -> dict[str, Any]:
+        """The whole model pruned in place on the first token set, as ``prune --method wanda
+        --sparsity 0.5 --device cuda`` prunes it: the statistics walk, then every linear's mask."""
+        candidate = Candidate(metric=SCORING_RULES["wanda"],
+                              sparsities=uniform_sparsities(self.layout, SPARSEGPT_SPARSITY))  # fmt: skip
+        report, seconds = timed(self.device, lambda: prune_model(self.model, self.layout, candidate, tokens,
+                                                                 progress=False))  # fmt: skip
+        return {"tokens": int(tokens.numel()), "prune_s": seconds, "sparsity": report.sparsity}
 
     # -- the report -------------------------------------------------------------------------
 
@@ -640,6 +655,9 @@ def _rows(name: str, measured: dict[str, Any]) -> Iterator[tuple[str, float, flo
         yield f"SparseGPT Hessians of block {measured['block']}", measured["hessian_s"], measured.get("hessian_ratio")
         yield (f"SparseGPT solve of block {measured['block']} ({measured['linears']} linears)",
                measured["solve_s"], measured.get("solve_ratio"))  # fmt: skip
+    elif name == "prune":
+        label = f"prune the whole model, Wanda at {measured['sparsity']:.0%}, {measured['tokens']} calibration tokens"
+        yield label, measured["prune_s"], measured.get("prune_ratio")
     elif name == "search":
         yield (f"search, per evaluation ({measured['evaluations']} evaluations: pop {measured['pop']} x "
                f"{measured['generations']} generations, {measured['algorithm']})",

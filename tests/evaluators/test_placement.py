@@ -18,6 +18,7 @@ from paretoprune.evaluators.placement import (
     estimate_model_bytes,
     gpu_share_bytes,
     place_model,
+    resolve_device,
     spread_device_map,
     stats_to_devices,
     worker_device,
@@ -228,3 +229,21 @@ def test_files_converted_while_loading_count_beside_the_weights(tmp_path: Path) 
     assert check_ram_fits([str(folder)], torch.bfloat16, "prune", available_bytes=10 * GiB) == weights // 2
     with pytest.raises(InputError, match="of weights, .* of files while they convert"):
         check_ram_fits([str(folder)], torch.float32, "prune", available_bytes=weights)
+
+
+# ---------------------------------------------------------------------------------------------
+# --device for the commands that load a model into their own process
+# ---------------------------------------------------------------------------------------------
+
+
+def test_auto_and_cpu_devices_resolve_to_where_place_model_puts_the_model() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == worker_device()
+    with pytest.raises(InputError, match="unknown device 'tpu' for --device: use auto, cpu, cuda"):
+        resolve_device("tpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asks for a GPU where torch sees none")
+def test_cuda_without_a_gpu_is_refused_with_what_to_use() -> None:
+    with pytest.raises(InputError, match="--device cuda, but torch sees no GPU here .*use --device cpu"):
+        resolve_device("cuda")

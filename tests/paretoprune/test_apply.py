@@ -49,7 +49,8 @@ def test_round_trip_keeps_sparsities_and_perplexity(searched, tmp_path: Path, pr
     recipe = load_recipe(recipe_path)
     saved = tmp_path / "pruned"
     applied = _json(_cli("apply", str(recipe_path), "--model", str(model_dir), "--pruner", pruner, *CALIB,
-                         "--save", str(saved), "--eval", "builtin", "--max-windows", "4", "--json", "--quiet"))
+                         "--save", str(saved), "--eval", "builtin", "--max-windows", "4", "--device", "cpu",
+                         "--json", "--quiet"))  # fmt: skip
     assert applied["sparsity"] == pytest.approx(recipe.pruning.sparsity, abs=0.01)
     reloaded = load_model(str(saved))
     layout = find_layout(reloaded.model)

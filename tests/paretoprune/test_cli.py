@@ -41,7 +41,7 @@ def test_prune_save_reload_gives_the_reported_perplexity(model_dir: Path, tmp_pa
     assert summary["tokens"] == 4 * 63
     assert (saved / "model.safetensors").exists()
     again = _cli("eval", "--model", str(saved), "--data", "builtin", "--seqlen", "64",
-                 "--max-windows", "4", "--json", "--quiet")  # fmt: skip
+                 "--max-windows", "4", "--device", "cpu", "--json", "--quiet")  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout.strip().splitlines()[-1])["perplexity"] == pytest.approx(
         summary["perplexity"], rel=1e-5
@@ -63,6 +63,7 @@ def test_prune_save_reload_gives_the_reported_perplexity(model_dir: Path, tmp_pa
         (["prune", "--model", "MODEL", "--method", "sparsegpt", "--update", "--sparsity", "0.5"], "--update and --solver go with"),
         (["prune", "--model", "MODEL", "--sparsity", "0.5", "--dtype", "half"], "use auto, bfloat16, float16 or float32"),
         (["eval", "--model", "MODEL", "--data", "builtin", "--seqlen", "64", "--dtype", "fp8"], "unknown dtype 'fp8'"),
+        (["prune", "--model", "MODEL", "--sparsity", "0.5", "--device", "tpu"], "unknown device 'tpu'"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(model_dir: Path, args: list[str], fragment: str) -> None:
@@ -457,3 +458,19 @@ def test_a_model_larger_than_the_free_ram_is_refused_before_loading(
     assert code == 2 and len(errors) == 1
     assert f"{who} needs ~4096.0 GiB of RAM for {huge_model_dir} in float32" in errors[0]
     assert "pass --dtype bfloat16" in errors[0]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="asks for a GPU where torch sees none")
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["prune", "--model", "MODEL", "--method", "magnitude", "--sparsity", "0.5"],
+        ["apply", "RECIPE", "--model", "MODEL", "--seqlen", "64"],
+        ["eval", "--model", "MODEL", "--data", "builtin", "--seqlen", "64"],
+    ],
+)
+def test_device_cuda_without_a_gpu_stops_before_loading(model_dir: Path, recipe_file: Path, command: list[str]) -> None:
+    named = {"MODEL": str(model_dir), "RECIPE": str(recipe_file)}
+    code, errors = _main(*[named.get(arg, arg) for arg in command], "--device", "cuda", "--quiet")
+    assert code == 2 and len(errors) == 1
+    assert "--device cuda, but torch sees no GPU here" in errors[0]

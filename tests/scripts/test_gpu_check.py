@@ -38,6 +38,7 @@ MEASURED = {
     "evaluation_4x128": {"tokens", "forward_s", "layerwise_s", "metric_s", "layerwise_ratio", "metric_ratio"},
     "sparsegpt_block": {"block", "linears", "hessian_s", "solve_s", "slowest_linear_s", "hessian_ratio",
                         "solve_ratio"},
+    "prune": {"tokens", "prune_s", "sparsity", "prune_ratio"},
 }  # fmt: skip
 
 
@@ -65,6 +66,7 @@ def test_the_smoke_run_measures_every_step_with_positive_timings(smoke_run: Path
         timings = {key: value for key, value in measured.items() if key.endswith("_s")}
         assert timings and all(value > 0 for value in timings.values()), (name, timings)
     assert report["measurements"]["search"]["evaluations"] == 4 * 2  # pop x generations of the tiny shape
+    assert report["measurements"]["prune"]["sparsity"] == pytest.approx(0.5, abs=0.01)  # the model was pruned
     assert report["model"]["weight_bytes"] == 2 * report["model"]["parameters"]  # bf16
     # The memory check's estimate covers the evaluator's own tensors (its rank cache and targets;
     # the norms are the statistics', counted apart), and the page shows it.
@@ -78,6 +80,7 @@ def test_the_smoke_page_says_it_is_no_gpu_result(smoke_run: Path) -> None:
     assert "CPU smoke run, not a GPU result" in page
     assert "python scripts/gpu_check.py --device cpu --shape tiny" in page
     assert "| dense forward, 4 x 128 tokens |" in page and "SparseGPT solve of block 0 (7 linears)" in page
+    assert "| prune the whole model, Wanda at 50%, 128 calibration tokens |" in page
     assert "| the memory check's estimate beyond the weights, 4 x 128 |" in page
 
 
