@@ -12,7 +12,9 @@ bf16 on the GPU, and measures in one process:
 - a small search of a few generations, driven here (no Ray: NSGA-III from pymoo when pymoo and
   optuna are installed, else random genomes, and the page says which);
 - last, since it changes the weights: the whole model pruned as ``prune --device cuda`` prunes
-  it (Wanda at 50 %, one-shot: the statistics walk, then every linear's mask).
+  it (Wanda at 50 %, one-shot: the statistics walk, then every linear's mask);
+- the commands' own path on the device, on a tiny model saved to disk: ``prune`` (Wanda with
+  SparseGPT's update, perplexity, save) and ``eval`` of the saved model, which must agree.
 
 It writes README.md and gpu_check.json into ``--out`` (default results/gpu), each whole or not
 at all. On a machine with a GPU::
@@ -22,7 +24,7 @@ at all. On a machine with a GPU::
 It starts no step once ``--budget-s`` seconds (420) are spent, and falls back to the 1B shape
 (TinyLlama-1.1B's) when the 7B shape cannot fit the GPU or the budget, saying so on the page.
 Without a GPU it runs a tiny shape on the CPU in seconds: the smoke run the tests make, which
-the page calls what it is. It imports torch, transformers, numpy and paretoprune's library,
+the page calls what it is. It imports torch, transformers, numpy, psutil and paretoprune's library,
 never Ray, and runs from a bare checkout as well as from an installed paretoprune.
 """
 
@@ -34,6 +36,7 @@ import json
 import platform
 import shlex
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -360,6 +363,7 @@ class GpuCheck:
             self._close_evaluator()
         self._step("sparsegpt_block", lambda: self.measure_sparsegpt_block(first))
         self._step("prune", lambda: self.measure_prune(first))  # last: it prunes the model
+        self._step("commands", self.measure_commands)
         return self.report()
 
     def _step(self, name: str, action: Callable[[], dict[str, Any]]) -> None:
@@ -490,6 +494,27 @@ class GpuCheck:
         report, seconds = timed(self.device, lambda: prune_model(self.model, self.layout, candidate, tokens,
                                                                  progress=False))  # fmt: skip
         return {"tokens": int(tokens.numel()), "prune_s": seconds, "sparsity": report.sparsity}
+
+    def measure_commands(self) -> dict[str, Any]:
+        """``prune`` then ``eval`` through the workflows the commands call, with ``--device`` set to
+        this device: loading from disk, placing, calibrating, solving, scoring and saving there.
+        A tiny model, so that it costs seconds: it checks the path, it measures nothing at scale."""
+        from paretoprune.testing import save_tiny_model, tiny_model
+        from paretoprune.workflows import AfterPruning, CalibrationOptions, EvalConfig, PruneConfig, evaluate, prune
+
+        device = "cuda" if self.device.type == "cuda" else "cpu"
+        with tempfile.TemporaryDirectory() as folder:
+            model_dir, saved = save_tiny_model(Path(folder) / "tiny", tiny_model("llama")), Path(folder) / "pruned"
+            config = PruneConfig(
+                model=str(model_dir), method="wanda", update=True, sparsity=0.5, device=device, progress=False,
+                calibration=CalibrationOptions(calib="builtin", nsamples=4, seqlen=64),
+                after=AfterPruning(eval="builtin", max_windows=4, save=saved),
+            )  # fmt: skip
+            pruned, prune_s = timed(self.device, lambda: prune(config))
+            again = evaluate(EvalConfig(model=str(saved), data="builtin", seqlen=64, max_windows=4, device=device,
+                                        progress=False))  # fmt: skip
+        return {"device": device, "prune_s": prune_s, "sparsity": pruned.sparsity, "perplexity": pruned.perplexity,
+                "reloaded_perplexity": again.perplexity}  # fmt: skip
 
     # -- the report -------------------------------------------------------------------------
 
@@ -658,6 +683,10 @@ def _rows(name: str, measured: dict[str, Any]) -> Iterator[tuple[str, float, flo
     elif name == "prune":
         label = f"prune the whole model, Wanda at {measured['sparsity']:.0%}, {measured['tokens']} calibration tokens"
         yield label, measured["prune_s"], measured.get("prune_ratio")
+    elif name == "commands":
+        label = (f"prune --device {measured['device']} (tiny model from disk; perplexity {measured['perplexity']:.4g}, "
+                 f"{measured['reloaded_perplexity']:.4g} by eval of the saved model)")  # fmt: skip
+        yield label, measured["prune_s"], None
     elif name == "search":
         yield (f"search, per evaluation ({measured['evaluations']} evaluations: pop {measured['pop']} x "
                f"{measured['generations']} generations, {measured['algorithm']})",

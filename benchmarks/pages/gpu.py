@@ -28,8 +28,8 @@ TARGET_SHAPE = "7b"
 HEADER = ("fitness tokens", "dense forward", "layerwise candidate", "metric candidate",
           "evaluator's extra memory", "its estimate")  # fmt: skip
 
-NOT_MEASURED = """Not measured on a GPU yet. On a machine with one, from a checkout (torch and transformers
-are all it needs; no network, no Ray):
+NOT_MEASURED = """Not measured on a GPU yet. On a machine with one, from a checkout (torch, transformers,
+numpy and psutil are all it needs; no network, no Ray):
 
 ```bash
 python scripts/gpu_check.py                 # -> results/gpu/README.md and gpu_check.json
