@@ -366,15 +366,15 @@ def _visible_gpus() -> int:
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, option: str = "--device") -> torch.device:
     """Where ``--device name`` runs a model in this process: ``cuda`` (every visible GPU, through
-    :func:`place_model`), ``cpu``, or ``auto``, the GPUs when there are any. One line when the
-    name is unknown or asks for GPUs that torch does not see."""
+    :func:`place_model`), ``cpu``, or ``auto``, the GPUs when there are any. One line, naming
+    ``option``, when the name is unknown or asks for GPUs that torch does not see."""
     if name not in DEVICE_CHOICES:
-        raise InputError(f"unknown device {name!r} for --device: use {', '.join(DEVICE_CHOICES)}")
+        raise InputError(f"unknown device {name!r} for {option}: use {', '.join(DEVICE_CHOICES)}")
     if name == "cuda" and _visible_gpus() == 0:
-        raise InputError("--device cuda, but torch sees no GPU here (torch.cuda.is_available() is False): "
-                         "use --device cpu, or install a CUDA build of torch")  # fmt: skip
+        raise InputError(f"{option} cuda, but torch sees no GPU here (torch.cuda.is_available() is False): "
+                         f"use {option} cpu, or install a CUDA build of torch")  # fmt: skip
     if name == "auto":
         return worker_device()
     return torch.device("cuda", 0) if name == "cuda" else torch.device("cpu")

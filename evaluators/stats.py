@@ -36,7 +36,7 @@ from paretoprune.metrics.gradients import regional_grad, regional_loss, squared_
 from paretoprune.metrics.sparsegpt import fp32_matmuls
 from paretoprune.models import DecoderBlock, ModelLayout, PrunableLinear
 
-__all__ = ["BlockInput", "BlockStep", "ChannelStats", "collect_stats", "walk_blocks"]
+__all__ = ["BlockInput", "BlockStep", "ChannelStats", "collect_stats", "on_device", "walk_blocks"]
 
 
 @dataclass
@@ -105,6 +105,15 @@ class ChannelStats:
         if self.last_inputs is not None and inputs.dim() == 3:
             self.last_inputs.append(inputs[:, -1, :].to(self.sq_sum.device, torch.float32))
 
+    def to(self, device: torch.device) -> ChannelStats:
+        """The same statistics with every tensor on ``device``."""
+        return ChannelStats(
+            sq_sum=self.sq_sum.to(device), count=self.count, gram=None if self.gram is None else self.gram.to(device),
+            last_inputs=None if self.last_inputs is None else [inputs.to(device) for inputs in self.last_inputs],
+            grad_sq_sum=None if self.grad_sq_sum is None else self.grad_sq_sum.to(device),
+            grad_samples=self.grad_samples, grad_tokens=self.grad_tokens,
+        )  # fmt: skip
+
     def last_token_inputs(self) -> torch.Tensor:
         """[sequences, in]: the input each calibration sequence gave at its last position."""
         if not self.last_inputs:
@@ -151,6 +160,7 @@ def walk_blocks(
     last_tokens: bool = False,
     gradients: bool = False,
     block_io: bool = False,
+    compute_device: torch.device | None = None,
 ) -> Iterator[BlockStep]:
     """Yield each block with its linears' statistics; the caller may prune it in place.
 
@@ -159,26 +169,39 @@ def walk_blocks(
     before, so every block is calibrated as in the dense model. ``last_tokens`` also keeps each
     linear's input at every sequence's last position; ``gradients`` gathers the regional
     gradients; ``block_io`` hands the caller the block's inputs and dense outputs.
+
+    ``compute_device`` runs the blocks somewhere other than where the model lives (a copy kept
+    on the CPU, its statistics computed on a GPU): each block moves there for its turn, with the
+    blocks' inputs, and back once the walk has passed it; its statistics are left there.
     """
     if propagate not in ("pruned", "dense"):
         raise ValueError(f"propagate must be 'pruned' or 'dense', not {propagate!r}")
     device = next(model.parameters()).device
     inputs = _capture_block_inputs(model, layout, tokens.to(device), batch_size)
+    if compute_device is not None:
+        inputs = [BlockInput(*on_device((item.hidden, item.args, item.kwargs), compute_device)) for item in inputs]
     for block in layout.blocks:
-        step = BlockStep(block=block, linears=layout.linears_of_block(block.index))
-        step.stats = _block_stats(block, step.linears, inputs, hessian, last_tokens)
-        if gradients:
-            _add_regional_gradients(block, step.linears, inputs, step.stats)
-        dense = _run_block(block, inputs) if (propagate == "dense" or block_io) else None
-        if block_io:
-            assert dense is not None
-            step.inputs, step.dense_outputs = inputs, [item.hidden for item in dense]
-        if propagate == "dense":
-            assert dense is not None
-            inputs = dense
-        yield step
-        if propagate == "pruned":
-            inputs = _run_block(block, inputs)
+        home = next(block.module.parameters()).device  # a model spread over GPUs keeps each block's own
+        if compute_device is not None:
+            block.module.to(compute_device)
+        try:
+            step = BlockStep(block=block, linears=layout.linears_of_block(block.index))
+            step.stats = _block_stats(block, step.linears, inputs, hessian, last_tokens)
+            if gradients:
+                _add_regional_gradients(block, step.linears, inputs, step.stats)
+            dense = _run_block(block, inputs) if (propagate == "dense" or block_io) else None
+            if block_io:
+                assert dense is not None
+                step.inputs, step.dense_outputs = inputs, [item.hidden for item in dense]
+            if propagate == "dense":
+                assert dense is not None
+                inputs = dense
+            yield step
+            if propagate == "pruned":
+                inputs = _run_block(block, inputs)
+        finally:
+            if compute_device is not None:
+                block.module.to(home)
 
 
 def collect_stats(
@@ -190,16 +213,19 @@ def collect_stats(
     hessian: bool = False,
     last_tokens: bool = False,
     gradients: bool = False,
+    compute_device: torch.device | None = None,
 ) -> dict[str, ChannelStats]:
     """Statistics of every prunable linear on the dense model (one pass, nothing pruned);
     ``last_tokens`` and ``gradients`` gather what TRIM and Wanda++'s term read, as in
-    :func:`walk_blocks`."""
+    :func:`walk_blocks`. With ``compute_device`` the blocks run there, and the statistics come
+    back to the model's device."""
     stats: dict[str, ChannelStats] = {}
+    home = next(model.parameters()).device
     for step in walk_blocks(
         model, layout, tokens, batch_size=batch_size, hessian=hessian, propagate="dense",
-        last_tokens=last_tokens, gradients=gradients,
+        last_tokens=last_tokens, gradients=gradients, compute_device=compute_device,
     ):  # fmt: skip
-        stats.update(step.stats)
+        stats.update({name: stat.to(home) for name, stat in step.stats.items()})
     return stats
 
 
@@ -276,6 +302,19 @@ def trainable(value: Any) -> Any:
         return [trainable(item) for item in value]
     if isinstance(value, dict):
         return {key: trainable(item) for key, item in value.items()}
+    return value
+
+
+def on_device(value: Any, device: torch.device) -> Any:
+    """``value`` with every tensor in it (inside tuples, lists and dicts) moved to ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, tuple):
+        return tuple(on_device(item, device) for item in value)
+    if isinstance(value, list):
+        return [on_device(item, device) for item in value]
+    if isinstance(value, dict):
+        return {key: on_device(item, device) for key, item in value.items()}
     return value
 
 

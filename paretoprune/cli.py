@@ -396,6 +396,9 @@ def search(
     dtype: Optional[str] = typer.Option(
         None, "--dtype", help=DTYPE_HELP + "; the driver's statistics copy is on a CPU"
     ),
+    driver_device: Optional[str] = typer.Option(
+        None, "--driver-device", help="cpu | cuda | auto: where the driver computes the statistics, block by block (cpu)"
+    ),
     search_rows: bool = typer.Option(
         False, "--search-rows", help="the row allocation (uniform or trim) is a gene too; TRIM candidates cost more"
     ),
@@ -429,7 +432,8 @@ def search(
             mutation=mutation, granularity=granularity, delta=delta, profile=profile, storage=storage, out=out,
             stages=tuple(stages.split(",")) if stages else None,
             task_dir=task_dir, task_calib_fraction=task_calib_fraction, truth_dir=truth_dir, probe_split=probe_split,
-            dtype=dtype, search_rows=search_rows or None, search_gradient=search_gradient or None,
+            dtype=dtype, driver_device=driver_device, search_rows=search_rows or None,
+            search_gradient=search_gradient or None,
             finalists=_counts(finalists, "--finalists"), finalist_tokens=_counts(finalist_tokens, "--finalist-tokens"),
             finalist_solver=finalist_solver,
         )  # fmt: skip

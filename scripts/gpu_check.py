@@ -14,7 +14,8 @@ bf16 on the GPU, and measures in one process:
 - last, since it changes the weights: the whole model pruned as ``prune --device cuda`` prunes
   it (Wanda at 50 %, one-shot: the statistics walk, then every linear's mask);
 - the commands' own path on the device, on a tiny model saved to disk: ``prune`` (Wanda with
-  SparseGPT's update, perplexity, save) and ``eval`` of the saved model, which must agree.
+  SparseGPT's update, perplexity, save) and ``eval`` of the saved model, which must agree, and
+  a search driver's statistics computed on the device (``--driver-device``) against the CPU's.
 
 It writes README.md and gpu_check.json into ``--out`` (default results/gpu), each whole or not
 at all. On a machine with a GPU::
@@ -513,8 +514,24 @@ class GpuCheck:
             pruned, prune_s = timed(self.device, lambda: prune(config))
             again = evaluate(EvalConfig(model=str(saved), data="builtin", seqlen=64, max_windows=4, device=device,
                                         progress=False))  # fmt: skip
+            difference = self._driver_statistics_difference(str(model_dir))
         return {"device": device, "prune_s": prune_s, "sparsity": pruned.sparsity, "perplexity": pruned.perplexity,
-                "reloaded_perplexity": again.perplexity}  # fmt: skip
+                "reloaded_perplexity": again.perplexity, "driver_statistics_difference": difference}  # fmt: skip
+
+    def _driver_statistics_difference(self, model_dir: str) -> float:
+        """The largest relative difference of a channel's input norm between the statistics a
+        search driver computes on this device (its copy in RAM, each block visiting the device)
+        and those it computes on the CPU."""
+        from paretoprune.data import calibration_windows
+        from paretoprune.models import load_model
+
+        loaded = load_model(model_dir, dtype="float32")
+        layout = find_layout(loaded.model)
+        tokens = calibration_windows(loaded.tokenizer, "builtin", 4, 64, 0)
+        on_cpu = collect_stats(loaded.model, layout, tokens)
+        here = collect_stats(loaded.model, layout, tokens, compute_device=self.device)
+        return max(float(((here[name].act_norm - stat.act_norm).abs() / stat.act_norm.clamp_min(1e-12)).max())
+                   for name, stat in on_cpu.items())  # fmt: skip
 
     # -- the report -------------------------------------------------------------------------
 
@@ -685,7 +702,8 @@ def _rows(name: str, measured: dict[str, Any]) -> Iterator[tuple[str, float, flo
         yield label, measured["prune_s"], measured.get("prune_ratio")
     elif name == "commands":
         label = (f"prune --device {measured['device']} (tiny model from disk; perplexity {measured['perplexity']:.4g}, "
-                 f"{measured['reloaded_perplexity']:.4g} by eval of the saved model)")  # fmt: skip
+                 f"{measured['reloaded_perplexity']:.4g} by eval of the saved model; driver statistics on the "
+                 f"device within {measured['driver_statistics_difference']:.1e} of the CPU's)")  # fmt: skip
         yield label, measured["prune_s"], None
     elif name == "search":
         yield (f"search, per evaluation ({measured['evaluations']} evaluations: pop {measured['pop']} x "

@@ -89,6 +89,11 @@ class SearchConfig:
     # fp32 on a CPU (the driver's copy for the statistics is on the CPU). Scores, statistics and
     # the fitness are computed in fp32 whatever it is.
     dtype: str = "auto"  # auto | bfloat16 | float16 | float32
+    # Where the driver computes the activation statistics: its copy of the model stays in RAM,
+    # and with cuda (or auto on a machine with a GPU) each block visits the GPU for its turn. The
+    # statistics pass costs 2 x parameters FLOPs a statistics token, minutes to hours on CPUs
+    # for a 7B model and thousands of windows. cpu by default: the path measured most.
+    driver_device: str = "cpu"  # cpu | cuda | auto
     # The finalist stage (search/finalists.py): after the search, the best N candidates are
     # scored again on more tokens and as they will be applied; one count and one token count
     # per stage (e.g. 8,2 on 16384,65536). None: no finalist stage.

@@ -38,6 +38,7 @@ from paretoprune.evaluators.memory import format_bytes, peak_memory_bytes
 from paretoprune.evaluators.ray_pool import EvaluatorPool, Outcome
 from paretoprune.evaluators.remote import RemoteEvaluator
 from paretoprune.io import atomic_write_text
+from paretoprune.evaluators.placement import resolve_device
 from paretoprune.models import check_context, check_dtype, read_config
 from paretoprune.pruning import owl_sparsities
 from paretoprune.search.algorithms import SearchAlgorithm, make_algorithm
@@ -104,6 +105,7 @@ def resume(run_dir: str | Path, generations: int | None = None, progress: bool =
 def _check(config: SearchConfig) -> None:
     check_objectives(config.objective_names)
     check_dtype(config.dtype)
+    resolve_device(config.driver_device, "--driver-device")
     check_space_config(config.space_config())
     _check_stages(config)
     _check_windows_fit(config)

@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from paretoprune.data import calibration_windows, padded_batch, text_provenance
 from paretoprune.errors import InputError
 from paretoprune.evaluators.capability_fitness import CapabilityInputs, capability_inputs
 from paretoprune.evaluators.fitness import FitnessTokens, split_objective
 from paretoprune.evaluators.memory import MemoryEstimate, driver_memory, evaluator_memory, tensors_of
-from paretoprune.evaluators.placement import check_ram_fits, loading_bytes
+from paretoprune.evaluators.placement import check_ram_fits, loading_bytes, resolve_device
 from paretoprune.evaluators.remote import EvaluatorInputs
 from paretoprune.evaluators.stats import ChannelStats, collect_stats
 from paretoprune.evaluators.zeroshot_tasks import example_text, load_task, split_indices, task_names
@@ -75,7 +77,7 @@ def prepare(config: SearchConfig) -> SearchInputs:
     # What only some candidates read is gathered only when the space can propose them: the
     # last-token inputs are small, the regional gradients as large as the model.
     stats = collect_stats(loaded.model, layout, stats_tokens, batch_size=STATS_BATCH, last_tokens=config.search_rows,
-                          gradients=_needs_gradients(config))  # fmt: skip
+                          gradients=_needs_gradients(config), compute_device=_statistics_device(config))  # fmt: skip
     sources = _fitness_sources(config, loaded.tokenizer)
     capabilities = capability_inputs(
         loaded.model, loaded.tokenizer, config.objective_names, config.truth_dir, config.seed, config.probe_split
@@ -113,6 +115,15 @@ def prepare(config: SearchConfig) -> SearchInputs:
     logger.info("the driver needs %s", driver.describe())
     return SearchInputs(model=model, provenance=provenance, layout=layout, space=space, evaluator=evaluator,
                         memory=memory, driver_memory=driver)  # fmt: skip
+
+
+def _statistics_device(config: SearchConfig) -> torch.device | None:
+    """Where the statistics pass runs its blocks: None keeps them on the driver's CPU copy."""
+    device = resolve_device(config.driver_device, "--driver-device")
+    if device.type == "cpu":
+        return None
+    logger.info("the statistics pass runs each block on %s", device)
+    return device
 
 
 def _shared(evaluator: EvaluatorInputs) -> list[Any]:

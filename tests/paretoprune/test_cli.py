@@ -474,3 +474,20 @@ def test_device_cuda_without_a_gpu_stops_before_loading(model_dir: Path, recipe_
     code, errors = _main(*[named.get(arg, arg) for arg in command], "--device", "cuda", "--quiet")
     assert code == 2 and len(errors) == 1
     assert "--device cuda, but torch sees no GPU here" in errors[0]
+
+
+@pytest.mark.parametrize(
+    "device, fragment",
+    [
+        ("tpu", "unknown device 'tpu' for --driver-device: use auto, cpu, cuda"),
+        pytest.param("cuda", "--driver-device cuda, but torch sees no GPU here", marks=pytest.mark.skipif(
+            __import__("torch").cuda.is_available(), reason="asks for a GPU where torch sees none")),
+    ],
+)  # fmt: skip
+def test_a_driver_device_it_cannot_use_stops_the_search_in_one_line(
+    model_dir: Path, tmp_path: Path, device: str, fragment: str
+) -> None:
+    code, errors = _main("search", "--model", str(model_dir), "--calib", "builtin", "--seqlen", "64",
+                         "--sparsity", "0.5", "--driver-device", device, "--out", str(tmp_path / "run"), "--quiet")  # fmt: skip
+    assert code == 2 and len(errors) == 1 and fragment in errors[0]
+    assert not (tmp_path / "run").exists()  # refused before anything was written

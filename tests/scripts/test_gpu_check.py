@@ -39,7 +39,7 @@ MEASURED = {
     "sparsegpt_block": {"block", "linears", "hessian_s", "solve_s", "slowest_linear_s", "hessian_ratio",
                         "solve_ratio"},
     "prune": {"tokens", "prune_s", "sparsity", "prune_ratio"},
-    "commands": {"device", "prune_s", "sparsity", "perplexity", "reloaded_perplexity"},
+    "commands": {"device", "prune_s", "sparsity", "perplexity", "reloaded_perplexity", "driver_statistics_difference"},
 }  # fmt: skip
 
 
@@ -71,6 +71,7 @@ def test_the_smoke_run_measures_every_step_with_positive_timings(smoke_run: Path
     commands = report["measurements"]["commands"]  # prune and eval on this device agree on the saved model
     assert commands["device"] == "cpu" and commands["sparsity"] == pytest.approx(0.5, abs=0.01)
     assert commands["reloaded_perplexity"] == pytest.approx(commands["perplexity"], rel=1e-5)
+    assert commands["driver_statistics_difference"] == 0.0  # on the CPU, the same arithmetic
     assert report["model"]["weight_bytes"] == 2 * report["model"]["parameters"]  # bf16
     # The memory check's estimate covers the evaluator's own tensors (its rank cache and targets;
     # the norms are the statistics', counted apart), and the page shows it.
