@@ -143,18 +143,23 @@ class EvaluatorHost:
 
 
 def connect_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Join ``address`` or start a local loopback-only cluster; True when this call connected.
+    """Join ``address``, else the cluster RAY_ADDRESS names, else start a local loopback-only
+    cluster of ``num_cpus``; True when this call connected.
 
+    RAY_ADDRESS is how Ray hands a cluster to a driver (``ray job submit`` sets it). Without it,
+    Ray itself would join the last head node started on this machine (``ray start``, another
+    tool's cluster) and refuse ``num_cpus`` there: a search without an address starts its own.
     Reuses an existing connection (returns False: the caller must not shut it down).
     """
     if ray.is_initialized():
         return False
     # Ray must bind to loopback only on machines like these; this makes it use 127.0.0.1.
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False)
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False)
     return True
 
 

@@ -187,3 +187,63 @@ def test_bad_sizes_are_input_errors(cluster) -> None:
         EvaluatorPool(PolynomialEvaluator, (TABLE,), workers=0)
     with pytest.raises(InputError, match="threads"):
         EvaluatorPool(PolynomialEvaluator, (TABLE,), workers=1, threads_per_worker=0)
+
+
+_HOLD_A_CLUSTER = """
+import sys
+from ray.cluster_utils import Cluster
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+print(cluster.address, flush=True)
+sys.stdin.read()  # until the test closes it
+cluster.shutdown()
+"""
+
+_CONNECT = """
+import ray
+from paretoprune.evaluators.ray_pool import connect_ray
+assert connect_ray(num_cpus=1)
+print(ray.get_runtime_context().gcs_address, flush=True)
+ray.shutdown()
+"""
+
+
+def test_a_search_without_an_address_starts_its_own_cluster_beside_a_running_one() -> None:
+    """Ray joins the last cluster a head node started on the machine (``ray start``) when no
+    address is given, and refuses ``num_cpus`` there; a search without ``--ray-address`` must get
+    a cluster of its own beside it."""
+    import subprocess
+
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_A_CLUSTER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env=env)  # fmt: skip
+    try:
+        assert holder.stdout is not None
+        running = holder.stdout.readline().strip()
+        assert running, "the first cluster did not start"
+        joined = subprocess.run([sys.executable, "-c", _CONNECT], capture_output=True, text=True, env=env, timeout=300)
+        assert joined.returncode == 0, joined.stderr[-2000:]
+        assert joined.stdout.strip() and joined.stdout.strip() != running
+    finally:
+        holder.communicate(input="", timeout=120)
+
+
+def test_a_search_without_an_address_joins_the_cluster_ray_address_names() -> None:
+    """RAY_ADDRESS is how Ray hands a cluster to a driver (``ray job submit`` sets it): a search
+    without ``--ray-address`` joins that one."""
+    import subprocess
+
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_A_CLUSTER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env=env)  # fmt: skip
+    try:
+        assert holder.stdout is not None
+        running = holder.stdout.readline().strip()
+        assert running, "the first cluster did not start"
+        joined = subprocess.run([sys.executable, "-c", _CONNECT], capture_output=True, text=True,
+                                env=dict(env, RAY_ADDRESS=running), timeout=300)  # fmt: skip
+        assert joined.returncode == 0, joined.stderr[-2000:]
+        assert joined.stdout.strip() == running
+    finally:
+        holder.communicate(input="", timeout=120)
