@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -207,43 +208,45 @@ ray.shutdown()
 """
 
 
-def test_a_search_without_an_address_starts_its_own_cluster_beside_a_running_one() -> None:
+@pytest.fixture
+def head_node() -> Iterator[tuple[dict[str, str], str]]:
+    """A head node started in a process of its own, as ``ray start --head`` starts one: the
+    environment to run a search in (without RAY_ADDRESS), and the head's address."""
+    import subprocess
+
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_A_CLUSTER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env=env)  # fmt: skip
+    try:
+        assert holder.stdout is not None
+        address = holder.stdout.readline().strip()
+        assert address, "the head node did not start"
+        yield env, address
+    finally:
+        holder.communicate(input="", timeout=120)
+
+
+def _connect(env: dict[str, str]) -> str:
+    """The address of the cluster ``connect_ray`` reaches from a fresh process with ``env``."""
+    import subprocess
+
+    joined = subprocess.run([sys.executable, "-c", _CONNECT], capture_output=True, text=True, env=env, timeout=300)
+    assert joined.returncode == 0, joined.stderr[-2000:]
+    return joined.stdout.strip()
+
+
+def test_a_search_without_an_address_starts_its_own_cluster_beside_a_running_one(head_node) -> None:
     """Ray joins the last cluster a head node started on the machine (``ray start``) when no
     address is given, and refuses ``num_cpus`` there; a search without ``--ray-address`` must get
     a cluster of its own beside it."""
-    import subprocess
-
-    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
-    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    holder = subprocess.Popen([sys.executable, "-c", _HOLD_A_CLUSTER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True, env=env)  # fmt: skip
-    try:
-        assert holder.stdout is not None
-        running = holder.stdout.readline().strip()
-        assert running, "the first cluster did not start"
-        joined = subprocess.run([sys.executable, "-c", _CONNECT], capture_output=True, text=True, env=env, timeout=300)
-        assert joined.returncode == 0, joined.stderr[-2000:]
-        assert joined.stdout.strip() and joined.stdout.strip() != running
-    finally:
-        holder.communicate(input="", timeout=120)
+    env, running = head_node
+    own = _connect(env)
+    assert own and own != running
 
 
-def test_a_search_without_an_address_joins_the_cluster_ray_address_names() -> None:
+def test_a_search_without_an_address_joins_the_cluster_ray_address_names(head_node) -> None:
     """RAY_ADDRESS is how Ray hands a cluster to a driver (``ray job submit`` sets it): a search
     without ``--ray-address`` joins that one."""
-    import subprocess
-
-    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
-    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    holder = subprocess.Popen([sys.executable, "-c", _HOLD_A_CLUSTER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True, env=env)  # fmt: skip
-    try:
-        assert holder.stdout is not None
-        running = holder.stdout.readline().strip()
-        assert running, "the first cluster did not start"
-        joined = subprocess.run([sys.executable, "-c", _CONNECT], capture_output=True, text=True,
-                                env=dict(env, RAY_ADDRESS=running), timeout=300)  # fmt: skip
-        assert joined.returncode == 0, joined.stderr[-2000:]
-        assert joined.stdout.strip() == running
-    finally:
-        holder.communicate(input="", timeout=120)
+    env, running = head_node
+    assert _connect(dict(env, RAY_ADDRESS=running)) == running
