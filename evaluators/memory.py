@@ -48,7 +48,8 @@ from torch import nn
 from paretoprune.evaluators.fitness import OBJECTIVES, split_objective
 from paretoprune.models import ModelLayout
 
-__all__ = ["DRIVER_RUNTIME_BYTES", "MemoryEstimate", "RUNTIME_BYTES", "driver_memory", "evaluator_memory", "format_bytes", "peak_memory_bytes", "tensors_of"]
+__all__ = ["COMMAND_RUNTIME_BYTES", "DRIVER_RUNTIME_BYTES", "MemoryEstimate", "RUNTIME_BYTES", "driver_memory",
+           "evaluator_memory", "format_bytes", "peak_memory_bytes", "pruning_memory", "tensors_of"]
 
 # Resident memory of an idle CPU evaluator actor before it loads a model: the Python
 # interpreter, torch, transformers and Ray's worker (about 0.45 GiB measured on Linux, with
@@ -57,6 +58,9 @@ RUNTIME_BYTES = 640 * 2**20
 # The same for a search's driver, which also imports pymoo, pandas and matplotlib and runs Ray's
 # driver: about 0.6 GiB measured with a tiny model; rounded up as the actor's is.
 DRIVER_RUNTIME_BYTES = 832 * 2**20
+# The same for ``prune`` and ``apply``, one process without Ray: a tiny model's prune with
+# SparseGPT's update and a perplexity peaks at about 0.52 GiB; rounded up as the actor's is.
+COMMAND_RUNTIME_BYTES = 640 * 2**20
 # The fitness forward's live activations per token, in multiples of one [token x width] fp32
 # row: the residual stream and the block's input and attention output (hidden), the MLP's gate,
 # up and activated product (intermediate), the query/key/value projections (hidden again).
@@ -169,18 +173,71 @@ def driver_memory(
     from). The driver keeps neither a rank cache nor dense targets: the actors do. ``loading``
     as in :func:`evaluator_memory`.
     """
-    hidden, intermediate, widest = _widths(model, layout)
-    streams = 2 * stats_tokens * hidden * dtype.itemsize
-    batch = batch_tokens * (_HIDDEN_ROWS_PER_TOKEN * hidden + _INTERMEDIATE_ROWS_PER_TOKEN * intermediate + widest)
     return MemoryEstimate(
         weights=_weight_bytes(model, dtype),
         rank_cache=0,
         targets=0,
         inputs=_tensor_bytes(shared),
-        working=streams + batch * FP32,
+        working=_statistics_pass(model, layout, dtype, stats_tokens, batch_tokens),
         runtime=runtime,
         loading=loading,
     )
+
+
+def pruning_memory(
+    model: nn.Module,
+    layout: ModelLayout,
+    *,
+    dtype: torch.dtype,
+    calib_tokens: int,
+    batch_tokens: int,
+    hessian: bool,
+    eval_windows: int = 0,
+    eval_seqlen: int = 0,
+    loading: int = 0,
+    runtime: int = COMMAND_RUNTIME_BYTES,
+) -> MemoryEstimate:
+    """What ``prune`` or ``apply`` needs: the model in ``dtype``, then the larger of its pruning
+    pass and its evaluation.
+
+    The pruning pass walks the blocks over all ``calib_tokens`` (0: a rule that reads no data),
+    as the driver's statistics pass does, holding one block's statistics at a time: with
+    ``hessian`` (SparseGPT, its update and the other solvers) the Gram matrices of the block whose
+    linears' are largest, plus a solve's fp32 copy, scores and mask of the largest linear. The
+    evaluation (``eval_windows`` windows of ``eval_seqlen`` tokens a forward; 0: none) holds the
+    batch's logits in ``dtype``, one window's fp32 log-probabilities and one forward's activations.
+    """
+    hidden, intermediate, _ = _widths(model, layout)
+    calibration = 0
+    if calib_tokens:
+        grams = max((sum(linear.in_features**2 for linear in layout.linears_of_block(block.index))
+                     for block in layout.blocks), default=0) * FP32 if hessian else 0  # fmt: skip
+        largest = max((linear.numel for linear in layout.linears), default=0)
+        calibration = _statistics_pass(model, layout, dtype, calib_tokens, batch_tokens) + grams + 3 * largest * FP32
+    evaluation = 0
+    if eval_windows:
+        vocab, tokens = int(model.config.vocab_size), eval_windows * eval_seqlen
+        activations = tokens * (_HIDDEN_ROWS_PER_TOKEN * hidden + _INTERMEDIATE_ROWS_PER_TOKEN * intermediate) * FP32
+        evaluation = tokens * vocab * dtype.itemsize + eval_seqlen * vocab * FP32 + activations
+    return MemoryEstimate(
+        weights=_weight_bytes(model, dtype),
+        rank_cache=0,
+        targets=0,
+        inputs=calib_tokens * 8,  # the windows' token ids (int64)
+        working=max(calibration, evaluation),
+        runtime=runtime,
+        loading=loading,
+    )
+
+
+def _statistics_pass(model: nn.Module, layout: ModelLayout, dtype: torch.dtype, tokens: int, batch_tokens: int) -> int:
+    """A walk over the blocks on ``tokens`` tokens at once: every token's block inputs and dense
+    outputs in ``dtype``, plus one batch's activations and the widest linear's inputs in fp32
+    (what the statistics are summed from)."""
+    hidden, intermediate, widest = _widths(model, layout)
+    streams = 2 * tokens * hidden * dtype.itemsize
+    batch = batch_tokens * (_HIDDEN_ROWS_PER_TOKEN * hidden + _INTERMEDIATE_ROWS_PER_TOKEN * intermediate + widest)
+    return streams + batch * FP32
 
 
 def _widths(model: nn.Module, layout: ModelLayout) -> tuple[int, int, int]:

@@ -180,7 +180,7 @@ def prune(
         lines.append(f"perplexity {_format_ppl(result.perplexity)}  ({result.tokens} tokens of {eval})")
     if result.saved:
         lines.append(f"saved      {result.saved}")
-    _emit(result.summary(), as_json, lines + _task_lines(result.tasks))
+    _emit(result.summary(), as_json, lines + _task_lines(result.tasks) + _pruning_memory_lines(result.memory))
 
 
 @app.command("eval")
@@ -457,6 +457,13 @@ def _print_search_result(result: Any, as_json: bool) -> None:
         raise typer.Exit(130)
 
 
+def _pruning_memory_lines(memory: dict[str, Any] | None) -> list[str]:
+    """``memory     peak 1.1 GiB, estimated 1.3 GiB`` after a prune or an apply."""
+    if not memory:
+        return []
+    return [f"memory     peak {format_bytes(memory['peak'])}, estimated {format_bytes(memory['estimate']['total'])}"]
+
+
 def _memory_lines(memory: dict[str, Any]) -> list[str]:
     """``evaluator memory: peak 1.1 GiB, estimated 1.3 GiB`` when the actors reported a peak,
     then the driver's line."""
@@ -605,7 +612,7 @@ def apply(
         lines.append(f"perplexity {_format_ppl(result.perplexity)}  ({result.tokens} tokens of {eval})")
     if result.saved:
         lines.append(f"saved      {result.saved}")
-    _emit(result.summary(), as_json, lines + _task_lines(result.tasks))
+    _emit(result.summary(), as_json, lines + _task_lines(result.tasks) + _pruning_memory_lines(result.memory))
 
 
 @app.command()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -18,12 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from tqdm import tqdm
 
 from paretoprune.candidate import Candidate
 from paretoprune.data import calibration_windows, evaluation_windows
 from paretoprune.errors import InputError
 from paretoprune.evaluators.perplexity import perplexity
-from paretoprune.evaluators.placement import check_gpus_fit, check_ram_fits, place_model, resolve_device
+from paretoprune.evaluators.memory import MemoryEstimate, format_bytes, peak_memory_bytes, pruning_memory
+from paretoprune.evaluators.placement import check_gpus_fit, check_ram_fits, loading_bytes, place_model, resolve_device
 from paretoprune.evaluators.stats import collect_stats
 from paretoprune import capabilities
 from paretoprune.capabilities import (
@@ -157,9 +160,13 @@ class PruneResult:
     tokens: int | None = None  # tokens scored by the perplexity evaluation
     saved: str | None = None
     tasks: dict[str, Any] | None = None  # zero-shot metrics per task, and their mean
+    # The estimate printed before pruning (parts and total) and this process's peak, in bytes.
+    memory: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"sparsity": round(self.sparsity, 6), "seconds": round(self.seconds, 3)}
+        if self.memory is not None:
+            out["memory"] = self.memory
         if self.perplexity is not None:
             out |= {"perplexity": self.perplexity, "tokens": self.tokens}
         if self.tasks is not None:
@@ -268,6 +275,8 @@ def prune(config: PruneConfig) -> PruneResult:
     loaded = _load(config.model, config.dtype, config.device, "prune")
     model, layout = loaded.model, find_layout(loaded.model)
     tokens = _calibration_windows(loaded, config.calibration) if needs_tokens else None
+    estimate = _pruning_memory(loaded, config, tokens, hessian=config.method in MASK_SOLVERS or bool(chain),
+                               doing="prune")  # fmt: skip
     candidate = replace(_candidate(config, layout, model, tokens, loaded.tokenizer), rows=config.rows, solvers=chain)
     scores = _global_scores(config, loaded, layout, tokens)
     report = prune_model(
@@ -281,7 +290,7 @@ def prune(config: PruneConfig) -> PruneResult:
         progress=config.progress,
         scores=scores,
     )
-    return _after_pruning(loaded, report, config, task_dir)
+    return _after_pruning(loaded, report, config, task_dir, estimate=estimate)
 
 
 def _global_scores(
@@ -346,8 +355,10 @@ def _after_pruning(
     config: PruneConfig | ApplyConfig,
     task_dir: Path | None,
     extra_files: dict[str, str] | None = None,
+    estimate: MemoryEstimate | None = None,
 ) -> PruneResult:
-    """Evaluate (perplexity, zero-shot tasks) and save a freshly pruned model, as asked."""
+    """Evaluate (perplexity, zero-shot tasks) and save a freshly pruned model, as asked; then
+    set this process's peak memory beside the ``estimate`` printed before pruning."""
     after = config.after
     result = PruneResult(sparsity=report.sparsity, layers=report.layers, seconds=report.seconds)
     if after.eval is not None:
@@ -357,7 +368,35 @@ def _after_pruning(
     result.tasks = _zero_shot(loaded, after.tasks, task_dir, config.batch_size, config.progress)
     if after.save is not None:
         result.saved = str(save_model(loaded, after.save, extra_files))
+    if estimate is not None:
+        result.memory = _memory_record(estimate, next(loaded.model.parameters()).device)
     return result
+
+
+def _pruning_memory(loaded: LoadedModel, config: PruneConfig | ApplyConfig, tokens: torch.Tensor | None,
+                    hessian: bool, doing: str) -> MemoryEstimate:  # fmt: skip
+    """What pruning and evaluating ``loaded`` will need, printed before it starts."""
+    model = loaded.model
+    dtype = next(model.parameters()).dtype
+    window = config.calibration.seqlen
+    estimate = pruning_memory(
+        model, find_layout(model), dtype=dtype, calib_tokens=0 if tokens is None else tokens.numel(),
+        batch_tokens=min(config.batch_size, config.calibration.nsamples) * window, hessian=hessian,
+        eval_windows=config.batch_size if config.after.eval is not None else 0, eval_seqlen=window,
+        loading=loading_bytes(config.model, dtype),
+    )  # fmt: skip
+    if config.progress:
+        tqdm.write(f"memory check: {doing} needs {estimate.describe()}", file=sys.stderr)
+    return estimate
+
+
+def _memory_record(estimate: MemoryEstimate, device: torch.device) -> dict[str, Any]:
+    """The estimate beside this process's peak (its resident set on a CPU, torch's allocation on
+    a GPU); a peak above the estimate is logged, so that the estimate can be corrected."""
+    peak = peak_memory_bytes(device)
+    if peak > estimate.total:
+        logger.warning("memory: peak %s is above the estimated %s", format_bytes(peak), format_bytes(estimate.total))
+    return {"estimate": estimate.to_dict(), "peak": peak}
 
 
 def _candidate(
@@ -609,12 +648,14 @@ def apply(config: ApplyConfig) -> PruneResult:
         _check_seqlen(config.model, config.calibration.seqlen)
     loaded = _load(config.model, config.dtype, config.device, "apply")
     tokens = _calibration_windows(loaded, config.calibration) if needs_tokens else None
+    hessian = config.pruner in MASK_SOLVERS or bool(candidate.solvers) or config.update
+    estimate = _pruning_memory(loaded, config, tokens, hessian=hessian, doing="apply")
     report = apply_recipe(
         loaded.model, recipe, tokens, pruner=config.pruner, update=config.update, solver=config.solver,
         rows=config.rows, sequential=config.calibration.sequential, force=config.force, progress=config.progress,
         model_id=config.model, seed=config.calibration.seed, rule_settings=settings,
     )  # fmt: skip
-    return _after_pruning(loaded, report, config, task_dir, {"recipe.yaml": recipe_yaml(recipe)})
+    return _after_pruning(loaded, report, config, task_dir, {"recipe.yaml": recipe_yaml(recipe)}, estimate)
 
 
 def _apply_test_time(config: ApplyConfig, recipe: Recipe) -> PruneResult:

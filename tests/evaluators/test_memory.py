@@ -7,6 +7,7 @@ import torch
 
 from paretoprune.evaluators.fitness import CandidateEvaluator
 from paretoprune.evaluators.memory import (
+    COMMAND_RUNTIME_BYTES,
     DRIVER_RUNTIME_BYTES,
     RUNTIME_BYTES,
     MemoryEstimate,
@@ -14,6 +15,7 @@ from paretoprune.evaluators.memory import (
     evaluator_memory,
     format_bytes,
     peak_memory_bytes,
+    pruning_memory,
     tensors_of,
 )
 from paretoprune.evaluators.placement import loading_bytes
@@ -123,6 +125,29 @@ def test_the_driver_holds_its_model_copy_and_the_statistics_pass_not_an_evaluato
     # Loading comes before the statistics: the peak counts the larger of the two, and says so.
     assert driver.total == driver.weights + driver.inputs + driver.runtime + max(driver.loading, driver.working)
     assert driver.describe().endswith("of files instead of the working)")
+
+
+def test_pruning_holds_the_model_then_the_larger_of_its_calibration_walk_and_its_evaluation(setup) -> None:
+    model, layout, tokens, _ = setup
+    common = dict(dtype=torch.float32, batch_tokens=tokens.numel())
+    masks_only = pruning_memory(model, layout, calib_tokens=0, hessian=False, **common)
+    assert masks_only.working == 0 and masks_only.runtime == COMMAND_RUNTIME_BYTES
+    assert masks_only.total == masks_only.weights + COMMAND_RUNTIME_BYTES
+    walk = pruning_memory(model, layout, calib_tokens=tokens.numel(), hessian=False, **common)
+    solved = pruning_memory(model, layout, calib_tokens=tokens.numel(), hessian=True, **common)
+    # A solver adds the Gram matrices of the block with the widest inputs, one block at a time.
+    grams = max(sum(linear.in_features**2 for linear in layout.linears_of_block(block.index))
+                for block in layout.blocks) * 4  # fmt: skip
+    assert solved.working - walk.working == grams
+    # The evaluation holds a batch's logits and one window's log-probabilities: with a large
+    # enough batch it, not the walk, is the working peak.
+    vocab, seqlen = model.config.vocab_size, 32
+    one = pruning_memory(model, layout, calib_tokens=0, hessian=False, eval_windows=1, eval_seqlen=seqlen, **common)
+    nine = pruning_memory(model, layout, calib_tokens=0, hessian=False, eval_windows=9, eval_seqlen=seqlen, **common)
+    assert nine.working - one.working > 8 * seqlen * vocab * 4  # eight more windows' logits, and their activations
+    both = pruning_memory(model, layout, calib_tokens=tokens.numel(), hessian=True, eval_windows=9, eval_seqlen=seqlen,
+                          **common)  # fmt: skip
+    assert both.working == max(solved.working, nine.working)
 
 
 def test_a_process_started_from_a_large_one_reports_its_own_peak() -> None:

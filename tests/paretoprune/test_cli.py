@@ -39,6 +39,7 @@ def test_prune_save_reload_gives_the_reported_perplexity(model_dir: Path, tmp_pa
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["sparsity"] == pytest.approx(0.5)
     assert summary["tokens"] == 4 * 63
+    assert 0 < summary["memory"]["peak"] <= summary["memory"]["estimate"]["total"]  # the estimate it printed
     assert (saved / "model.safetensors").exists()
     again = _cli("eval", "--model", str(saved), "--data", "builtin", "--seqlen", "64",
                  "--max-windows", "4", "--device", "cpu", "--json", "--quiet")  # fmt: skip
@@ -85,6 +86,9 @@ def test_real_smollm2_prune_end_to_end(shared_data: Path) -> None:
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["sparsity"] == pytest.approx(0.5, abs=1e-3)
     assert 10 < summary["perplexity"] < 1000  # a working 135M model at half density, not noise
+    # What it printed before pruning holds: the weights, the calibration walk and the evaluation.
+    memory = summary["memory"]
+    assert memory["estimate"]["weights"] < memory["peak"] <= memory["estimate"]["total"]
 
 
 def test_eval_and_prune_report_zero_shot_tasks(model_dir: Path, shared_data: Path) -> None:

@@ -24,7 +24,8 @@ def test_the_tiny_run_writes_a_page_whose_actor_peak_is_within_the_printed_estim
                            "--models", str(tmp_path / "models")], env=ENV, capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"within_estimate": True, "driver_within_estimate": True}
+    verdicts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert verdicts == {"within_estimate": True, "driver_within_estimate": True, "apply_within_estimate": True}
     report = json.loads((out / "midsize.json").read_text())
     search, applied = report["measured"]["search"], report["measured"]["apply"]
     assert search["evaluations"] == 8
@@ -35,6 +36,7 @@ def test_the_tiny_run_writes_a_page_whose_actor_peak_is_within_the_printed_estim
     assert search["driver_peak"] > 0 and applied["peak"] > 0
     assert search["printed_driver_estimate"].startswith("memory check: the driver needs about")
     assert 0 < search["driver_peak"] <= search["driver_estimate"]["total"]
+    assert 0 < applied["peak"] <= applied["estimate"]["total"]  # apply's own estimate, from its --json
     page = (out / "README.md").read_text()
     assert "| search: the evaluator actor (its own peak) |" in page
     assert search["printed_estimate"] in page and search["printed_driver_estimate"] in page
