@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import struct
+from dataclasses import replace
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -253,12 +254,19 @@ def check_model_fits(
     id not yet downloaded) pass, with a log line.
     """
     gpus = assigned_gpus() if gpus_per_worker is None else gpus_per_worker
-    model_bytes = estimate_model_bytes(model_spec, dtype)
+    model_bytes = _known_size(model_spec, dtype)
     if model_bytes is None:
-        logger.info("size of %s unknown before loading it: memory check skipped", model_spec)
         return None
     check_fits(model_bytes, gpus, worker_memory_bytes(gpus))
     return model_bytes
+
+
+def _known_size(model_spec: str, dtype: torch.dtype) -> int | None:
+    """:func:`estimate_model_bytes`, saying in the log when a check has nothing to go on."""
+    size = estimate_model_bytes(model_spec, dtype)
+    if size is None:
+        logger.info("size of %s unknown before loading it: memory check skipped", model_spec)
+    return size
 
 
 def check_ram_fits(model_specs: Sequence[str], dtype: torch.dtype, doing: str,
@@ -274,9 +282,8 @@ def check_ram_fits(model_specs: Sequence[str], dtype: torch.dtype, doing: str,
     """
     weights, loading = 0, 0
     for spec in model_specs:
-        size = estimate_model_bytes(spec, dtype)
+        size = _known_size(spec, dtype)
         if size is None:
-            logger.info("size of %s unknown before loading it: memory check skipped", spec)
             return None
         weights, loading = weights + size, max(loading, loading_bytes(spec, dtype))
     if available_bytes is None:
@@ -290,7 +297,7 @@ def check_ram_fits(model_specs: Sequence[str], dtype: torch.dtype, doing: str,
     advice = "pass --dtype bfloat16 (half the bytes), free memory" if dtype.itemsize > 2 else "free memory"
     raise InputError(
         f"{doing} needs ~{format_bytes(weights + loading)} of RAM for {', '.join(model_specs)} in "
-        f"{str(dtype).removeprefix('torch.')} ({parts}) but {format_bytes(available_bytes)} is free: "
+        f"{_dtype_name(dtype)} ({parts}) but {format_bytes(available_bytes)} is free: "
         f"{advice} or use a machine with more RAM"
     )
 
@@ -298,9 +305,8 @@ def check_ram_fits(model_specs: Sequence[str], dtype: torch.dtype, doing: str,
 def check_gpus_fit(model_spec: str, dtype: torch.dtype, doing: str) -> int | None:
     """Check, before loading, that the visible GPUs' free memory holds ``model_spec``'s weights in
     ``dtype`` (:func:`place_model` spreads them over all of them); the bytes, None when unknown."""
-    weights = estimate_model_bytes(model_spec, dtype)
+    weights = _known_size(model_spec, dtype)
     if weights is None:
-        logger.info("size of %s unknown before loading it: memory check skipped", model_spec)
         return None
     count = _visible_gpus()
     free = sum(torch.cuda.mem_get_info(device)[0] for device in range(count))
@@ -308,10 +314,14 @@ def check_gpus_fit(model_spec: str, dtype: torch.dtype, doing: str) -> int | Non
         return weights
     advice = "pass --dtype bfloat16, " if dtype.itemsize > 2 else ""
     raise InputError(
-        f"{doing} needs ~{format_bytes(weights)} of GPU memory for {model_spec} in {str(dtype).removeprefix('torch.')} "
+        f"{doing} needs ~{format_bytes(weights)} of GPU memory for {model_spec} in {_dtype_name(dtype)} "
         f"but the {count} visible GPU(s) have {format_bytes(free)} free: {advice}make more GPUs visible "
         "(CUDA_VISIBLE_DEVICES) or use --device cpu"
     )
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,7 +421,4 @@ def stats_to_devices(stats: Mapping[str, ChannelStats], layout: ModelLayout) -> 
 
 
 def _stats_on(stat: ChannelStats, device: torch.device) -> ChannelStats:
-    last = None if stat.last_inputs is None else [inputs.to(device) for inputs in stat.last_inputs]
-    grads = None if stat.grad_sq_sum is None else stat.grad_sq_sum.to(device)
-    return ChannelStats(sq_sum=stat.sq_sum.to(device), count=stat.count, last_inputs=last, grad_sq_sum=grads,
-                        grad_samples=stat.grad_samples, grad_tokens=stat.grad_tokens)  # fmt: skip
+    return replace(stat, gram=None).to(device)  # the Gram matrix stays behind, never copied

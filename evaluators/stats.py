@@ -225,7 +225,8 @@ def collect_stats(
         model, layout, tokens, batch_size=batch_size, hessian=hessian, propagate="dense",
         last_tokens=last_tokens, gradients=gradients, compute_device=compute_device,
     ):  # fmt: skip
-        stats.update({name: stat.to(home) for name, stat in step.stats.items()})
+        moved = compute_device is not None
+        stats.update({name: stat.to(home) for name, stat in step.stats.items()} if moved else step.stats)
     return stats
 
 

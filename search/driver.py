@@ -35,10 +35,10 @@ from paretoprune.candidate import Candidate
 from paretoprune.errors import InputError
 from paretoprune.evaluators.fitness import check_objectives
 from paretoprune.evaluators.memory import format_bytes, peak_memory_bytes
+from paretoprune.evaluators.placement import resolve_device
 from paretoprune.evaluators.ray_pool import EvaluatorPool, Outcome
 from paretoprune.evaluators.remote import RemoteEvaluator
 from paretoprune.io import atomic_write_text
-from paretoprune.evaluators.placement import resolve_device
 from paretoprune.models import check_context, check_dtype, read_config
 from paretoprune.pruning import owl_sparsities
 from paretoprune.search.algorithms import SearchAlgorithm, make_algorithm
