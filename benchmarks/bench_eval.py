@@ -35,10 +35,14 @@ class EvaluatorCost:
 
 def measure_evaluator(model: str, data_dir: Path, nsamples: int = 8, seqlen: int = 256,
                       candidates: int = 5) -> EvaluatorCost:  # fmt: skip
-    """Time the evaluator on ``nsamples`` windows of ``seqlen`` C4 train tokens."""
+    """Time the evaluator on ``nsamples`` windows of ``seqlen`` C4 train tokens, on the CPU.
+
+    The CPU, even where there are GPUs: the page's protocol is a CPU's, and a GPU's figures come
+    from ``scripts/gpu_check.py`` (or ``paretoprune bench-eval --device cuda``).
+    """
     calib = str(data_file(data_dir, CALIBRATION_FILE))
     cost = bench_eval(BenchEvalConfig(model=model, calib=calib, nsamples=nsamples, seqlen=seqlen,
-                                      candidates=candidates))  # fmt: skip
+                                      candidates=candidates, device="cpu"))  # fmt: skip
     return EvaluatorCost(
         tokens=cost.tokens, forward_s=cost.forward_s, layerwise_s=cost.layerwise_s, metric_s=cost.metric_s,
         layerwise_ratio=cost.layerwise_ratio, metric_ratio=cost.metric_ratio, model_mib=cost.model_bytes / MIB,

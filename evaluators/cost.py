@@ -27,7 +27,8 @@ from paretoprune.evaluators.fitness import CandidateEvaluator
 from paretoprune.evaluators.stats import collect_stats
 from paretoprune.metrics.allocation import block_totals, expand_block_genes, sparsities_from_genes
 from paretoprune.metrics.scores import NORMALISERS, SCORING_RULES, TRANSFORMS, MetricSpec
-from paretoprune.models import ModelLayout, check_context, find_layout, load_model, model_bytes, read_config
+from paretoprune.evaluators.placement import load_on_device, stats_to_devices
+from paretoprune.models import ModelLayout, check_context, find_layout, model_bytes, read_config
 
 __all__ = ["BenchEvalConfig", "EvaluationCost", "bench_eval", "median_seconds", "random_candidate"]
 
@@ -44,7 +45,8 @@ class BenchEvalConfig:
     sparsity: float = 0.6  # the candidates' mean sparsity
     seed: int = 0  # picks the windows and the candidates
     objectives: tuple[str, ...] = ("kl", "sparsity")
-    dtype: str = "auto"  # auto | bfloat16 | float16 | float32 (the model runs on the CPU: auto is fp32)
+    dtype: str = "auto"  # auto | bfloat16 | float16 | float32 (auto: the checkpoint's on a GPU, fp32 on the CPU)
+    device: str = "auto"  # auto | cpu | cuda: where the model runs (auto: the GPUs when there are any)
     progress: bool = True
 
 
@@ -60,6 +62,7 @@ class EvaluationCost:
     tokens: int
     threads: int  # torch's CPU threads during the measurement
     dtype: str = "float32"  # the dtype the model ran in
+    device: str = "cpu"  # where its inputs lived: cpu, or cuda:0 (the first of the GPUs it spans)
 
     @property
     def layerwise_ratio(self) -> float:
@@ -82,6 +85,7 @@ class EvaluationCost:
             "tokens": self.tokens,
             "threads": self.threads,
             "dtype": self.dtype,
+            "device": self.device,
         }
 
 
@@ -92,11 +96,12 @@ def bench_eval(config: BenchEvalConfig) -> EvaluationCost:
     so that a noisy machine slows them alike; each figure is a median.
     """
     check_context(read_config(config.model), {"--seqlen": config.seqlen})
-    loaded = load_model(config.model, dtype=config.dtype)
+    loaded = load_on_device(config.model, config.dtype, config.device, "bench-eval")
     model, layout = loaded.model, find_layout(loaded.model)
-    tokens = calibration_windows(loaded.tokenizer, config.calib, config.nsamples, config.seqlen, config.seed)
+    device = next(model.parameters()).device  # the embeddings': place_model keeps them on the first GPU
+    tokens = calibration_windows(loaded.tokenizer, config.calib, config.nsamples, config.seqlen, config.seed).to(device)
     evaluator = CandidateEvaluator(
-        model, layout, collect_stats(model, layout, tokens), tokens,
+        model, layout, stats_to_devices(collect_stats(model, layout, tokens), layout), tokens,
         objectives=config.objectives, rank_metric=SCORING_RULES["wanda"],
     )  # fmt: skip
     rng = np.random.default_rng(config.seed)
@@ -110,13 +115,14 @@ def bench_eval(config: BenchEvalConfig) -> EvaluationCost:
 
     calls = {"forward": forward, **{kind: evaluation(kind) for kind in KINDS}}
     medians = median_seconds(calls, config.candidates, warm_up=("forward", "layerwise"), desc="bench-eval",
-                             progress=config.progress)  # fmt: skip
+                             progress=config.progress, device=device)  # fmt: skip
     overhead = evaluator.resident_bytes()
     evaluator.close()
     return EvaluationCost(
         forward_s=medians["forward"], layerwise_s=medians["layerwise"], metric_s=medians["metric"],
         model_bytes=model_bytes(model), overhead_bytes=overhead, tokens=int(tokens.numel()),
         threads=torch.get_num_threads(), dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
+        device=str(device),
     )  # fmt: skip
 
 

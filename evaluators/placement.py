@@ -29,7 +29,7 @@ from torch import nn
 from paretoprune.errors import InputError
 from paretoprune.evaluators.memory import format_bytes
 from paretoprune.evaluators.stats import ChannelStats
-from paretoprune.models import ModelLayout, checkpoint_dtype, model_source
+from paretoprune.models import LoadedModel, ModelLayout, checkpoint_dtype, find_layout, load_model, model_dtype, model_source
 
 __all__ = [
     "GiB",
@@ -42,6 +42,7 @@ __all__ = [
     "count_parameters",
     "estimate_model_bytes",
     "gpu_share_bytes",
+    "load_on_device",
     "loading_bytes",
     "place_model",
     "resolve_device",
@@ -408,6 +409,25 @@ def place_model(model: nn.Module, layout: ModelLayout) -> torch.device:
     dispatch_model(model, device_map=device_map, main_device=torch.device("cuda", 0), skip_keys=skip)
     logger.info("model spread over %d GPUs", count)
     return torch.device("cuda", 0)
+
+
+def load_on_device(spec: str, dtype: str, device: str, doing: str, beside: Sequence[str] = ()) -> LoadedModel:
+    """Load ``spec`` for the command ``doing`` on ``--device``, once it is known to fit.
+
+    A model loads through the RAM, then moves to the GPUs (spread over all that are visible).
+    On the CPU, the models of ``beside`` (``eval``'s reference, loaded next) will stay loaded
+    beside it, so the RAM check counts them too: a pair that cannot fit fails before either loads.
+    """
+    target = resolve_device(device)
+    resolved = model_dtype(spec, dtype, target)
+    on_gpu = target.type == "cuda"
+    check_ram_fits([spec] if on_gpu else [spec, *beside], resolved, doing)
+    if on_gpu:
+        check_gpus_fit(spec, resolved, doing)
+    loaded = load_model(spec, dtype=resolved)
+    if on_gpu:
+        place_model(loaded.model, find_layout(loaded.model))
+    return loaded
 
 
 def stats_to_devices(stats: Mapping[str, ChannelStats], layout: ModelLayout) -> dict[str, ChannelStats]:

@@ -307,6 +307,7 @@ def bench_eval_command(
     candidates: int = typer.Option(5, "--candidates", help="timed evaluations of each kind"),
     seed: int = SeedOpt,
     dtype: str = DtypeOpt,
+    device: str = DeviceOpt,
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -315,11 +316,11 @@ def bench_eval_command(
 
     config = BenchEvalConfig(
         model=model, calib=calib, nsamples=nsamples, seqlen=seqlen, candidates=candidates,
-        seed=seed, dtype=dtype, progress=not quiet,
+        seed=seed, dtype=dtype, device=device, progress=not quiet,
     )  # fmt: skip
     cost = bench_eval(config)
     lines = [
-        f"dense forward       {cost.forward_s:.3f} s  ({cost.tokens} tokens, {cost.dtype})",
+        f"dense forward       {cost.forward_s:.3f} s  ({cost.tokens} tokens, {cost.dtype} on {cost.device})",
         f"layerwise candidate {cost.layerwise_s:.3f} s  ({cost.layerwise_ratio:.2f}x forward)",
         f"metric candidate    {cost.metric_s:.3f} s  ({cost.metric_ratio:.2f}x forward)",
         f"model weights       {cost.model_bytes / 2**20:.0f} MiB, evaluator extra "

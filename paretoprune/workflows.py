@@ -26,7 +26,7 @@ from paretoprune.data import calibration_windows, evaluation_windows
 from paretoprune.errors import InputError
 from paretoprune.evaluators.perplexity import perplexity
 from paretoprune.evaluators.memory import MemoryEstimate, format_bytes, peak_memory_bytes, pruning_memory
-from paretoprune.evaluators.placement import check_gpus_fit, check_ram_fits, loading_bytes, place_model, resolve_device
+from paretoprune.evaluators.placement import load_on_device, loading_bytes, resolve_device
 from paretoprune.evaluators.stats import collect_stats
 from paretoprune import capabilities
 from paretoprune.capabilities import (
@@ -51,8 +51,6 @@ from paretoprune.models import (
     check_dtype,
     find_layout,
     fingerprint,
-    load_model,
-    model_dtype,
     read_config,
 )
 from paretoprune.pruning import LAYER_ALLOCATIONS, PruneReport, layer_sparsities, prune_model
@@ -272,7 +270,7 @@ def prune(config: PruneConfig) -> PruneResult:
     )
     if needs_tokens or config.after.eval is not None:
         _check_seqlen(config.model, config.calibration.seqlen)
-    loaded = _load(config.model, config.dtype, config.device, "prune")
+    loaded = load_on_device(config.model, config.dtype, config.device, "prune")
     model, layout = loaded.model, find_layout(loaded.model)
     tokens = _calibration_windows(loaded, config.calibration) if needs_tokens else None
     estimate = _pruning_memory(loaded, config, tokens, hessian=config.method in MASK_SOLVERS or bool(chain),
@@ -315,25 +313,6 @@ def _global_score_map(
         raise InputError(f"{method} scores the model on calibration windows: pass calibration tokens (--calib SRC)")
     return cached_score_map(method, model, layout, tokens, model_id=model_id, seed=seed, progress=progress,
                             settings=settings)  # fmt: skip
-
-
-def _load(spec: str, dtype: str, device: str, doing: str, beside: Sequence[str] = ()) -> LoadedModel:
-    """Load ``spec`` for the command ``doing`` on ``--device``, once it is known to fit.
-
-    A model loads through the RAM, then moves to the GPUs (spread over all that are visible).
-    On the CPU, the models of ``beside`` (``eval``'s reference, loaded next) will stay loaded
-    beside it, so the RAM check counts them too: a pair that cannot fit fails before either loads.
-    """
-    target = resolve_device(device)
-    resolved = model_dtype(spec, dtype, target)
-    on_gpu = target.type == "cuda"
-    check_ram_fits([spec] if on_gpu else [spec, *beside], resolved, doing)
-    if on_gpu:
-        check_gpus_fit(spec, resolved, doing)
-    loaded = load_model(spec, dtype=resolved)
-    if on_gpu:
-        place_model(loaded.model, find_layout(loaded.model))
-    return loaded
 
 
 def _calibration_windows(loaded: LoadedModel, options: CalibrationOptions) -> torch.Tensor:
@@ -427,7 +406,7 @@ def evaluate(config: EvalConfig) -> EvalResult:
         _check_seqlen(config.model, config.seqlen)
     compared = config.reference is not None and (config.diagnostics or config.truth_probe is not None)
     beside = [config.reference] if compared and config.reference is not None else []
-    loaded = _load(config.model, config.dtype, config.device, "eval", beside=beside)
+    loaded = load_on_device(config.model, config.dtype, config.device, "eval", beside=beside)
     reference = _reference(config) if compared else None
     result = EvalResult()
     if config.data is not None:
@@ -486,7 +465,7 @@ def _check_test_time(config: EvalConfig) -> None:
 
 def _reference(config: EvalConfig) -> LoadedModel:
     assert config.reference is not None
-    return _load(config.reference, config.dtype, config.device, "eval")
+    return load_on_device(config.reference, config.dtype, config.device, "eval")
 
 
 def _task_dir(options: TaskOptions) -> Path | None:
@@ -646,7 +625,7 @@ def apply(config: ApplyConfig) -> PruneResult:
     needs_tokens = _pruner_needs_data(rule, candidate.solvers, candidate.rows, recipe_metric=candidate.metric)
     if needs_tokens or config.after.eval is not None:
         _check_seqlen(config.model, config.calibration.seqlen)
-    loaded = _load(config.model, config.dtype, config.device, "apply")
+    loaded = load_on_device(config.model, config.dtype, config.device, "apply")
     tokens = _calibration_windows(loaded, config.calibration) if needs_tokens else None
     hessian = config.pruner in MASK_SOLVERS or bool(candidate.solvers) or config.update
     estimate = _pruning_memory(loaded, config, tokens, hessian=hessian, doing="apply")
@@ -674,7 +653,7 @@ def _apply_test_time(config: ApplyConfig, recipe: Recipe) -> PruneResult:
     if config.after.eval is not None:
         _check_seqlen(config.model, config.calibration.seqlen)
         context_length(config.calibration.seqlen, options.context_fraction)
-    loaded = _load(config.model, config.dtype, config.device, "apply")
+    loaded = load_on_device(config.model, config.dtype, config.device, "apply")
     layout = find_layout(loaded.model)
     shapes = {linear.name: (linear.out_features, linear.in_features) for linear in layout.linears}
     recipe.check_model(fingerprint(loaded.model), shapes, force=config.force)

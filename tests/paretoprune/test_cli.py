@@ -268,13 +268,14 @@ def test_prune_in_bf16_saves_a_bf16_model(model_dir: Path, tmp_path: Path) -> No
 def test_bench_eval_prints_the_keys_scripts_read(model_dir: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["bench-eval", "--model", str(model_dir), "--nsamples", "2", "--seqlen", "32", "--candidates", "1",
-              "--json", "--quiet"])  # fmt: skip
+              "--device", "cpu", "--json", "--quiet"])  # fmt: skip
     assert exited.value.code == 0
     lines = capsys.readouterr().out.strip().splitlines()
     summary = json.loads(lines[-1])
     assert {"forward_s", "layerwise_s", "metric_s", "layerwise_ratio", "metric_ratio", "model_bytes",
-            "overhead_bytes"} <= set(summary)  # fmt: skip
-    assert lines[0].startswith("dense forward") and "x forward" in lines[1]
+            "overhead_bytes", "device"} <= set(summary)  # fmt: skip
+    assert summary["device"] == "cpu"
+    assert lines[0].startswith("dense forward") and lines[0].endswith("on cpu)") and "x forward" in lines[1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -450,6 +451,7 @@ def huge_model_dir(model_dir: Path, tmp_path_factory) -> Path:
         (["prune", "--model", "MODEL", "--method", "magnitude", "--sparsity", "0.5", "--quiet"], "prune"),
         (["apply", "RECIPE", "--model", "MODEL", "--seqlen", "64", "--quiet"], "apply"),
         (["eval", "--model", "MODEL", "--data", "builtin", "--seqlen", "64", "--quiet"], "eval"),
+        (["bench-eval", "--model", "MODEL", "--seqlen", "64", "--quiet"], "bench-eval"),
         (["search", "--model", "MODEL", "--calib", "builtin", "--seqlen", "64", "--sparsity", "0.5", "--workers", "1",
           "--out", "RUN", "--json"], "the search's driver"),
     ],
@@ -471,6 +473,7 @@ def test_a_model_larger_than_the_free_ram_is_refused_before_loading(
         ["prune", "--model", "MODEL", "--method", "magnitude", "--sparsity", "0.5"],
         ["apply", "RECIPE", "--model", "MODEL", "--seqlen", "64"],
         ["eval", "--model", "MODEL", "--data", "builtin", "--seqlen", "64"],
+        ["bench-eval", "--model", "MODEL", "--seqlen", "64"],
     ],
 )
 def test_device_cuda_without_a_gpu_stops_before_loading(model_dir: Path, recipe_file: Path, command: list[str]) -> None:

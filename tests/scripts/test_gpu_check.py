@@ -39,7 +39,8 @@ MEASURED = {
     "sparsegpt_block": {"block", "linears", "hessian_s", "solve_s", "slowest_linear_s", "hessian_ratio",
                         "solve_ratio"},
     "prune": {"tokens", "prune_s", "sparsity", "prune_ratio"},
-    "commands": {"device", "prune_s", "sparsity", "perplexity", "reloaded_perplexity", "driver_statistics_difference"},
+    "commands": {"device", "prune_s", "sparsity", "perplexity", "reloaded_perplexity", "bench_eval_device",
+                 "driver_statistics_difference", "global_rule_agreement"},
 }  # fmt: skip
 
 
@@ -70,6 +71,8 @@ def test_the_smoke_run_measures_every_step_with_positive_timings(smoke_run: Path
     assert report["measurements"]["prune"]["sparsity"] == pytest.approx(0.5, abs=0.01)  # the model was pruned
     commands = report["measurements"]["commands"]  # prune and eval on this device agree on the saved model
     assert commands["device"] == "cpu" and commands["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert commands["bench_eval_device"] == "cpu"
+    assert commands["global_rule_agreement"] == {"unipruning": 1.0, "lrp": 1.0}  # the CPU against itself
     assert commands["reloaded_perplexity"] == pytest.approx(commands["perplexity"], rel=1e-5)
     assert commands["driver_statistics_difference"] == 0.0  # on the CPU, the same arithmetic
     assert report["model"]["weight_bytes"] == 2 * report["model"]["parameters"]  # bf16
@@ -86,6 +89,8 @@ def test_the_smoke_page_says_it_is_no_gpu_result(smoke_run: Path) -> None:
     assert "python scripts/gpu_check.py --device cpu --shape tiny" in page
     assert "| dense forward, 4 x 128 tokens |" in page and "SparseGPT solve of block 0 (7 linears)" in page
     assert "| prune the whole model, Wanda at 50%, 128 calibration tokens |" in page
+    assert "bench-eval ran on cpu" in page
+    assert "masks of unipruning, lrp as the CPU's on 100.0%, 100.0% of the weights" in page
     assert "| the memory check's estimate beyond the weights, 4 x 128 |" in page
 
 
