@@ -88,6 +88,17 @@ class MemoryEstimate:
         after_loading = self.rank_cache + self.targets + self.working
         return self.weights + self.inputs + self.runtime + max(self.loading, after_loading)
 
+    @property
+    def on_device(self) -> int:
+        """The part a GPU holds, in torch's allocator: everything but the process's runtime and the
+        checkpoint's files, which stay in RAM. The bound for a peak from ``torch.cuda``."""
+        return self.weights + self.inputs + self.rank_cache + self.targets + self.working
+
+    def bound_for(self, device: torch.device) -> int:
+        """What a peak measured on ``device`` (see :func:`peak_memory_bytes`) is set against:
+        the process's whole estimate on a CPU, the GPU's part on a GPU."""
+        return self.on_device if device.type == "cuda" else self.total
+
     def describe(self) -> str:
         """``about 1.3 GiB (weights 513.0 MiB, rank cache 202.5 MiB, ...)``: the parts above 0."""
         shown = [part.name for part in fields(self) if getattr(self, part.name) > 0 and part.name != "loading"]

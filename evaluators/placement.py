@@ -29,7 +29,15 @@ from torch import nn
 from paretoprune.errors import InputError
 from paretoprune.evaluators.memory import format_bytes
 from paretoprune.evaluators.stats import ChannelStats
-from paretoprune.models import LoadedModel, ModelLayout, checkpoint_dtype, find_layout, load_model, model_dtype, model_source
+from paretoprune.models import (
+    LoadedModel,
+    ModelLayout,
+    checkpoint_dtype,
+    find_layout,
+    load_model,
+    model_dtype,
+    model_source,
+)
 
 __all__ = [
     "GiB",

@@ -462,7 +462,8 @@ def _pruning_memory_lines(memory: dict[str, Any] | None) -> list[str]:
     """``memory     peak 1.1 GiB, estimated 1.3 GiB`` after a prune or an apply."""
     if not memory:
         return []
-    return [f"memory     peak {format_bytes(memory['peak'])}, estimated {format_bytes(memory['estimate']['total'])}"]
+    where = f" on {memory['device']}" if memory["device"] != "cpu" else ""
+    return [f"memory     peak {format_bytes(memory['peak'])}{where}, estimated {format_bytes(memory['bound'])}"]
 
 
 def _memory_lines(memory: dict[str, Any]) -> list[str]:
@@ -470,8 +471,9 @@ def _memory_lines(memory: dict[str, Any]) -> list[str]:
     then the driver's line."""
     lines = []
     if memory.get("peaks"):
-        peak, estimate = max(memory["peaks"]), memory["estimate"]["total"]
-        lines.append(f"evaluator memory: peak {format_bytes(peak)}, estimated {format_bytes(estimate)}")
+        peak, estimate = max(memory["peaks"]), memory.get("bound", memory["estimate"]["total"])
+        where = " on its GPU" if memory.get("on_gpus") else ""
+        lines.append(f"evaluator memory: peak {format_bytes(peak)}{where}, estimated {format_bytes(estimate)}")
     driver = memory.get("driver") or {}
     if driver.get("peak"):
         lines.append(f"driver memory: peak {format_bytes(driver['peak'])}, "

@@ -370,12 +370,14 @@ def _pruning_memory(loaded: LoadedModel, config: PruneConfig | ApplyConfig, toke
 
 
 def _memory_record(estimate: MemoryEstimate, device: torch.device) -> dict[str, Any]:
-    """The estimate beside this process's peak (its resident set on a CPU, torch's allocation on
-    a GPU); a peak above the estimate is logged, so that the estimate can be corrected."""
-    peak = peak_memory_bytes(device)
-    if peak > estimate.total:
-        logger.warning("memory: peak %s is above the estimated %s", format_bytes(peak), format_bytes(estimate.total))
-    return {"estimate": estimate.to_dict(), "peak": peak}
+    """The estimate beside this process's peak: its resident set on a CPU, set against the whole
+    estimate; torch's allocation on a GPU, set against the GPU's part (``bound``). A peak above
+    its bound is logged, so that the estimate can be corrected."""
+    peak, bound = peak_memory_bytes(device), estimate.bound_for(device)
+    if peak > bound:
+        logger.warning("memory: peak %s on %s is above the estimated %s", format_bytes(peak), device,
+                       format_bytes(bound))  # fmt: skip
+    return {"estimate": estimate.to_dict(), "peak": peak, "device": str(device), "bound": bound}
 
 
 def _candidate(

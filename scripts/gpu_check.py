@@ -537,7 +537,10 @@ class GpuCheck:
                 calibration=CalibrationOptions(calib="builtin", nsamples=4, seqlen=64),
                 after=AfterPruning(eval="builtin", max_windows=4, save=saved),
             )  # fmt: skip
+            self.memory.reset_peak()
+            before = self.memory.allocated()  # the big model may still be there: count what prune adds
             pruned, prune_s = timed(self.device, lambda: prune(config))
+            prune_gpu_bytes = _difference(self.memory.peak(), before)
             again = evaluate(EvalConfig(model=str(saved), data="builtin", seqlen=64, max_windows=4, device=device,
                                         progress=False))  # fmt: skip
             cost = bench_eval(BenchEvalConfig(model=str(model_dir), nsamples=2, seqlen=64, candidates=1,
@@ -547,6 +550,8 @@ class GpuCheck:
                          for rule in GLOBAL_RULES}  # fmt: skip
         return {"device": device, "prune_s": prune_s, "sparsity": pruned.sparsity, "perplexity": pruned.perplexity,
                 "reloaded_perplexity": again.perplexity, "bench_eval_device": cost.device,
+                "prune_gpu_bytes": prune_gpu_bytes,
+                "prune_gpu_estimate": pruned.memory["bound"] if self.memory.on_gpu else None,
                 "driver_statistics_difference": difference, "global_rule_agreement": agreement}  # fmt: skip
 
     def _driver_statistics_difference(self, model_dir: str) -> float:
@@ -736,7 +741,8 @@ def _rows(name: str, measured: dict[str, Any]) -> Iterator[tuple[str, float, flo
                  f"{measured['reloaded_perplexity']:.4g} by eval of the saved model; bench-eval ran on "
                  f"{measured.get('bench_eval_device', 'an unrecorded device')}; driver statistics on the "
                  f"device within {measured['driver_statistics_difference']:.1e} of the CPU's"
-                 f"{_agreement_text(measured.get('global_rule_agreement', {}))})")  # fmt: skip
+                 f"{_agreement_text(measured.get('global_rule_agreement', {}))}"
+                 f"{_prune_memory_text(measured)})")  # fmt: skip
         yield label, measured["prune_s"], None
     elif name == "search":
         yield (f"search, per evaluation ({measured['evaluations']} evaluations: pop {measured['pop']} x "
@@ -750,6 +756,14 @@ def _agreement_text(agreement: dict[str, float]) -> str:
         return ""
     shares = ", ".join(f"{share:.1%}" for share in agreement.values())
     return f"; masks of {', '.join(agreement)} as the CPU's on {shares} of the weights"
+
+
+def _prune_memory_text(measured: dict[str, Any]) -> str:
+    """``; prune's GPU peak 12.0 MiB, estimated 20.0 MiB`` (nothing on a CPU: its peak is the process's)."""
+    peak, estimate = measured.get("prune_gpu_bytes"), measured.get("prune_gpu_estimate")
+    if peak is None or estimate is None:
+        return ""
+    return f"; prune's GPU peak {_gib(peak)}, estimated {_gib(estimate)}"
 
 
 def _memory_table(report: dict[str, Any]) -> list[str]:

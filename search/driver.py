@@ -194,10 +194,14 @@ def _search(run: Run, progress: bool) -> SearchResult:
     return replace(_finish(run, inputs, interrupted, progress, table), memory=memory)
 
 
-def _write_memory(run: Run, inputs: SearchInputs, peaks: list[int], driver_peak: int = 0) -> dict[str, Any]:
-    """memory.json: the estimate of what each actor needs and the peaks the actors reported;
-    the driver's estimate and, at the end, its own peak (0 before)."""
-    report = {"estimate": inputs.memory.to_dict(), "peaks": peaks,
+def _write_memory(run: Run, inputs: SearchInputs, peaks: list[int], driver_peak: int = 0,
+                  on_gpus: bool = False) -> dict[str, Any]:  # fmt: skip
+    """memory.json: the estimate of what each actor needs and the peaks the actors reported,
+    with the ``bound`` those peaks are set against (an actor on a GPU reports torch's
+    allocation there, so the GPU's part of the estimate); the driver's estimate and, at the end,
+    its own peak (0 before)."""
+    bound = inputs.memory.on_device if on_gpus else inputs.memory.total
+    report = {"estimate": inputs.memory.to_dict(), "peaks": peaks, "bound": bound, "on_gpus": on_gpus,
               "driver": {"estimate": inputs.driver_memory.to_dict(), "peak": driver_peak}}  # fmt: skip
     atomic_write_text(run.folder / MEMORY_FILE, json.dumps(report, indent=2) + "\n")
     return report
@@ -208,12 +212,12 @@ def _memory_report(run: Run, inputs: SearchInputs, pool: EvaluatorPool[Candidate
     started. The driver's peak is this process's: in a session that did other work before the
     search, it counts that work too."""
     estimate, peaks, driver_peak = inputs.memory, pool.peak_memory(), peak_memory_bytes()
-    report = _write_memory(run, inputs, peaks, driver_peak)
+    report = _write_memory(run, inputs, peaks, driver_peak, on_gpus=pool.gpus_per_worker > 0)
     if peaks:
         logger.info("evaluator peak memory %s; estimated %s", format_bytes(max(peaks)), estimate.describe())
-    if peaks and max(peaks) > estimate.total:
+    if peaks and max(peaks) > report["bound"]:
         logger.warning("an evaluator used %s, more than the %s estimated: leave more memory per worker than the "
-                       "estimate says", format_bytes(max(peaks)), format_bytes(estimate.total))  # fmt: skip
+                       "estimate says", format_bytes(max(peaks)), format_bytes(report["bound"]))  # fmt: skip
     logger.info("driver peak memory %s; estimated %s", format_bytes(driver_peak), inputs.driver_memory.describe())
     return report
 
