@@ -15,8 +15,9 @@ bf16 on the GPU, and measures in one process:
   it (Wanda at 50 %, one-shot: the statistics walk, then every linear's mask);
 - the commands' own path on the device, on a tiny model saved to disk: ``prune`` (Wanda with
   SparseGPT's update, perplexity, save) and ``eval`` of the saved model, which must agree,
-  ``bench-eval`` there, and a search driver's statistics computed on the device
-  (``--driver-device``) against the CPU's.
+  ``bench-eval`` there, the masks of UniPruning, LRP and TPLO's allocation set against the
+  CPU's, and a search driver's statistics computed on the device (``--driver-device``) against
+  the CPU's.
 
 It writes README.md and gpu_check.json into ``--out`` (default results/gpu), each whole or not
 at all. On a machine with a GPU::
@@ -287,21 +288,37 @@ def random_tokens(shape: Shape, sequences: int, length: int, device: torch.devic
     return torch.randint(0, shape.vocabulary, (sequences, length), generator=generator).to(device)
 
 
-# The global scoring rules, whose score maps come from gradients or relevance over the whole
-# model rather than one linear's statistics: their device path is checked apart.
-GLOBAL_RULES = ("unipruning", "lrp")
+# The ways to prune whose scores or allocation come from the whole model rather than one
+# linear's statistics (gradients, relevance, truth probes): their device paths are checked apart,
+# each as ``prune --method ... [--allocation ...]``.
+WHOLE_MODEL_PATHS: dict[str, dict[str, str]] = {
+    "unipruning": {"method": "unipruning"},
+    "lrp": {"method": "lrp"},
+    "tplo": {"method": "wanda", "allocation": "tplo"},
+}
 
 
-def global_rule_agreement(model_dir: Path, out: Path, rule: str, device: str) -> float:
-    """The share of prunable weights that ``prune --method rule`` keeps or drops alike on
+def write_statements(folder: Path) -> Path:
+    """A small statement set of the topics TPLO's probes read (true and false alternate)."""
+    folder.mkdir(parents=True)
+    for topic in ("cities", "neg_cities", "sp_en_trans", "neg_sp_en_trans"):
+        rows = [f"Statement {i} about {topic} is {'true' if i % 2 else 'false'}.,{i % 2}" for i in range(12)]
+        (folder / f"{topic}.csv").write_text("statement,label\n" + "\n".join(rows) + "\n")
+    return folder
+
+
+def mask_agreement(model_dir: Path, out: Path, options: dict[str, str], device: str) -> float:
+    """The share of prunable weights that ``prune`` with ``options`` keeps or drops alike on
     ``device`` and on the CPU, from a model on disk (1.0 on the CPU itself)."""
     from paretoprune.models import load_model
     from paretoprune.workflows import AfterPruning, CalibrationOptions, PruneConfig, prune
 
+    truth_dir = str(write_statements(out / "statements")) if options.get("allocation") == "tplo" else None
+
     def kept_on(where: str, folder: Path) -> dict[str, torch.Tensor]:
-        prune(PruneConfig(model=str(model_dir), method=rule, sparsity=0.5, device=where, progress=False,
+        prune(PruneConfig(model=str(model_dir), sparsity=0.5, device=where, progress=False, truth_dir=truth_dir,
                           calibration=CalibrationOptions(calib="builtin", nsamples=4, seqlen=64),
-                          after=AfterPruning(save=folder)))  # fmt: skip
+                          after=AfterPruning(save=folder), **options))  # fmt: skip
         pruned = load_model(str(folder), dtype="float32").model
         return {linear.name: linear.module.weight != 0 for linear in find_layout(pruned).linears}
 
@@ -546,13 +563,13 @@ class GpuCheck:
             cost = bench_eval(BenchEvalConfig(model=str(model_dir), nsamples=2, seqlen=64, candidates=1,
                                               device=device, progress=False))  # fmt: skip
             difference = self._driver_statistics_difference(str(model_dir))
-            agreement = {rule: global_rule_agreement(model_dir, Path(folder) / rule, rule, device)
-                         for rule in GLOBAL_RULES}  # fmt: skip
+            agreement = {name: mask_agreement(model_dir, Path(folder) / name, options, device)
+                         for name, options in WHOLE_MODEL_PATHS.items()}  # fmt: skip
         return {"device": device, "prune_s": prune_s, "sparsity": pruned.sparsity, "perplexity": pruned.perplexity,
                 "reloaded_perplexity": again.perplexity, "bench_eval_device": cost.device,
                 "prune_gpu_bytes": prune_gpu_bytes,
                 "prune_gpu_estimate": pruned.memory["bound"] if self.memory.on_gpu else None,
-                "driver_statistics_difference": difference, "global_rule_agreement": agreement}  # fmt: skip
+                "driver_statistics_difference": difference, "mask_agreement": agreement}  # fmt: skip
 
     def _driver_statistics_difference(self, model_dir: str) -> float:
         """The largest relative difference of a channel's input norm between the statistics a
@@ -741,7 +758,7 @@ def _rows(name: str, measured: dict[str, Any]) -> Iterator[tuple[str, float, flo
                  f"{measured['reloaded_perplexity']:.4g} by eval of the saved model; bench-eval ran on "
                  f"{measured.get('bench_eval_device', 'an unrecorded device')}; driver statistics on the "
                  f"device within {measured['driver_statistics_difference']:.1e} of the CPU's"
-                 f"{_agreement_text(measured.get('global_rule_agreement', {}))}"
+                 f"{_agreement_text(measured.get('mask_agreement', {}))}"
                  f"{_prune_memory_text(measured)})")  # fmt: skip
         yield label, measured["prune_s"], None
     elif name == "search":
@@ -751,7 +768,7 @@ def _rows(name: str, measured: dict[str, Any]) -> Iterator[tuple[str, float, flo
 
 
 def _agreement_text(agreement: dict[str, float]) -> str:
-    """``; masks of unipruning, lrp as the CPU's on 99.8 %, 100.0 %`` (nothing when not measured)."""
+    """``; masks of unipruning, lrp as the CPU's on 99.8%, 100.0% of the weights`` (nothing when not measured)."""
     if not agreement:
         return ""
     shares = ", ".join(f"{share:.1%}" for share in agreement.values())

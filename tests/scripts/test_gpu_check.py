@@ -40,7 +40,7 @@ MEASURED = {
                         "solve_ratio"},
     "prune": {"tokens", "prune_s", "sparsity", "prune_ratio"},
     "commands": {"device", "prune_s", "sparsity", "perplexity", "reloaded_perplexity", "bench_eval_device",
-                 "driver_statistics_difference", "global_rule_agreement", "prune_gpu_bytes", "prune_gpu_estimate"},
+                 "driver_statistics_difference", "mask_agreement", "prune_gpu_bytes", "prune_gpu_estimate"},
 }  # fmt: skip
 
 
@@ -73,7 +73,7 @@ def test_the_smoke_run_measures_every_step_with_positive_timings(smoke_run: Path
     assert commands["device"] == "cpu" and commands["sparsity"] == pytest.approx(0.5, abs=0.01)
     assert commands["bench_eval_device"] == "cpu"
     assert commands["prune_gpu_bytes"] is None and commands["prune_gpu_estimate"] is None  # a GPU's only
-    assert commands["global_rule_agreement"] == {"unipruning": 1.0, "lrp": 1.0}  # the CPU against itself
+    assert commands["mask_agreement"] == {"unipruning": 1.0, "lrp": 1.0, "tplo": 1.0}  # the CPU against itself
     assert commands["reloaded_perplexity"] == pytest.approx(commands["perplexity"], rel=1e-5)
     assert commands["driver_statistics_difference"] == 0.0  # on the CPU, the same arithmetic
     assert report["model"]["weight_bytes"] == 2 * report["model"]["parameters"]  # bf16
@@ -91,7 +91,7 @@ def test_the_smoke_page_says_it_is_no_gpu_result(smoke_run: Path) -> None:
     assert "| dense forward, 4 x 128 tokens |" in page and "SparseGPT solve of block 0 (7 linears)" in page
     assert "| prune the whole model, Wanda at 50%, 128 calibration tokens |" in page
     assert "bench-eval ran on cpu" in page
-    assert "masks of unipruning, lrp as the CPU's on 100.0%, 100.0% of the weights" in page
+    assert "masks of unipruning, lrp, tplo as the CPU's on 100.0%, 100.0%, 100.0% of the weights" in page
     assert "| the memory check's estimate beyond the weights, 4 x 128 |" in page
 
 
@@ -160,7 +160,7 @@ def test_the_front_is_the_rows_no_other_row_dominates(gpu_check) -> None:
     assert gpu_check.non_dominated(values).tolist() == [True, True, False, True, True]
 
 
-def test_the_commands_line_gives_prunes_gpu_peak_and_the_global_rules_agreement(gpu_check) -> None:
+def test_the_commands_line_gives_prunes_gpu_peak_and_the_masks_agreement(gpu_check) -> None:
     on_gpu = {"prune_gpu_bytes": 12 * 2**20, "prune_gpu_estimate": 20 * 2**20}
     assert gpu_check._prune_memory_text(on_gpu) == "; prune's GPU peak 12.0 MiB, estimated 20.0 MiB"
     assert gpu_check._prune_memory_text({"prune_gpu_bytes": None, "prune_gpu_estimate": None}) == ""
