@@ -12,7 +12,7 @@ from pathlib import Path
 
 from benchmarks.files import write_figure
 
-__all__ = ["Figure", "Line", "Panel", "draw", "lines_by_label", "panel_title"]
+__all__ = ["Figure", "Line", "Panel", "draw", "label_colours", "lines_by_label", "panel_title"]
 
 
 @dataclass(frozen=True)
@@ -53,12 +53,14 @@ def draw(figure: Figure, path: Path) -> None:
 
     count = len(figure.panels)
     fig, axes = plt.subplots(1, count, figsize=(figure.width * count, figure.height), squeeze=False)
+    colours = label_colours(figure)
     for axis, panel in zip(axes[0], figure.panels):
         for line in panel.lines:
+            colour = colours[line.label]
             if line.step:
-                axis.step(line.xs, line.ys, where="post", label=line.label)
+                axis.step(line.xs, line.ys, where="post", label=line.label, color=colour)
             else:
-                axis.plot(line.xs, line.ys, marker=line.marker, label=line.label)
+                axis.plot(line.xs, line.ys, marker=line.marker, label=line.label, color=colour)
         for label, value in panel.references:
             axis.axhline(value, linestyle="--", linewidth=1, color="grey")
             if label:
@@ -72,6 +74,18 @@ def draw(figure: Figure, path: Path) -> None:
         axis.legend(fontsize=7)
     fig.tight_layout()
     write_figure(path, fig)
+
+
+def label_colours(figure: Figure) -> dict[str, str]:
+    """One colour per line label across the whole figure, so that a search keeps its colour from
+    panel to panel even where other panels lack some of the searches. Labels take matplotlib's
+    tab10 colours in order of first appearance, then tab20's others, then repeat."""
+    palette = [f"tab:{name}" for name in ("blue", "orange", "green", "red", "purple", "brown", "pink", "gray",
+                                          "olive", "cyan")]  # fmt: skip
+    palette += ["#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7",
+                "#dbdb8d", "#9edae5"]  # tab20's lighter halves
+    labels = list(dict.fromkeys(line.label for panel in figure.panels for line in panel.lines))
+    return {label: palette[index % len(palette)] for index, label in enumerate(labels)}
 
 
 def lines_by_label(points: Iterable[tuple[str, float, float]], marker: str = "o") -> list[Line]:
