@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -152,7 +153,7 @@ class PruneConfig:
 class PruneResult:
     sparsity: float  # achieved, weighted over the prunable parameters
     layers: dict[str, float]
-    seconds: float
+    seconds: float  # the pruning itself: allocation, a global rule's scores, masks, solvers (no loading, no eval)
     perplexity: float | None = None
     tokens: int | None = None  # tokens scored by the perplexity evaluation
     saved: str | None = None
@@ -274,6 +275,7 @@ def prune(config: PruneConfig) -> PruneResult:
     tokens = _calibration_windows(loaded, config.calibration) if needs_tokens else None
     estimate = _pruning_memory(loaded, config, tokens, hessian=config.method in MASK_SOLVERS or bool(chain),
                                doing="prune")  # fmt: skip
+    started = time.perf_counter()  # the allocation and a global rule's scores count as pruning
     candidate = replace(_candidate(config, layout, model, tokens, loaded.tokenizer), rows=config.rows, solvers=chain)
     scores = _global_scores(config, loaded, layout, tokens)
     report = prune_model(
@@ -287,6 +289,7 @@ def prune(config: PruneConfig) -> PruneResult:
         progress=config.progress,
         scores=scores,
     )
+    report = replace(report, seconds=time.perf_counter() - started)
     return _after_pruning(loaded, report, config, task_dir, estimate=estimate)
 
 
@@ -557,6 +560,7 @@ def apply_recipe(
     update to the solvers.
     """
     _check_pruner(pruner)
+    started = time.perf_counter()  # a global rule's scores count as pruning
     layout = find_layout(model)
     shapes = {linear.name: (linear.out_features, linear.in_features) for linear in layout.linears}
     match = recipe.check_model(fingerprint(model), shapes, force=force)
@@ -564,11 +568,12 @@ def apply_recipe(
     candidate = replace(candidate, sparsities=match.sparsities)
     scores = _global_score_map(candidate.global_rule, model, layout, calib_tokens, model_id, seed, progress,
                                rule_settings)  # fmt: skip
-    return prune_model(
+    report = prune_model(
         model, layout, candidate, calib_tokens,
         method="sparsegpt" if pruner in MASK_SOLVERS else "metric",
         update=update and not solver, sequential=sequential, progress=progress, scores=scores,
     )  # fmt: skip
+    return replace(report, seconds=time.perf_counter() - started)
 
 
 def _applied_candidate(recipe: Recipe, pruner: str, chain: tuple[str, ...] | None, rows: str | None) -> Candidate:

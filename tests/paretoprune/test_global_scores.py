@@ -57,3 +57,28 @@ def test_a_map_for_another_model_is_refused_in_one_line() -> None:
     del scores[first]
     with pytest.raises(InputError, match=f"no scores for 1 layer.*{first}"):
         check_score_map(scores, layout)
+
+
+def test_prune_reports_a_global_rules_scoring_as_part_of_its_seconds(tmp_path, monkeypatch) -> None:
+    """UniPruning's scores cost far more than its masks: ``prune``'s seconds count them both."""
+    import time
+
+    from paretoprune.data import calibration_windows
+    from paretoprune.global_scores import cached_score_map
+    from paretoprune.models import load_model
+    from paretoprune.testing import save_tiny_model
+    from paretoprune.workflows import CalibrationOptions, PruneConfig, prune
+
+    model_dir = save_tiny_model(tmp_path / "tiny", tiny_model("llama"))
+    monkeypatch.setenv("PARETOPRUNE_CACHE", str(tmp_path / "scoring"))  # cold: the scores are computed
+    loaded = load_model(str(model_dir))
+    tokens = calibration_windows(loaded.tokenizer, "builtin", 4, 64, 0)
+    started = time.perf_counter()
+    cached_score_map("unipruning", loaded.model, find_layout(loaded.model), tokens, model_id=str(model_dir),
+                     progress=False)  # fmt: skip
+    scoring = time.perf_counter() - started
+    monkeypatch.setenv("PARETOPRUNE_CACHE", str(tmp_path / "pruning"))  # cold again
+    result = prune(PruneConfig(model=str(model_dir), method="unipruning", sparsity=0.5, device="cpu", progress=False,
+                               calibration=CalibrationOptions(calib="builtin", nsamples=4, seqlen=64)))  # fmt: skip
+    assert result.sparsity == pytest.approx(0.5, abs=0.01)
+    assert result.seconds >= 0.5 * scoring  # before, only the masks: about a fiftieth of the scoring
