@@ -643,6 +643,19 @@ def apply(config: ApplyConfig) -> PruneResult:
     return _after_pruning(loaded, report, config, task_dir, {"recipe.yaml": recipe_yaml(recipe)}, estimate)
 
 
+def _pruning_options(config: ApplyConfig) -> list[str]:
+    """The options given that shape a pruning once and for all (pruner, solvers, rows,
+    sequential calibration), by their command-line names."""
+    given = {"--pruner": config.pruner != "recipe", "--solver": config.solver is not None,
+             "--update": config.update, "--rows": config.rows is not None,
+             "--sequential": config.calibration.sequential}  # fmt: skip
+    return [option for option, set_ in given.items() if set_]
+
+
+def _them(options: list[str]) -> str:
+    return "it" if len(options) == 1 else "them"
+
+
 def _apply_test_time(config: ApplyConfig, recipe: Recipe) -> PruneResult:
     """Evaluate a test-time recipe: its masks are made per prompt on the dense model, so there is
     nothing to prune once and nothing to save, only scores with the recipe's ratio."""
@@ -653,6 +666,10 @@ def _apply_test_time(config: ApplyConfig, recipe: Recipe) -> PruneResult:
                          "pruned model to save; drop --save (use --eval SRC or --eval-tasks to score it)")  # fmt: skip
     if config.after.eval is None and not config.after.tasks.tasks:
         raise InputError("a test-time recipe is evaluated, not applied: add --eval SRC and/or --eval-tasks T1,T2")
+    ignored = _pruning_options(config)
+    if ignored:
+        raise InputError(f"recipe runtime.mode is test-time: each prompt's masks come from the recipe's own rule "
+                         f"on that prompt, so {', '.join(ignored)} cannot apply; drop {_them(ignored)}")  # fmt: skip
     check_dtype(config.dtype)
     task_dir = _task_dir(config.after.tasks)
     options = TestTimeOptions(runtime.ratio, runtime.structured)

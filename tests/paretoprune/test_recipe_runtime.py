@@ -120,6 +120,25 @@ def test_apply_eval_matches_the_test_time_pruner(static: Recipe, model_dir: Path
     assert (from_recipe.ratio, from_recipe.structured) == (0.4, structured)
 
 
+@pytest.mark.parametrize(
+    "options, named",
+    [
+        (dict(pruner="sparsegpt"), "so --pruner cannot apply; drop it"),
+        (dict(update=True, rows="trim"), "so --update, --rows cannot apply; drop them"),
+        (dict(solver="fw", calibration=CalibrationOptions(seqlen=32, sequential=True)),
+         "so --solver, --sequential cannot apply; drop them"),
+    ],
+)  # fmt: skip
+def test_a_test_time_recipe_refuses_the_options_of_a_static_pruning(static: Recipe, model_dir: Path, tmp_path: Path,
+                                                                    options: dict, named: str) -> None:  # fmt: skip
+    path = save_recipe(_with_runtime(static, {**TEST_TIME, "ratio": 0.4}), tmp_path / "tt.yaml")
+    config = ApplyConfig(**{"recipe": path, "model": str(model_dir), "calibration": CalibrationOptions(seqlen=32),
+                            "after": AfterPruning(eval="builtin", max_windows=2), "progress": False, **options})
+    with pytest.raises(InputError, match="recipe runtime.mode is test-time") as refused:
+        apply(config)
+    assert str(refused.value).endswith(named)
+
+
 def test_pruner_refuses_a_static_recipe(static: Recipe) -> None:
     model = tiny_model("llama", seed=0)
     with pytest.raises(InputError, match="static masks"):
