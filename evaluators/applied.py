@@ -30,13 +30,14 @@ targets of the finalist tokens (for ``kl``, ``tokens x vocabulary`` fp32 probabi
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from paretoprune.candidate import Candidate
 from paretoprune.errors import InputError
 from paretoprune.evaluators.fitness import CandidateEvaluator, FitnessTokens
+from paretoprune.evaluators.sources import SourceDraw, held_out_sources
 from paretoprune.evaluators.stats import ChannelStats, collect_stats
 from paretoprune.global_scores import ScoreMap, cached_score_map
 from paretoprune.metrics import masks
@@ -132,7 +133,10 @@ class AppliedInputs:
     seqlen: int
     seed: int
     objectives: tuple[str, ...]
-    sources: dict[str, FitnessTokens] = field(default_factory=dict)
+    # The sources of ``objective@source`` objectives, and how the search drew them: the actor
+    # measures each on tokens the search did not read (:func:`held_out_sources`).
+    sources: tuple[str, ...] = ()
+    source_draw: SourceDraw | None = None
     dtype: str = "auto"
     calib_seed: int = 0
     # The (windows, seqlen, seed) draws of the same text the measured windows must not touch:
@@ -160,7 +164,10 @@ class AppliedEvaluator:
                                           inputs.calib_seed)  # fmt: skip
         tokens = held_out_windows(loaded.tokenizer, inputs.calib, inputs.windows, inputs.seqlen, inputs.seed,
                                   inputs.held_out)  # fmt: skip
-        sources = {name: _on(device, source) for name, source in inputs.sources.items()}
+        sources = {} if inputs.source_draw is None else held_out_sources(
+            loaded.tokenizer, inputs.sources, inputs.source_draw, inputs.windows, inputs.seed,
+            taken={inputs.calib: inputs.held_out})  # fmt: skip
+        sources = {name: _on(device, source) for name, source in sources.items()}
         calibration = calibration.to(device)
         # On the dense model, before the scorer's parametrizations: as `apply` scores it.
         maps = {} if inputs.global_rule is None else {inputs.global_rule: cached_score_map(

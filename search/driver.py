@@ -359,8 +359,7 @@ def _finish(run: Run, inputs: SearchInputs, interrupted: bool, progress: bool = 
     reports: list[StageReport] = []
     if plan is not None and not interrupted:
         try:
-            reports = score_finalists(run.config, archive, plan, inputs.evaluator.sources, progress,
-                                      baselines=list(baselines.values()))  # fmt: skip
+            reports = score_finalists(run.config, archive, plan, progress, baselines=list(baselines.values()))
         except KeyboardInterrupt:
             interrupted = True
             logger.warning("interrupted: every scored finalist is saved; finish with --resume %s", run.folder)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -45,12 +45,13 @@ from tqdm.auto import tqdm
 from paretoprune.candidate import Candidate
 from paretoprune.errors import InputError
 from paretoprune.evaluators.applied import AppliedEvaluator, AppliedInputs
-from paretoprune.evaluators.fitness import FitnessTokens
+from paretoprune.evaluators.fitness import split_objective
 from paretoprune.evaluators.ray_pool import EvaluatorPool, Outcome
 from paretoprune.metrics.solvers import parse_chain
 from paretoprune.search.archive import Archive, candidate_of
 from paretoprune.search.config import SearchConfig
 from paretoprune.search.fidelity import BASE, Fidelity
+from paretoprune.search.inputs import source_draw
 from paretoprune.search.pareto import Objectives, candidate_ids, non_dominated_mask
 from paretoprune.search.space import global_rule_of
 
@@ -192,7 +193,6 @@ def score_finalists(
     config: SearchConfig,
     archive: Archive,
     plan: FinalistPlan,
-    sources: Mapping[str, FitnessTokens] | None = None,
     progress: bool = True,
     baselines: Sequence[int] = (),
 ) -> list[StageReport]:
@@ -222,7 +222,7 @@ def score_finalists(
         report.skipped = len(wanted) - len(todo)
         if todo:
             _score(config, archive, plan.windows(stage, config.seqlen), rows.loc[todo], chain, fidelity, report,
-                   dict(sources or {}), progress)  # fmt: skip
+                   progress)  # fmt: skip
         report.best = _stage_best(archive.frame(), objectives, fidelity, finalists)
         logger.info("finalists at %s: %d scored, %d already scored, %d failed", fidelity, report.scored,
                     report.skipped, report.failed)  # fmt: skip
@@ -247,10 +247,10 @@ def _scored(frame: pd.DataFrame, eval_id: int, fidelity: str) -> bool:
 
 
 def _score(config: SearchConfig, archive: Archive, windows: int, rows: pd.DataFrame, chain: tuple[str, ...],
-           fidelity: str, report: StageReport, sources: dict[str, FitnessTokens], progress: bool) -> None:  # fmt: skip
+           fidelity: str, report: StageReport, progress: bool) -> None:  # fmt: skip
     """Score ``rows``' candidates with ``chain`` on the pool, appending each result as it lands."""
     payloads = [replace(candidate_of(row), solvers=chain) for _, row in rows.iterrows()]
-    inputs = applied_inputs(config, windows, sources)
+    inputs = applied_inputs(config, windows)
     bar = tqdm(total=len(payloads), desc=f"finalists {fidelity}", unit="cand", disable=not progress)
     source_ids = [int(eval_id) for eval_id in rows.index]
 
@@ -275,17 +275,25 @@ def _score(config: SearchConfig, archive: Archive, windows: int, rows: pd.DataFr
     bar.close()
 
 
-def applied_inputs(config: SearchConfig, windows: int, sources: Mapping[str, FitnessTokens]) -> AppliedInputs:
+def applied_inputs(config: SearchConfig, windows: int) -> AppliedInputs:
     """What a finalist actor scores with: the search's calibration, and ``windows`` validation
-    windows of its text, disjoint from the fitness windows and from that calibration."""
+    windows of its text, disjoint from the fitness windows and from that calibration; each
+    ``objective@source`` on that source's tokens the search did not read."""
     calibration = (config.stats_nsamples or config.nsamples, config.stats_seqlen or config.seqlen, config.seed)
     fitness = (config.nsamples, config.seqlen, config.seed)
     return AppliedInputs(
         model_spec=config.model, calib=config.calib, calib_nsamples=calibration[0], calib_seqlen=calibration[1],
         calib_seed=config.seed, windows=windows, seqlen=config.seqlen, seed=config.seed + FINALIST_SEED_OFFSET,
-        objectives=tuple(config.objective_names), sources=dict(sources), dtype=config.dtype,
+        objectives=tuple(config.objective_names), sources=_sources(config), source_draw=source_draw(config),
+        dtype=config.dtype,
         held_out=(fitness, calibration), global_rule=global_rule_of(config.base_metric),
     )  # fmt: skip
+
+
+def _sources(config: SearchConfig) -> tuple[str, ...]:
+    """The sources the objectives name (``kl@wikitext2``), each once."""
+    named = (split_objective(name)[1] for name in config.objective_names)
+    return tuple(dict.fromkeys(source for source in named if source is not None))
 
 
 def _stage_best(frame: pd.DataFrame, objectives: Objectives, fidelity: str, finalists: list[int]) -> dict[str, Any]:

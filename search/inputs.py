@@ -13,20 +13,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from paretoprune.data import calibration_windows, padded_batch, text_provenance
-from paretoprune.errors import InputError
+from paretoprune.data import calibration_windows, text_provenance
 from paretoprune.evaluators.capability_fitness import CapabilityInputs, capability_inputs
 from paretoprune.evaluators.fitness import FitnessTokens, split_objective
 from paretoprune.evaluators.memory import MemoryEstimate, driver_memory, evaluator_memory, tensors_of
 from paretoprune.evaluators.placement import check_ram_fits, loading_bytes, resolve_device
 from paretoprune.evaluators.remote import EvaluatorInputs
 from paretoprune.evaluators.stats import ChannelStats, collect_stats
-from paretoprune.evaluators.zeroshot_tasks import example_text, load_task, split_indices, task_names
+from paretoprune.evaluators.sources import SourceDraw, fitness_sources
+from paretoprune.evaluators.zeroshot_tasks import task_names
 from paretoprune.global_scores import cached_score_map
 from paretoprune.models import (
     ModelLayout, check_context, find_layout, fingerprint, load_model, model_dtype, resolve_dtype,
@@ -36,7 +35,7 @@ from paretoprune.recipe import CalibrationInfo, ModelInfo, Provenance
 from paretoprune.search.config import SearchConfig
 from paretoprune.search.space import SearchSpace, global_rule_of, resolve_metric
 
-__all__ = ["SearchInputs", "prepare"]
+__all__ = ["SearchInputs", "prepare", "source_draw"]
 
 logger = logging.getLogger(__name__)
 # Calibration windows per forward pass of the statistics (collect_stats' batches).
@@ -167,29 +166,13 @@ def _needs_gradients(config: SearchConfig) -> bool:
 
 def _fitness_sources(config: SearchConfig, tokenizer: Any) -> dict[str, FitnessTokens]:
     """The tokens of every ``objective@source``: a zero-shot task's calibration part, or text."""
-    sources: dict[str, FitnessTokens] = {}
-    for name in config.objective_names:
-        source = split_objective(name)[1]
-        if source is None or source in sources:
-            continue
-        if source in task_names():
-            sources[source] = _task_tokens(tokenizer, source, config)
-        else:
-            ids = calibration_windows(tokenizer, source, config.nsamples, config.seqlen, config.seed)
-            sources[source] = FitnessTokens(ids)
-    return sources
+    names = [split_objective(name)[1] for name in config.objective_names]
+    return fitness_sources(tokenizer, [name for name in names if name is not None], source_draw(config))
 
 
-def _task_tokens(tokenizer: Any, task: str, config: SearchConfig) -> FitnessTokens:
-    """Right answers of a task's calibration part, written out, padded into one batch."""
-    if config.task_dir is None:
-        raise InputError(f"objective @{task} needs the task files: pass --task-dir DIR")
-    examples = load_task(task, Path(config.task_dir)).examples
-    calibration, _ = split_indices(len(examples), config.task_calib_fraction, config.seed)
-    texts = [example_text(examples[i]) for i in calibration[: config.nsamples]]
-    if not texts:
-        raise InputError(f"task {task} has no calibration examples: raise --task-calib-fraction")
-    return FitnessTokens(*padded_batch(tokenizer, texts, config.seqlen))
+def source_draw(config: SearchConfig) -> SourceDraw:
+    """How the search draws its ``objective@source`` tokens."""
+    return SourceDraw(config.nsamples, config.seqlen, config.seed, config.task_dir, config.task_calib_fraction)
 
 
 def _describe_capabilities(config: SearchConfig, inputs: CapabilityInputs | None) -> dict[str, dict[str, Any]]:

@@ -99,3 +99,24 @@ def test_a_global_rule_candidate_is_scored_as_prune_model_prunes_by_its_map(
     without = AppliedScorer(other, find_layout(other), setting["calibration"], setting["tokens"])
     with pytest.raises(InputError, match="masks rank the lrp score map, which this scorer was not given"):
         without.evaluate(candidate)
+
+
+def test_a_finalist_scores_objective_at_source_on_tokens_the_search_did_not_read(tmp_path) -> None:
+    """With the calibration text itself as the source, ``kl@builtin`` lands on the very windows
+    the finalist's ``kl`` is measured on: held out from the search's, not the search's own."""
+    from paretoprune.evaluators.applied import AppliedEvaluator
+    from paretoprune.evaluators.sources import SourceDraw
+    from paretoprune.search.config import SearchConfig
+    from paretoprune.search.finalists import applied_inputs
+    from paretoprune.testing import save_tiny_model
+
+    model_dir = save_tiny_model(tmp_path / "tiny", tiny_model("llama", layers=2))
+    config = SearchConfig(model=str(model_dir), out=str(tmp_path / "run"), calib="builtin", nsamples=4, seqlen=32,
+                          seed=3, objectives=("kl", "kl@builtin"))  # fmt: skip
+    inputs = applied_inputs(config, windows=6)
+    assert inputs.sources == ("builtin",) and inputs.source_draw == SourceDraw(4, 32, 3, None, 0.5)
+    evaluator = AppliedEvaluator(inputs)
+    layout = find_layout(tiny_model("llama", layers=2))
+    candidate = Candidate(sparsities={name: 0.5 for name in layout.names}, metric=SCORING_RULES["wanda"])
+    scores = evaluator.evaluate(candidate)
+    assert scores["kl"] > 0 and scores["kl@builtin"] == pytest.approx(scores["kl"], rel=1e-6)

@@ -54,7 +54,7 @@ def _kl_as_applied(model_dir: Path, run_dir: Path, candidate_row: pd.Series) -> 
     dense = loaded.model
     calibration = calibration_windows(loaded.tokenizer, "builtin", STATS[0], STATS[1], SEED)
     config = Run.open(run_dir).config
-    held = applied_inputs(config, 512 // SEQLEN, {})
+    held = applied_inputs(config, 512 // SEQLEN)
     tokens = held_out_windows(loaded.tokenizer, "builtin", held.windows, SEQLEN, held.seed, held.held_out)
     pruned = copy.deepcopy(dense)
     prune_model(pruned, find_layout(pruned), candidate_of(candidate_row), calibration, progress=False)

@@ -134,7 +134,7 @@ def test_baselines_are_found_among_the_first_generation_by_their_genome() -> Non
 
 def test_the_finalists_windows_share_no_token_with_the_fitness_or_calibration_windows() -> None:
     config = SearchConfig(model="tiny", out="run", nsamples=8, seqlen=64, stats_nsamples=6, stats_seqlen=96, seed=3)
-    inputs = applied_inputs(config, windows=40, sources={})
+    inputs = applied_inputs(config, windows=40)
     assert inputs.held_out == ((8, 64, 3), (6, 96, 3)) and inputs.seed == 3 + FINALIST_SEED_OFFSET
     positions = torch.arange(3000)  # a text whose tokens are their own positions
     taken = torch.cat([random_windows(positions, n, length, seed).flatten() for n, length, seed in inputs.held_out])
@@ -165,7 +165,7 @@ def _fitness(inputs: SearchInputs, model: torch.nn.Module, candidates: list[Cand
 
 def _validation(config: SearchConfig, loaded: LoadedModel, candidates: list[Candidate]) -> list[float]:
     """Each candidate's kl as the finalist stage scores it: with the update, on validation windows."""
-    inputs = applied_inputs(config, config.finalist_tokens[0] // config.seqlen, {})
+    inputs = applied_inputs(config, config.finalist_tokens[0] // config.seqlen)
     tokenizer = loaded.tokenizer
     calibration = calibration_windows(tokenizer, config.calib, inputs.calib_nsamples, inputs.calib_seqlen, config.seed)
     tokens = held_out_windows(tokenizer, config.calib, inputs.windows, inputs.seqlen, inputs.seed, inputs.held_out)
