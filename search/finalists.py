@@ -45,13 +45,12 @@ from tqdm.auto import tqdm
 from paretoprune.candidate import Candidate
 from paretoprune.errors import InputError
 from paretoprune.evaluators.applied import AppliedEvaluator, AppliedInputs
-from paretoprune.evaluators.fitness import split_objective
 from paretoprune.evaluators.ray_pool import EvaluatorPool, Outcome
 from paretoprune.metrics.solvers import parse_chain
 from paretoprune.search.archive import Archive, candidate_of
 from paretoprune.search.config import SearchConfig
 from paretoprune.search.fidelity import BASE, Fidelity
-from paretoprune.search.inputs import source_draw
+from paretoprune.search.inputs import objective_sources, source_draw
 from paretoprune.search.pareto import Objectives, candidate_ids, non_dominated_mask
 from paretoprune.search.space import global_rule_of
 
@@ -284,16 +283,10 @@ def applied_inputs(config: SearchConfig, windows: int) -> AppliedInputs:
     return AppliedInputs(
         model_spec=config.model, calib=config.calib, calib_nsamples=calibration[0], calib_seqlen=calibration[1],
         calib_seed=config.seed, windows=windows, seqlen=config.seqlen, seed=config.seed + FINALIST_SEED_OFFSET,
-        objectives=tuple(config.objective_names), sources=_sources(config), source_draw=source_draw(config),
+        objectives=tuple(config.objective_names), sources=objective_sources(config), source_draw=source_draw(config),
         dtype=config.dtype,
         held_out=(fitness, calibration), global_rule=global_rule_of(config.base_metric),
     )  # fmt: skip
-
-
-def _sources(config: SearchConfig) -> tuple[str, ...]:
-    """The sources the objectives name (``kl@wikitext2``), each once."""
-    named = (split_objective(name)[1] for name in config.objective_names)
-    return tuple(dict.fromkeys(source for source in named if source is not None))
 
 
 def _stage_best(frame: pd.DataFrame, objectives: Objectives, fidelity: str, finalists: list[int]) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from paretoprune.recipe import CalibrationInfo, ModelInfo, Provenance
 from paretoprune.search.config import SearchConfig
 from paretoprune.search.space import SearchSpace, global_rule_of, resolve_metric
 
-__all__ = ["SearchInputs", "prepare", "source_draw"]
+__all__ = ["SearchInputs", "objective_sources", "prepare", "source_draw"]
 
 logger = logging.getLogger(__name__)
 # Calibration windows per forward pass of the statistics (collect_stats' batches).
@@ -166,8 +166,13 @@ def _needs_gradients(config: SearchConfig) -> bool:
 
 def _fitness_sources(config: SearchConfig, tokenizer: Any) -> dict[str, FitnessTokens]:
     """The tokens of every ``objective@source``: a zero-shot task's calibration part, or text."""
-    names = [split_objective(name)[1] for name in config.objective_names]
-    return fitness_sources(tokenizer, [name for name in names if name is not None], source_draw(config))
+    return fitness_sources(tokenizer, objective_sources(config), source_draw(config))
+
+
+def objective_sources(config: SearchConfig) -> tuple[str, ...]:
+    """The sources the objectives name (``kl@arc_easy``: arc_easy), each once."""
+    named = (split_objective(name)[1] for name in config.objective_names)
+    return tuple(dict.fromkeys(source for source in named if source is not None))
 
 
 def source_draw(config: SearchConfig) -> SourceDraw:
