@@ -66,9 +66,22 @@ def held_out_sources(tokenizer: Any, sources: Iterable[str], draw: SourceDraw, c
         if source in task_names():
             tokens[source] = _held_out_task(tokenizer, source, draw, count)
         else:
-            avoid = (draw.windows, *(taken or {}).get(source, ()))
+            avoid = (draw.windows, *_taken_from(source, taken or {}))
             tokens[source] = FitnessTokens(held_out_windows(tokenizer, source, count, draw.seqlen, seed, avoid))
     return tokens
+
+
+def _taken_from(source: str, taken: dict[str, tuple[tuple[int, int, int], ...]]) -> list[tuple[int, int, int]]:
+    """The draws ``taken`` names for ``source``'s text, however its path is spelled."""
+    return [draw for text, draws in taken.items() if _same_text(source, text) for draw in draws]
+
+
+def _same_text(first: str, second: str) -> bool:
+    """Whether two source names read the same text: equal, or paths of the same file."""
+    if first == second:
+        return True
+    one, other = Path(first).expanduser(), Path(second).expanduser()
+    return one.is_file() and other.is_file() and one.resolve() == other.resolve()
 
 
 def _held_out_task(tokenizer: Any, task: str, draw: SourceDraw, count: int) -> FitnessTokens:

@@ -60,3 +60,17 @@ def test_a_task_read_whole_by_the_search_is_scored_on_its_examples_with_a_warnin
         held = held_out_sources(tokenizer, ["arc_easy"], draw, count=4, seed=1)["arc_easy"]
     assert torch.equal(held.input_ids, searched.input_ids)
     assert "raise --task-calib-fraction" in caplog.text
+
+
+def test_the_calibration_text_is_avoided_however_its_path_is_spelled(tmp_path: Path, monkeypatch) -> None:
+    tokenizer = byte_tokenizer()
+    text = tmp_path / "domain.txt"
+    text.write_text(" ".join(f"word{i}" for i in range(3000)))
+    monkeypatch.chdir(tmp_path)
+    calibration = (6, 32, 0)  # drawn from the same file, named by its absolute path
+    held = held_out_sources(tokenizer, ["domain.txt"], DRAW, count=8, seed=DRAW.seed + 1,
+                            taken={str(text): (calibration,)})["domain.txt"]  # fmt: skip
+    calibrated = calibration_windows(tokenizer, str(text), *calibration)
+    assert not _rows(held.input_ids) & _rows(calibrated)
+    unaware = held_out_sources(tokenizer, ["domain.txt"], DRAW, count=8, seed=DRAW.seed + 1)["domain.txt"]
+    assert not torch.equal(unaware.input_ids, held.input_ids)  # the calibration's windows were left out
