@@ -125,6 +125,12 @@ class LayerAllocation:
     allocate: AllocateFn
     needs_stats: bool  # activation statistics of the calibration data
     needs_truth: bool = False  # true/false statement sets (--truth-dir)
+    needs_tokens: bool = False  # the calibration windows themselves, without their statistics
+
+    @property
+    def reads_calibration(self) -> bool:
+        """Whether the allocation reads the calibration windows at all (as statistics or whole)."""
+        return self.needs_stats or self.needs_tokens
 
 
 def _uniform(inputs: AllocationInputs, sparsity: float) -> dict[str, float]:
@@ -168,7 +174,7 @@ def _lrp(inputs: AllocationInputs, sparsity: float) -> dict[str, float]:
 
 
 LAYER_ALLOCATIONS.register(
-    "lrp", LayerAllocation(_lrp, needs_stats=True),
+    "lrp", LayerAllocation(_lrp, needs_stats=False, needs_tokens=True),  # relevance from its own passes
     summary="LRP: the paper's global ranking, each layer's share of the least relevant weights of the whole "
     "model (mean |LRP relevance| on the calibration windows; llama, mistral, qwen2)",
 )  # fmt: skip

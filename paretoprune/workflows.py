@@ -266,7 +266,7 @@ def prune(config: PruneConfig) -> PruneResult:
     chain = solver_chain(config.update, config.solver)
     needs_tokens = (
         _pruner_needs_data(config.method, chain, config.rows)
-        or LAYER_ALLOCATIONS.lookup(config.allocation).needs_stats
+        or LAYER_ALLOCATIONS.lookup(config.allocation).reads_calibration
     )
     if needs_tokens or config.after.eval is not None:
         _check_seqlen(config.model, config.calibration.seqlen)

@@ -145,6 +145,8 @@ def test_layer_allocations_are_registered_and_unknown_ones_name_the_choices() ->
 
     assert LAYER_ALLOCATIONS.names() == ("uniform", "owl", "tplo", "lrp")
     assert LAYER_ALLOCATIONS["owl"].needs_stats and not LAYER_ALLOCATIONS["uniform"].needs_stats
+    lrp = LAYER_ALLOCATIONS["lrp"]  # its relevance comes from its own passes over the windows
+    assert lrp.reads_calibration and not lrp.needs_stats and not LAYER_ALLOCATIONS["uniform"].reads_calibration
     with pytest.raises(InputError, match="unknown layer allocation 'evenly' for --allocation: choose one of uniform, owl, tplo, lrp"):
         layer_sparsities(None, 0.5, "evenly")  # type: ignore[arg-type]
 
