@@ -34,8 +34,10 @@ never Ray, and runs from a bare checkout as well as from an installed paretoprun
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
+import os
 import platform
 import shlex
 import sys
@@ -307,18 +309,34 @@ def write_statements(folder: Path) -> Path:
     return folder
 
 
+@contextlib.contextmanager
+def cache_folder(folder: Path) -> Iterator[None]:
+    """paretoprune's cache (``PARETOPRUNE_CACHE``) in ``folder`` for the duration."""
+    before = os.environ.get("PARETOPRUNE_CACHE")
+    os.environ["PARETOPRUNE_CACHE"] = str(folder)
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["PARETOPRUNE_CACHE"]
+        else:
+            os.environ["PARETOPRUNE_CACHE"] = before
+
+
 def mask_agreement(model_dir: Path, out: Path, options: dict[str, str], device: str) -> float:
     """The share of prunable weights that ``prune`` with ``options`` keeps or drops alike on
-    ``device`` and on the CPU, from a model on disk (1.0 on the CPU itself)."""
+    ``device`` and on the CPU, from a model on disk (1.0 on the CPU itself). Each run has a score
+    cache of its own, so that the CPU's run computes its scores rather than read the device's."""
     from paretoprune.models import load_model
     from paretoprune.workflows import AfterPruning, CalibrationOptions, PruneConfig, prune
 
     truth_dir = str(write_statements(out / "statements")) if options.get("allocation") == "tplo" else None
 
     def kept_on(where: str, folder: Path) -> dict[str, torch.Tensor]:
-        prune(PruneConfig(model=str(model_dir), sparsity=0.5, device=where, progress=False, truth_dir=truth_dir,
-                          calibration=CalibrationOptions(calib="builtin", nsamples=4, seqlen=64),
-                          after=AfterPruning(save=folder), **options))  # fmt: skip
+        with cache_folder(folder.with_name(folder.name + "-cache")):
+            prune(PruneConfig(model=str(model_dir), sparsity=0.5, device=where, progress=False, truth_dir=truth_dir,
+                              calibration=CalibrationOptions(calib="builtin", nsamples=4, seqlen=64),
+                              after=AfterPruning(save=folder), **options))  # fmt: skip
         pruned = load_model(str(folder), dtype="float32").model
         return {linear.name: linear.module.weight != 0 for linear in find_layout(pruned).linears}
 

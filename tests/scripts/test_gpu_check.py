@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -167,3 +168,12 @@ def test_the_commands_line_gives_prunes_gpu_peak_and_the_masks_agreement(gpu_che
     agreement = gpu_check._agreement_text({"unipruning": 0.9981, "lrp": 1.0})
     assert agreement == "; masks of unipruning, lrp as the CPU's on 99.8%, 100.0% of the weights"
     assert gpu_check._agreement_text({}) == ""
+
+
+def test_each_run_of_the_mask_agreement_has_its_own_score_cache(gpu_check, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PARETOPRUNE_CACHE", "before")
+    with gpu_check.cache_folder(tmp_path / "own"):
+        from paretoprune.models import cache_dir
+
+        assert cache_dir() == tmp_path / "own"
+    assert os.environ["PARETOPRUNE_CACHE"] == "before"
