@@ -94,10 +94,10 @@ class MemoryEstimate:
         checkpoint's files, which stay in RAM. The bound for a peak from ``torch.cuda``."""
         return self.weights + self.inputs + self.rank_cache + self.targets + self.working
 
-    def bound_for(self, device: torch.device) -> int:
-        """What a peak measured on ``device`` (see :func:`peak_memory_bytes`) is set against:
-        the process's whole estimate on a CPU, the GPU's part on a GPU."""
-        return self.on_device if device.type == "cuda" else self.total
+    def bound(self, on_gpu: bool) -> int:
+        """What a peak (see :func:`peak_memory_bytes`) is set against: the GPU's part where it was
+        measured on a GPU, else the process's whole estimate."""
+        return self.on_device if on_gpu else self.total
 
     def describe(self) -> str:
         """``about 1.3 GiB (weights 513.0 MiB, rank cache 202.5 MiB, ...)``: the parts above 0."""

@@ -375,7 +375,7 @@ def _memory_record(estimate: MemoryEstimate, device: torch.device) -> dict[str, 
     """The estimate beside this process's peak: its resident set on a CPU, set against the whole
     estimate; torch's allocation on a GPU, set against the GPU's part (``bound``). A peak above
     its bound is logged, so that the estimate can be corrected."""
-    peak, bound = peak_memory_bytes(device), estimate.bound_for(device)
+    peak, bound = peak_memory_bytes(device), estimate.bound(on_gpu=device.type == "cuda")
     if peak > bound:
         logger.warning("memory: peak %s on %s is above the estimated %s", format_bytes(peak), device,
                        format_bytes(bound))  # fmt: skip

@@ -200,8 +200,8 @@ def _write_memory(run: Run, inputs: SearchInputs, peaks: list[int], driver_peak:
     with the ``bound`` those peaks are set against (an actor on a GPU reports torch's
     allocation there, so the GPU's part of the estimate); the driver's estimate and, at the end,
     its own peak (0 before)."""
-    bound = inputs.memory.on_device if on_gpus else inputs.memory.total
-    report = {"estimate": inputs.memory.to_dict(), "peaks": peaks, "bound": bound, "on_gpus": on_gpus,
+    report = {"estimate": inputs.memory.to_dict(), "peaks": peaks, "bound": inputs.memory.bound(on_gpus),
+              "on_gpus": on_gpus,
               "driver": {"estimate": inputs.driver_memory.to_dict(), "peak": driver_peak}}  # fmt: skip
     atomic_write_text(run.folder / MEMORY_FILE, json.dumps(report, indent=2) + "\n")
     return report

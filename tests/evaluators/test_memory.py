@@ -82,8 +82,8 @@ def test_loading_counts_in_the_peak_only_when_it_outweighs_what_comes_after() ->
 def test_a_gpu_peak_is_set_against_the_gpus_part_a_cpu_peak_against_the_whole() -> None:
     estimate = MemoryEstimate(weights=100, rank_cache=20, targets=10, inputs=1, working=5, runtime=50, loading=80)
     assert estimate.on_device == 136  # the runtime and the files stay in RAM
-    assert estimate.bound_for(torch.device("cuda", 0)) == 136
-    assert estimate.bound_for(torch.device("cpu")) == estimate.total == 231
+    assert estimate.bound(on_gpu=True) == 136
+    assert estimate.bound(on_gpu=False) == estimate.total == 231
 
 
 def test_loading_bytes_are_the_files_only_when_they_are_converted(tmp_path) -> None:
