@@ -27,7 +27,7 @@ from paretoprune.evaluators.fitness import CandidateEvaluator
 from paretoprune.evaluators.stats import collect_stats
 from paretoprune.metrics.allocation import block_totals, expand_block_genes, sparsities_from_genes
 from paretoprune.metrics.scores import NORMALISERS, SCORING_RULES, TRANSFORMS, MetricSpec
-from paretoprune.evaluators.placement import load_on_device, stats_to_devices
+from paretoprune.evaluators.placement import load_on_device
 from paretoprune.models import ModelLayout, check_context, find_layout, model_bytes, read_config
 
 __all__ = ["BenchEvalConfig", "EvaluationCost", "bench_eval", "median_seconds", "random_candidate"]
@@ -101,7 +101,7 @@ def bench_eval(config: BenchEvalConfig) -> EvaluationCost:
     device = next(model.parameters()).device  # the embeddings': place_model keeps them on the first GPU
     tokens = calibration_windows(loaded.tokenizer, config.calib, config.nsamples, config.seqlen, config.seed).to(device)
     evaluator = CandidateEvaluator(
-        model, layout, stats_to_devices(collect_stats(model, layout, tokens), layout), tokens,
+        model, layout, collect_stats(model, layout, tokens), tokens,  # each block's on its own device
         objectives=config.objectives, rank_metric=SCORING_RULES["wanda"],
     )  # fmt: skip
     rng = np.random.default_rng(config.seed)

@@ -48,7 +48,7 @@ def fitness_sources(tokenizer: Any, sources: Iterable[str], draw: SourceDraw) ->
     tokens: dict[str, FitnessTokens] = {}
     for source in dict.fromkeys(sources):
         if source in task_names():
-            tokens[source] = _task_tokens(tokenizer, source, draw, skip=0, count=draw.nsamples)
+            tokens[source] = _padded(tokenizer, source, _calibration_texts(source, draw)[: draw.nsamples], draw)
         else:
             tokens[source] = FitnessTokens(calibration_windows(tokenizer, source, *draw.windows))
     return tokens
@@ -85,23 +85,26 @@ def _same_text(first: str, second: str) -> bool:
 
 
 def _held_out_task(tokenizer: Any, task: str, draw: SourceDraw, count: int) -> FitnessTokens:
-    try:
-        return _task_tokens(tokenizer, task, draw, skip=draw.nsamples, count=count)
-    except InputError:
+    texts = _calibration_texts(task, draw)
+    held = texts[draw.nsamples : draw.nsamples + count]
+    if not held:
         logger.warning("task %s: the search read every calibration example, so its finalists are scored on those; "
                        "raise --task-calib-fraction to hold some out", task)  # fmt: skip
-        return _task_tokens(tokenizer, task, draw, skip=0, count=draw.nsamples)
+        held = texts[: draw.nsamples]
+    return _padded(tokenizer, task, held, draw)
 
 
-def _task_tokens(tokenizer: Any, task: str, draw: SourceDraw, skip: int, count: int) -> FitnessTokens:
-    """The right answers of a task's calibration examples ``skip`` to ``skip + count``, written
-    out and padded into one batch."""
+def _calibration_texts(task: str, draw: SourceDraw) -> list[str]:
+    """The right answers of a task's calibration examples, written out, in the split's order."""
     if draw.task_dir is None:
         raise InputError(f"objective @{task} needs the task files: pass --task-dir DIR")
     examples = load_task(task, Path(draw.task_dir)).examples
     calibration, _ = split_indices(len(examples), draw.task_calib_fraction, draw.seed)
-    texts = [example_text(examples[i]) for i in calibration[skip : skip + count]]
+    return [example_text(examples[i]) for i in calibration]
+
+
+def _padded(tokenizer: Any, task: str, texts: list[str], draw: SourceDraw) -> FitnessTokens:
+    """``texts`` padded into one batch of at most ``draw.seqlen`` tokens a row."""
     if not texts:
-        raise InputError(f"task {task} has no calibration examples beyond the first {skip}: raise "
-                         "--task-calib-fraction")  # fmt: skip
+        raise InputError(f"task {task} has no calibration examples: raise --task-calib-fraction")
     return FitnessTokens(*padded_batch(tokenizer, texts, draw.seqlen))

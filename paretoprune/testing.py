@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["FAMILIES", "TINY_VOCAB", "byte_tokenizer", "tiny_model"]
+__all__ = ["FAMILIES", "TINY_VOCAB", "byte_tokenizer", "save_tiny_model", "tiny_model", "write_statement_sets"]
 
 # Byte tokens, then end-of-sequence and padding; rounded up so every family accepts it.
 TINY_VOCAB = 320
@@ -98,3 +98,15 @@ def byte_tokenizer() -> Any:
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     backend.decoder = decoders.ByteLevel()
     return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=_EOS, pad_token=_PAD)
+
+
+def write_statement_sets(folder: Path, per_topic: int = 12) -> Path:
+    """The statement sets TPLO's probes read (its four topics, true and false alternating), small
+    enough for a tiny model; returns ``folder``."""
+    from paretoprune.truth import TPLO_TOPICS
+
+    folder.mkdir(parents=True)
+    for topic in TPLO_TOPICS:
+        rows = [f"Statement {i} about {topic} is {'true' if i % 2 else 'false'}.,{i % 2}" for i in range(per_topic)]
+        (folder / f"{topic}.csv").write_text("statement,label\n" + "\n".join(rows) + "\n")
+    return folder

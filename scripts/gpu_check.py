@@ -300,15 +300,6 @@ WHOLE_MODEL_PATHS: dict[str, dict[str, str]] = {
 }
 
 
-def write_statements(folder: Path) -> Path:
-    """A small statement set of the topics TPLO's probes read (true and false alternate)."""
-    folder.mkdir(parents=True)
-    for topic in ("cities", "neg_cities", "sp_en_trans", "neg_sp_en_trans"):
-        rows = [f"Statement {i} about {topic} is {'true' if i % 2 else 'false'}.,{i % 2}" for i in range(12)]
-        (folder / f"{topic}.csv").write_text("statement,label\n" + "\n".join(rows) + "\n")
-    return folder
-
-
 @contextlib.contextmanager
 def cache_folder(folder: Path) -> Iterator[None]:
     """paretoprune's cache (``PARETOPRUNE_CACHE``) in ``folder`` for the duration."""
@@ -328,9 +319,10 @@ def mask_agreement(model_dir: Path, out: Path, options: dict[str, str], device: 
     ``device`` and on the CPU, from a model on disk (1.0 on the CPU itself). Each run has a score
     cache of its own, so that the CPU's run computes its scores rather than read the device's."""
     from paretoprune.models import load_model
+    from paretoprune.testing import write_statement_sets
     from paretoprune.workflows import AfterPruning, CalibrationOptions, PruneConfig, prune
 
-    truth_dir = str(write_statements(out / "statements")) if options.get("allocation") == "tplo" else None
+    truth_dir = str(write_statement_sets(out / "statements")) if options.get("allocation") == "tplo" else None
 
     def kept_on(where: str, folder: Path) -> dict[str, torch.Tensor]:
         with cache_folder(folder.with_name(folder.name + "-cache")):

@@ -14,7 +14,7 @@ from paretoprune.cli import main
 from paretoprune.metrics.scores import metric_by_name
 from paretoprune.models import find_layout, fingerprint
 from paretoprune.recipe import Recipe, save_recipe
-from paretoprune.testing import save_tiny_model, tiny_model
+from paretoprune.testing import save_tiny_model, tiny_model, write_statement_sets
 
 
 def _cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -398,18 +398,10 @@ def test_bad_capability_options_exit_2_in_one_line(model_dir: Path, args: list[s
     assert code == 2 and len(errors) == 1 and fragment in errors[0], errors
 
 
-def _truth_folder(folder: Path) -> Path:
-    folder.mkdir()
-    for topic in ("cities", "neg_cities", "sp_en_trans", "neg_sp_en_trans"):
-        rows = [f"The statement {topic} {i} is {'right' if i % 2 else 'wrong'}.,{i % 2}" for i in range(12)]
-        (folder / f"{topic}.csv").write_text("statement,label\n" + "\n".join(rows) + "\n")
-    return folder
-
-
 def test_prune_with_tplo_allocation_keeps_the_mean_and_needs_its_statements(model_dir: Path, tmp_path: Path) -> None:
     common = ("prune", "--model", str(model_dir), "--sparsity", "0.5", "--seqlen", "64", "--nsamples", "4",
               "--allocation", "tplo")  # fmt: skip
-    summary = _json_main(*common, "--truth-dir", str(_truth_folder(tmp_path / "truth")))
+    summary = _json_main(*common, "--truth-dir", str(write_statement_sets(tmp_path / "truth")))
     assert summary["sparsity"] == pytest.approx(0.5, abs=0.01)
     code, errors = _main(*common, "--truth-dir", str(tmp_path / "nowhere"), "--quiet")
     assert code == 2 and "nowhere" in errors[0]
